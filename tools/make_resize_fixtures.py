@@ -148,6 +148,11 @@ def main() -> int:
     resize_case("rgb", "nearest", (37, 200), face_rgb, "face37x53")
     resize_case("rgb", "bicubic", (97, 29), face_rgb, "face37x53")  # up in x, down in y
     resize_case("rgb", "bilinear", (13, 211), face_rgb, "face37x53")  # down in x, up in y
+    # Pillow runs the vertical pass first when the height shrinks by more than twice as many
+    # pixels as the width: both sides of that rule.
+    resize_case("rgb", "bicubic", (30, 39), face_rgb, "face37x53")  # 14 == 2 * 7: horizontal first
+    resize_case("rgb", "bicubic", (30, 38), face_rgb, "face37x53")  # 15 > 2 * 7: vertical first
+    resize_case("rgb", "bilinear", (500, 100), coffee, "coffee")  # vertical first, both shrink
 
     # --- JPEG: Pillow's (libjpeg-turbo) decode, informational for image's decoder ---------
     decode_case("approx", rocket, "rocket_pillow.png")
@@ -159,11 +164,11 @@ def main() -> int:
     for o in (6, 3, 8):
         path = OUT / f"orient{o}.jpg"
         crop.save(path, "JPEG", quality=95, exif=exif_bytes(o))
-        decode_case("approx", path, f"orient{o}_expected.png")
+        decode_case("approx", path, f"orient{o}_jpg_expected.png")
     tiny = astro.crop((200, 80, 207, 85))  # 7x5, lossless: exact for all eight values
     for o in range(1, 9):
         path = save_png(tiny, f"orient{o}.png", exif=exif_bytes(o))
-        decode_case("exact", path, f"orient{o}_expected.png")
+        decode_case("exact", path, f"orient{o}_png_expected.png")
     tiny.save(OUT / "orient6.tif", "TIFF", tiffinfo={274: 6})
     decode_case("exact", OUT / "orient6.tif", "orient6_tif_expected.png")
     xmp = (

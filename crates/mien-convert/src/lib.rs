@@ -1,1 +1,363 @@
-//! mien-convert
+//! Converts an ONNX image classifier into a mien plan: fix the input shape, type and declutter the graph,
+//! write tract NNEF plus a `mien.json` manifest, then reload the written plan with the device runtime
+//! and compare its logits with the ONNX model's.
+//!
+//! The offline path, one module per step: [`onnx`] (import, fix shape) → [`gelu`] (serializer
+//! work-around) → plan writing ([`mien_plan::PlanWriter`]) → [`verify`].
+
+pub mod gelu;
+pub mod hf_config;
+pub mod onnx;
+pub mod verify;
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use mien_plan::{
+    ColorOrder, DType, InputSpec, Layout, Manifest, ModelInfo, OutputSpec, PlanError, PlanWriter, Precision,
+    Preprocessing, ResampleFilter, FORMAT_VERSION, TRACT_VERSION,
+};
+use sha2::Digest;
+
+pub use verify::VerifyReport;
+
+/// Errors of a conversion. Messages are one line and name the file or flag involved.
+#[derive(Debug, thiserror::Error)]
+pub enum ConvertError {
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+    /// A Hugging Face config file has an unusable value.
+    #[error("{path}: field `{field}`: expected {expected}")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// The field.
+        field: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// The model is not a single-image-input classifier.
+    #[error("{path} is not an image classifier mien can run: {reason}")]
+    NotImageClassifier {
+        /// The ONNX file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// A flag is missing or wrong.
+    #[error("{flag}: expected {expected}")]
+    Flag {
+        /// The flag, e.g. `--size`.
+        flag: String,
+        /// What was expected.
+        expected: String,
+    },
+    /// tract failed on the model.
+    #[error("{path}: tract could not {stage} the model: {message}")]
+    Tract {
+        /// The model file.
+        path: PathBuf,
+        /// What was being done.
+        stage: &'static str,
+        /// tract's error chain on one line.
+        message: String,
+    },
+    /// The plan could not be written.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The written plan could not be loaded or run by the runtime.
+    #[error(transparent)]
+    Runtime(#[from] mien_runtime::RuntimeError),
+    /// A verification image could not be read.
+    #[error(transparent)]
+    Image(#[from] mien_image::ImageError),
+    /// The written plan disagrees with the source model.
+    #[error("verification failed: the plan's logits differ from the ONNX model's by up to {max_abs_diff:.3e} (tolerance {tolerance:.1e}, top-1 agreement {agreement:.1}%); no plan was written")]
+    VerificationFailed {
+        /// Largest absolute logit difference.
+        max_abs_diff: f32,
+        /// Allowed difference.
+        tolerance: f32,
+        /// Top-1 agreement in percent.
+        agreement: f32,
+    },
+}
+
+/// Where labels come from when given on the command line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LabelSource {
+    /// Comma-separated list.
+    List(Vec<String>),
+    /// A file with one label per line.
+    File(PathBuf),
+}
+
+/// Everything a conversion needs. Fields left `None` come from the model, then from Hugging Face
+/// config files beside it, then from defaults.
+#[derive(Debug, Clone)]
+pub struct ConvertOptions {
+    /// Source ONNX file.
+    pub model: PathBuf,
+    /// Destination plan (`NAME.mien` tar, or a directory).
+    pub output: PathBuf,
+    /// Model name for the manifest (default: the ONNX file stem).
+    pub name: Option<String>,
+    /// Labels override.
+    pub labels: Option<LabelSource>,
+    /// Input (height, width).
+    pub size: Option<(usize, usize)>,
+    /// Input layout.
+    pub layout: Option<Layout>,
+    /// Input channels.
+    pub channels: Option<usize>,
+    /// Rescale factor.
+    pub rescale: Option<f64>,
+    /// Per-channel (or single) mean.
+    pub mean: Option<Vec<f32>>,
+    /// Per-channel (or single) std.
+    pub std: Option<Vec<f32>>,
+    /// Resize filter.
+    pub resample: Option<ResampleFilter>,
+    /// Channel order.
+    pub color_order: Option<ColorOrder>,
+    /// Largest accepted absolute logit difference between plan and ONNX model.
+    pub tolerance: f32,
+    /// Synthetic inputs to verify with.
+    pub verify_inputs: usize,
+    /// Real images to verify with, in addition.
+    pub verify_images: Vec<PathBuf>,
+    /// Threads for verification runs (0: all cores).
+    pub threads: usize,
+}
+
+impl ConvertOptions {
+    /// Options with defaults for everything but the paths.
+    pub fn new(model: impl Into<PathBuf>, output: impl Into<PathBuf>) -> ConvertOptions {
+        ConvertOptions {
+            model: model.into(),
+            output: output.into(),
+            name: None,
+            labels: None,
+            size: None,
+            layout: None,
+            channels: None,
+            rescale: None,
+            mean: None,
+            std: None,
+            resample: None,
+            color_order: None,
+            tolerance: 1e-3,
+            verify_inputs: 3,
+            verify_images: vec![],
+            threads: 0,
+        }
+    }
+}
+
+/// Receives progress from a conversion (the CLI draws it; libraries may ignore it).
+pub trait Progress {
+    /// A new step starts.
+    fn stage(&self, _name: &str) {}
+    /// Something the user should know (fallbacks, ignored settings).
+    fn warn(&self, _message: &str) {}
+}
+
+/// A [`Progress`] that drops everything.
+pub struct Quiet;
+impl Progress for Quiet {}
+
+/// What a conversion produced.
+#[derive(Debug, Clone)]
+pub struct ConvertReport {
+    /// The plan's manifest as written.
+    pub manifest: Manifest,
+    /// Where it was written.
+    pub output: PathBuf,
+    /// Verification figures.
+    pub verification: VerifyReport,
+    /// GELU nodes expanded for serialization.
+    pub gelu_unfused: usize,
+    /// Warnings issued.
+    pub warnings: Vec<String>,
+}
+
+fn sha256_file(path: &Path) -> Result<String, ConvertError> {
+    let io = |e| ConvertError::Io { path: path.to_path_buf(), source: e };
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", hasher.finalize()))
+}
+
+fn per_channel(flag: &str, values: Vec<f32>, channels: usize) -> Result<Vec<f32>, ConvertError> {
+    match values.len() {
+        1 => Ok(vec![values[0]; channels]),
+        n if n == channels => Ok(values),
+        n => Err(ConvertError::Flag {
+            flag: flag.into(),
+            expected: format!("1 or {channels} values (the model has {channels} channels), found {n}"),
+        }),
+    }
+}
+
+fn read_labels(source: &LabelSource) -> Result<Vec<String>, ConvertError> {
+    match source {
+        LabelSource::List(list) => Ok(list.clone()),
+        LabelSource::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|e| ConvertError::Io { path: path.clone(), source: e })?;
+            Ok(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_string).collect())
+        }
+    }
+}
+
+/// Runs a whole conversion. Nothing is written at `options.output` unless every step, verification
+/// included, succeeds.
+pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<ConvertReport, ConvertError> {
+    let mut warnings = Vec::new();
+    let mut warn = |m: String| {
+        progress.warn(&m);
+        warnings.push(m);
+    };
+    let model_path = &options.model;
+    if !model_path.is_file() {
+        return Err(ConvertError::Io {
+            path: model_path.clone(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "no such ONNX file"),
+        });
+    }
+    let dir = model_path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let hints = hf_config::read_hints(dir)?;
+
+    progress.stage("reading the ONNX model and fixing its input shape");
+    let fixed = onnx::load_and_fix(
+        model_path,
+        &onnx::InputHints {
+            layout: options.layout,
+            channels: options.channels,
+            size_flag: options.size,
+            size_config: hints.size,
+        },
+    )?;
+    if let (Some(cfg), None) = (hints.size, options.size) {
+        if cfg != fixed.size {
+            warn(format!(
+                "preprocessor_config.json asks for {}x{} but the model's input is fixed to {}x{}; using the model's size",
+                cfg.0, cfg.1, fixed.size.0, fixed.size.1
+            ));
+        }
+    }
+    let classes: usize = fixed.output_shape.iter().product();
+
+    let labels = match (&options.labels, &hints.labels) {
+        (Some(source), _) => read_labels(source)?,
+        (None, Some(labels)) => labels.clone(),
+        (None, None) => {
+            warn(format!("no labels (no --labels, no id2label in config.json): using class_0..class_{}", classes - 1));
+            (0..classes).map(|i| format!("class_{i}")).collect()
+        }
+    };
+    if labels.len() != classes {
+        let origin = if options.labels.is_some() { "--labels" } else { "config.json id2label" };
+        return Err(ConvertError::Flag {
+            flag: origin.into(),
+            expected: format!("{classes} labels to match the model's output {:?}, found {}", fixed.output_shape, labels.len()),
+        });
+    }
+
+    let channels = fixed.channels;
+    if hints.rescale.is_none() && options.rescale.is_none() && options.mean.is_none() {
+        warn("no preprocessor_config.json and no --rescale/--mean/--std: assuming inputs scaled to [0, 1] (rescale 1/255, mean 0, std 1)".into());
+    }
+    let mean = per_channel("--mean", options.mean.clone().or(hints.mean.clone()).unwrap_or(vec![0.0]), channels)?;
+    let std = per_channel("--std", options.std.clone().or(hints.std.clone()).unwrap_or(vec![1.0]), channels)?;
+    let preprocessing = Preprocessing {
+        height: fixed.size.0,
+        width: fixed.size.1,
+        resample: options.resample.or(hints.resample).unwrap_or(ResampleFilter::Bilinear),
+        rescale_factor: options.rescale.or(hints.rescale).unwrap_or(1.0 / 255.0),
+        mean,
+        std,
+        color_order: options.color_order.unwrap_or(ColorOrder::Rgb),
+    };
+
+    progress.stage("hashing the source model");
+    let source_sha256 = sha256_file(model_path)?;
+    let name = options.name.clone().unwrap_or_else(|| {
+        model_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
+    });
+    let mut manifest = Manifest {
+        format_version: FORMAT_VERSION,
+        tract_version: TRACT_VERSION.into(),
+        model: ModelInfo {
+            name,
+            source_file: model_path.file_name().map(|s| s.to_string_lossy().into_owned()),
+            source_sha256: Some(source_sha256),
+        },
+        labels,
+        input: InputSpec {
+            name: fixed.input_name.clone(),
+            shape: fixed.input_shape.clone(),
+            dtype: DType::F32,
+            layout: fixed.layout,
+            channels,
+        },
+        output: OutputSpec { name: fixed.output_name.clone(), shape: fixed.output_shape.clone() },
+        preprocessing,
+        precision: Precision::F32,
+        verification: None,
+        created_by: format!("mien-convert {}", env!("CARGO_PKG_VERSION")),
+        files: vec![],
+    };
+    // Catch manifest problems (bad flags) before the slow steps.
+    {
+        let mut probe = manifest.clone();
+        probe.files = vec![mien_plan::FileEntry { path: "graph.nnef".into(), size: 0, crc32: "00000000".into() }];
+        probe.validate()?;
+    }
+
+    progress.stage("writing the tract NNEF plan");
+    let mut plan_model = fixed.model.clone();
+    let gelu_unfused = gelu::unfuse_gelu_exact(&mut plan_model).map_err(|e| ConvertError::Tract {
+        path: model_path.clone(),
+        stage: "prepare (GELU expansion)",
+        message: format!("{e:#}"),
+    })?;
+    let writer = PlanWriter::new(&options.output)?;
+    let nnef_dir = writer.fresh_dir("nnef");
+    tract_nnef::nnef().write_to_dir(&plan_model, &nnef_dir).map_err(|e| ConvertError::Tract {
+        path: model_path.clone(),
+        stage: "serialize",
+        message: format!("{e:#}").replace('\n', " "),
+    })?;
+    drop(plan_model);
+    writer.adopt_graph_dir(&nnef_dir)?;
+    let staged = writer.stage_manifest(&manifest)?;
+
+    progress.stage("verifying the written plan against the ONNX model");
+    let report = verify::verify(&fixed, &staged, options)?;
+    manifest.verification = Some(report.to_manifest(options.tolerance));
+    if !(report.max_abs_diff <= options.tolerance) {
+        return Err(ConvertError::VerificationFailed {
+            max_abs_diff: report.max_abs_diff,
+            tolerance: options.tolerance,
+            agreement: report.top1_agreement * 100.0,
+        });
+    }
+
+    progress.stage("moving the plan into place");
+    let manifest = writer.finish(manifest)?;
+    Ok(ConvertReport { manifest, output: options.output.clone(), verification: report, gelu_unfused, warnings })
+}

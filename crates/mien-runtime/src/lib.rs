@@ -1,1 +1,323 @@
-//! mien-runtime
+//! Runs mien plans: load, optimize for this CPU, preprocess exactly like the model's image processor,
+//! infer, softmax, top-k.
+//!
+//! Depends on tract-nnef and tract-core only (never tract-onnx or protobuf), so it stays small enough
+//! for the device binary.
+
+mod preprocess;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tract_core::ops::matmul::optimized::OptMatMul;
+use tract_core::prelude::*;
+use tract_linalg::multithread::{multithread_tract_scope, Executor};
+
+pub use mien_image::RgbImage;
+pub use mien_plan::{Manifest, Plan, PlanError};
+pub use preprocess::Preprocessor;
+
+/// Errors from loading or running a plan. Messages are one line.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The plan itself is invalid, missing or corrupt.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// tract could not load, optimize or run the graph.
+    #[error("{path}: tract could not {stage} the graph: {message}")]
+    Tract {
+        /// The plan.
+        path: String,
+        /// `load`, `optimize` or `run`.
+        stage: &'static str,
+        /// tract's error chain on one line.
+        message: String,
+    },
+    /// The graph loaded but does not match what the manifest says.
+    #[error("{path}: the graph does not match mien.json: {message}")]
+    GraphMismatch {
+        /// The plan.
+        path: String,
+        /// What differs.
+        message: String,
+    },
+    /// An input tensor of the wrong size was given.
+    #[error("input has {found} values, the plan expects {expected}")]
+    InputSize {
+        /// Values expected.
+        expected: usize,
+        /// Values given.
+        found: usize,
+    },
+}
+
+fn one_line(e: &TractError) -> String {
+    format!("{e:#}").replace('\n', " ")
+}
+
+/// How to run plans.
+#[derive(Debug, Clone)]
+pub struct RuntimeOptions {
+    /// Threads for matrix products and large element-wise ops; 0 means all available cores.
+    pub threads: usize,
+}
+
+impl Default for RuntimeOptions {
+    fn default() -> Self {
+        RuntimeOptions { threads: 0 }
+    }
+}
+
+impl RuntimeOptions {
+    /// The thread count actually used.
+    pub fn effective_threads(&self) -> usize {
+        if self.threads > 0 {
+            self.threads
+        } else {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        }
+    }
+}
+
+/// Time spent getting a plan ready.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoadTimings {
+    /// Manifest validation and graph file checksums.
+    pub verify_ms: f64,
+    /// NNEF parsing into a tract model.
+    pub load_ms: f64,
+    /// tract's optimisation for this CPU (kernel choice, packing) and plan building.
+    pub optimize_ms: f64,
+}
+
+/// Result of classifying one input.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Classification {
+    /// Index of the top class.
+    pub index: usize,
+    /// Label of the top class.
+    pub label: String,
+    /// Probability of the top class.
+    pub score: f32,
+    /// Softmax of the logits, in label order.
+    pub probabilities: Vec<f32>,
+    /// Raw model outputs, in label order.
+    pub logits: Vec<f32>,
+}
+
+/// A loaded, CPU-optimized plan ready to classify images.
+pub struct Classifier {
+    plan: Plan,
+    runnable: Arc<TypedRunnableModel>,
+    optimized: Arc<TypedModel>,
+    preprocessor: Preprocessor,
+    executor: Executor,
+    threads: usize,
+    timings: LoadTimings,
+}
+
+impl std::fmt::Debug for Classifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Classifier").field("plan", &self.plan.path()).field("threads", &self.threads).finish()
+    }
+}
+
+impl Classifier {
+    /// Opens, verifies, loads and optimizes a plan.
+    pub fn load(path: impl AsRef<Path>, options: &RuntimeOptions) -> Result<Classifier, RuntimeError> {
+        let start = Instant::now();
+        let plan = Plan::open(path.as_ref())?;
+        let verify_ms = start.elapsed().as_secs_f64() * 1e3;
+        let plan_name = plan.path().display().to_string();
+        let tract_err = |stage: &'static str| {
+            let path = plan_name.clone();
+            move |e: TractError| RuntimeError::Tract { path, stage, message: one_line(&e) }
+        };
+
+        let start = Instant::now();
+        let model = tract_nnef::nnef().model_for_path(plan.nnef_path()).map_err(tract_err("load"))?;
+        let load_ms = start.elapsed().as_secs_f64() * 1e3;
+        check_graph(&plan, &model).map_err(|message| RuntimeError::GraphMismatch { path: plan_name.clone(), message })?;
+
+        let start = Instant::now();
+        let optimized = Arc::new(model.into_optimized().map_err(tract_err("optimize"))?);
+        let runnable = optimized.clone().into_runnable().map_err(tract_err("optimize"))?;
+        let optimize_ms = start.elapsed().as_secs_f64() * 1e3;
+
+        let threads = options.effective_threads();
+        let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
+        let manifest = plan.manifest();
+        let preprocessor = Preprocessor::new(&manifest.preprocessing, &manifest.input);
+        tracing::debug!(plan = %plan_name, verify_ms, load_ms, optimize_ms, threads, "plan ready");
+        Ok(Classifier {
+            plan,
+            runnable,
+            optimized,
+            preprocessor,
+            executor,
+            threads,
+            timings: LoadTimings { verify_ms, load_ms, optimize_ms },
+        })
+    }
+
+    /// The plan's manifest.
+    pub fn manifest(&self) -> &Manifest {
+        self.plan.manifest()
+    }
+
+    /// The plan on disk.
+    pub fn plan(&self) -> &Plan {
+        &self.plan
+    }
+
+    /// Class labels in output order.
+    pub fn labels(&self) -> &[String] {
+        &self.plan.manifest().labels
+    }
+
+    /// Threads used for inference.
+    pub fn threads(&self) -> usize {
+        self.threads
+    }
+
+    /// How long loading took.
+    pub fn timings(&self) -> LoadTimings {
+        self.timings
+    }
+
+    /// The image-to-tensor step of this plan.
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.preprocessor
+    }
+
+    /// Runs the graph on a preprocessed input and returns the logits.
+    pub fn run_logits(&self, input: &[f32]) -> Result<Vec<f32>, RuntimeError> {
+        let expected = self.preprocessor.len();
+        if input.len() != expected {
+            return Err(RuntimeError::InputSize { expected, found: input.len() });
+        }
+        let shape = &self.plan.manifest().input.shape;
+        let tensor = Tensor::from_shape(shape, input).map_err(|e| self.run_error(e))?;
+        let outputs = multithread_tract_scope(self.executor.clone(), || {
+            self.runnable.run(tvec!(tensor.into_tvalue()))
+        })
+        .map_err(|e| self.run_error(e))?;
+        let logits = outputs[0].cast_to::<f32>().map_err(|e| self.run_error(e))?;
+        let logits = logits.to_plain_array_view::<f32>().map_err(|e| self.run_error(e))?;
+        Ok(logits.iter().copied().collect())
+    }
+
+    fn run_error(&self, e: TractError) -> RuntimeError {
+        RuntimeError::Tract { path: self.plan.path().display().to_string(), stage: "run", message: one_line(&e) }
+    }
+
+    /// Classifies a preprocessed input.
+    pub fn classify_input(&self, input: &[f32]) -> Result<Classification, RuntimeError> {
+        let logits = self.run_logits(input)?;
+        let probabilities = softmax(&logits);
+        let (index, score) = top_k(&probabilities, 1)[0];
+        Ok(Classification { index, label: self.labels()[index].clone(), score, probabilities, logits })
+    }
+
+    /// Preprocesses and classifies an RGB image.
+    pub fn classify(&self, image: &RgbImage) -> Result<Classification, RuntimeError> {
+        let input = self.preprocessor.run(image);
+        self.classify_input(&input)
+    }
+
+    /// Number of nodes of each op type in the optimized graph.
+    pub fn op_counts(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for node in self.optimized.nodes() {
+            *counts.entry(node.op.name().to_string()).or_insert(0) += 1;
+        }
+        counts
+    }
+
+    /// Matrix-multiplication kernels tract chose on this CPU, with the number of matmuls using each.
+    pub fn matmul_kernels(&self) -> BTreeMap<String, usize> {
+        let mut kernels = BTreeMap::new();
+        for node in self.optimized.nodes() {
+            if let Some(op) = node.op_as::<OptMatMul>() {
+                for mmm in &op.mmm {
+                    *kernels.entry(mmm.name().to_string()).or_insert(0) += 1;
+                }
+            }
+        }
+        kernels
+    }
+}
+
+/// Checks that the NNEF graph has the input and output the manifest promises.
+fn check_graph(plan: &Plan, model: &TypedModel) -> Result<(), String> {
+    let manifest = plan.manifest();
+    if model.inputs.len() != 1 || model.outputs.len() != 1 {
+        return Err(format!(
+            "expected 1 input and 1 output, the graph has {} and {}",
+            model.inputs.len(),
+            model.outputs.len()
+        ));
+    }
+    let input_fact = model.outlet_fact(model.inputs[0]).map_err(|e| one_line(&e))?;
+    let input_shape: Option<Vec<usize>> = input_fact.shape.as_concrete().map(|s| s.to_vec());
+    if input_shape.as_deref() != Some(&manifest.input.shape[..]) {
+        return Err(format!("input shape is {:?}, mien.json says {:?}", input_fact.shape, manifest.input.shape));
+    }
+    if input_fact.datum_type != f32::datum_type() {
+        return Err(format!("input type is {:?}, mien.json says f32", input_fact.datum_type));
+    }
+    let output_fact = model.outlet_fact(model.outputs[0]).map_err(|e| one_line(&e))?;
+    let output_len: Option<usize> = output_fact.shape.as_concrete().map(|s| s.iter().product());
+    if output_len != Some(manifest.labels.len()) {
+        return Err(format!(
+            "output shape is {:?}, which does not hold the {} labels of mien.json",
+            output_fact.shape,
+            manifest.labels.len()
+        ));
+    }
+    Ok(())
+}
+
+/// Numerically stable softmax.
+pub fn softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let exps: Vec<f32> = logits.iter().map(|&l| (l - max).exp()).collect();
+    let sum: f32 = exps.iter().sum();
+    exps.into_iter().map(|e| e / sum).collect()
+}
+
+/// The `k` largest values with their indices, largest first (ties keep the lower index first).
+pub fn top_k(values: &[f32], k: usize) -> Vec<(usize, f32)> {
+    let mut indexed: Vec<(usize, f32)> = values.iter().copied().enumerate().collect();
+    indexed.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+    indexed.truncate(k);
+    indexed
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`), if known.
+pub fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_sums_to_one_and_survives_large_logits() {
+        let p = softmax(&[1000.0, 1000.0, -1000.0]);
+        assert!((p.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+        assert!((p[0] - 0.5).abs() < 1e-6 && p[2] == 0.0);
+    }
+
+    #[test]
+    fn top_k_orders_and_breaks_ties_by_index() {
+        assert_eq!(top_k(&[0.1, 0.4, 0.4, 0.1], 2), vec![(1, 0.4), (2, 0.4)]);
+        assert_eq!(top_k(&[0.1], 3).len(), 1);
+    }
+}

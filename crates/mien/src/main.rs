@@ -1,1 +1,79 @@
-fn main() {}
+//! `mien`: the device binary. Thin command-line layer over `mien-runtime`.
+
+mod bench;
+mod classify;
+mod info;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+const EXAMPLES: &str = "\
+Examples:
+  mien classify models/tiny-vit/tiny-vit.mien tests/data/photos/astronaut.png
+  mien classify plan.mien photos/*.jpg --json
+  mien info plan.mien
+  mien bench plan.mien --threads 2 --runs 20 --json";
+
+/// On-device facial expression recognition with a Vision Transformer.
+#[derive(Parser, Debug)]
+#[command(name = "mien", version, after_help = EXAMPLES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    /// More logging on stderr (repeat for more; RUST_LOG overrides).
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Classify image files (JPEG, PNG, BMP, TIFF) with a plan.
+    Classify(classify::ClassifyArgs),
+    /// Show a plan's manifest, its op counts and the kernels tract picks on this CPU.
+    Info(info::InfoArgs),
+    /// Measure load time, inference latency and peak memory of a plan.
+    Bench(bench::BenchArgs),
+}
+
+/// Options shared by the commands that run a plan.
+#[derive(Args, Debug, Clone)]
+pub struct RunArgs {
+    /// The plan: a NAME.mien file or a plan directory, as written by mien-convert.
+    pub plan: PathBuf,
+    /// Inference threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    pub threads: usize,
+}
+
+impl RunArgs {
+    fn options(&self) -> mien_runtime::RuntimeOptions {
+        mien_runtime::RuntimeOptions { threads: self.threads }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let level = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Classify(args) => classify::run(args),
+        Command::Info(args) => info::run(args),
+        Command::Bench(args) => bench::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("mien: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

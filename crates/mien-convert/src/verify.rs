@@ -1,0 +1,99 @@
+//! Reloads a written plan with the device runtime and compares it with the ONNX model run by tract-onnx.
+
+use std::path::Path;
+
+use mien_image::RgbImage;
+use mien_plan::Verification;
+use mien_runtime::{Classifier, RuntimeOptions};
+use tract_onnx::prelude::*;
+
+use crate::onnx::FixedModel;
+use crate::{ConvertError, ConvertOptions};
+
+/// Agreement between a plan and its source model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VerifyReport {
+    /// Inputs compared.
+    pub inputs: usize,
+    /// Largest absolute logit difference.
+    pub max_abs_diff: f32,
+    /// Fraction of inputs with the same top-1 class.
+    pub top1_agreement: f32,
+}
+
+impl VerifyReport {
+    /// The manifest form.
+    pub fn to_manifest(&self, tolerance: f32) -> Verification {
+        Verification {
+            reference: format!("tract-onnx {}", mien_plan::TRACT_VERSION),
+            inputs: self.inputs,
+            max_abs_logit_diff: self.max_abs_diff,
+            tolerance,
+            top1_agreement: self.top1_agreement,
+        }
+    }
+}
+
+/// A deterministic test picture 1.5x the model's input size (so the resize path runs): smooth colour
+/// ramps, a bright disc and hashed noise, different for each `seed`.
+pub fn synthetic_image(height: usize, width: usize, seed: u32) -> RgbImage {
+    let (w, h) = ((width * 3 / 2).max(2) as u32, (height * 3 / 2).max(2) as u32);
+    RgbImage::from_fn(w, h, |x, y| {
+        let mut n = x.wrapping_mul(374761393) ^ y.wrapping_mul(668265263) ^ seed.wrapping_mul(2246822519);
+        n = (n ^ (n >> 13)).wrapping_mul(1274126177);
+        let noise = (n >> 24) as i32 - 128;
+        let (fx, fy) = (x as f32 / w as f32, y as f32 / h as f32);
+        let (cx, cy) = (fx - 0.3 - 0.1 * (seed % 4) as f32, fy - 0.5);
+        let disc = if cx * cx + cy * cy < 0.04 { 90 } else { 0 };
+        let channel = |base: f32| (base * 255.0) as i32 + disc + noise / 3;
+        let clamp = |v: i32| v.clamp(0, 255) as u8;
+        image::Rgb([clamp(channel(fx)), clamp(channel(fy)), clamp(channel(1.0 - fx * fy))])
+    })
+}
+
+fn argmax(v: &[f32]) -> usize {
+    mien_runtime::top_k(v, 1)[0].0
+}
+
+/// Runs the staged plan (through [`Classifier`], exactly as the device will) and the source model on
+/// the same inputs.
+pub fn verify(fixed: &FixedModel, plan_dir: &Path, options: &ConvertOptions) -> Result<VerifyReport, ConvertError> {
+    let classifier = Classifier::load(plan_dir, &RuntimeOptions { threads: options.threads })?;
+    let mut images: Vec<RgbImage> = (0..options.verify_inputs)
+        .map(|i| synthetic_image(fixed.size.0, fixed.size.1, i as u32 + 1))
+        .collect();
+    for path in &options.verify_images {
+        images.push(mien_image::open_rgb(path)?);
+    }
+    if images.is_empty() {
+        return Err(ConvertError::Flag { flag: "--verify-inputs".into(), expected: "at least one input".into() });
+    }
+    let tract_err = |e: TractError| ConvertError::Tract {
+        path: options.model.clone(),
+        stage: "run",
+        message: format!("{e:#}").replace('\n', " "),
+    };
+    let reference = fixed.model.clone().into_optimized().map_err(tract_err)?.into_runnable().map_err(tract_err)?;
+    let mut max_abs_diff = 0f32;
+    let mut agree = 0usize;
+    for image in &images {
+        let input = classifier.preprocessor().run(image);
+        let ours = classifier.run_logits(&input)?;
+        let tensor = Tensor::from_shape(&fixed.input_shape, &input).map_err(tract_err)?;
+        let theirs = reference.run(tvec!(tensor.into_tvalue())).map_err(tract_err)?;
+        let theirs = theirs[0].cast_to::<f32>().map_err(tract_err)?;
+        let theirs: Vec<f32> = theirs.to_plain_array_view::<f32>().map_err(tract_err)?.iter().copied().collect();
+        let theirs = &theirs[..];
+        for (a, b) in ours.iter().zip(theirs) {
+            let d = (a - b).abs();
+            // NaN must fail verification, not slip past a max().
+            max_abs_diff = if d.is_nan() || max_abs_diff.is_nan() { f32::NAN } else { max_abs_diff.max(d) };
+        }
+        agree += (argmax(&ours) == argmax(theirs)) as usize;
+    }
+    Ok(VerifyReport {
+        inputs: images.len(),
+        max_abs_diff,
+        top1_agreement: agree as f32 / images.len() as f32,
+    })
+}

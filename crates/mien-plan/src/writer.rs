@@ -1,0 +1,189 @@
+//! Atomic plan writing: everything is staged beside the destination and renamed into place at the end,
+//! so a failed or interrupted conversion never leaves a partial plan under the requested name.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::manifest::{FileEntry, Manifest};
+use crate::{checksum, relative_name, PlanError, MANIFEST_FILE, TAR_EXTENSION};
+
+/// The two on-disk forms of a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlanKind {
+    /// A directory holding `mien.json` and the NNEF files.
+    Directory,
+    /// An uncompressed tar (`NAME.mien`) with `mien.json` as its first entry.
+    Tar,
+}
+
+impl PlanKind {
+    /// `.mien` selects the tar form; anything else is a directory.
+    pub fn for_path(path: &Path) -> PlanKind {
+        match path.extension() {
+            Some(ext) if ext == TAR_EXTENSION => PlanKind::Tar,
+            _ => PlanKind::Directory,
+        }
+    }
+}
+
+/// Stages a plan next to its destination and moves it into place on [`PlanWriter::finish`]. Dropping the
+/// writer without finishing removes the staging area.
+pub struct PlanWriter {
+    destination: PathBuf,
+    kind: PlanKind,
+    staging: tempfile::TempDir,
+}
+
+impl PlanWriter {
+    /// Prepares to write a plan at `destination` (form chosen by [`PlanKind::for_path`]). Refuses to
+    /// replace an existing directory that is not a plan.
+    pub fn new(destination: impl AsRef<Path>) -> Result<PlanWriter, PlanError> {
+        let destination = destination.as_ref().to_path_buf();
+        let kind = PlanKind::for_path(&destination);
+        if destination.is_dir() && !destination.join(MANIFEST_FILE).is_file() {
+            return Err(PlanError::Io {
+                path: destination,
+                source: std::io::Error::new(
+                    std::io::ErrorKind::AlreadyExists,
+                    "exists and is not a mien plan; refusing to replace it",
+                ),
+            });
+        }
+        let parent = match destination.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        let staging = tempfile::Builder::new()
+            .prefix(".mien-staging-")
+            .tempdir_in(&parent)
+            .map_err(|e| PlanError::Io { path: parent.clone(), source: e })?;
+        std::fs::create_dir(staging.path().join("plan"))
+            .map_err(|e| PlanError::Io { path: staging.path().to_path_buf(), source: e })?;
+        Ok(PlanWriter { destination, kind, staging })
+    }
+
+    /// The (empty, existing) directory the NNEF graph files go into.
+    pub fn graph_dir(&self) -> PathBuf {
+        self.staging.path().join("plan")
+    }
+
+    /// A path that does not exist yet inside the staging area, for writers that insist on creating the
+    /// directory themselves (tract's `write_to_dir`); pass it to [`PlanWriter::adopt_graph_dir`].
+    pub fn fresh_dir(&self, name: &str) -> PathBuf {
+        self.staging.path().join(name)
+    }
+
+    /// Uses `dir` (created inside the staging area) as the graph directory.
+    pub fn adopt_graph_dir(&self, dir: &Path) -> Result<(), PlanError> {
+        let target = self.graph_dir();
+        std::fs::remove_dir(&target).map_err(|e| PlanError::Io { path: target.clone(), source: e })?;
+        std::fs::rename(dir, &target).map_err(|e| PlanError::Io { path: target, source: e })
+    }
+
+    fn record_files(&self) -> Result<Vec<FileEntry>, PlanError> {
+        let graph_dir = self.graph_dir();
+        let mut files = Vec::new();
+        for entry in walkdir::WalkDir::new(&graph_dir).min_depth(1).sort_by_file_name() {
+            let entry = entry.map_err(|e| PlanError::Io {
+                path: graph_dir.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            if entry.file_type().is_dir() {
+                continue;
+            }
+            let rel = relative_name(&graph_dir, entry.path());
+            if rel == MANIFEST_FILE {
+                continue;
+            }
+            let file = File::open(entry.path())
+                .map_err(|e| PlanError::Io { path: entry.path().to_path_buf(), source: e })?;
+            let (size, crc32) = checksum(file)
+                .map_err(|e| PlanError::Io { path: entry.path().to_path_buf(), source: e })?;
+            files.push(FileEntry { path: rel, size, crc32 });
+        }
+        Ok(files)
+    }
+
+    /// Writes a provisional manifest into the staging area and returns the path of the staged plan (a
+    /// complete directory plan), so it can be loaded and checked before [`PlanWriter::finish`] commits it.
+    pub fn stage_manifest(&self, manifest: &Manifest) -> Result<PathBuf, PlanError> {
+        let mut manifest = manifest.clone();
+        manifest.files = self.record_files()?;
+        manifest.validate()?;
+        let path = self.graph_dir().join(MANIFEST_FILE);
+        std::fs::write(&path, manifest.to_json()).map_err(|e| PlanError::Io { path: path.clone(), source: e })?;
+        Ok(self.graph_dir())
+    }
+
+    /// Records the graph files in `manifest.files`, validates the manifest, writes it and moves the plan
+    /// into place. Returns the final manifest.
+    pub fn finish(self, mut manifest: Manifest) -> Result<Manifest, PlanError> {
+        let graph_dir = self.graph_dir();
+        manifest.files = self.record_files()?;
+        manifest.validate()?;
+        let json = manifest.to_json();
+        let io = |path: &Path| {
+            let path = path.to_path_buf();
+            move |e| PlanError::Io { path, source: e }
+        };
+        match self.kind {
+            PlanKind::Directory => {
+                let manifest_path = graph_dir.join(MANIFEST_FILE);
+                std::fs::write(&manifest_path, json.as_bytes()).map_err(io(&manifest_path))?;
+                replace_dir(&graph_dir, &self.destination, self.staging.path())?;
+            }
+            PlanKind::Tar => {
+                let tar_path = self.staging.path().join("plan.mien");
+                let file = File::create(&tar_path).map_err(io(&tar_path))?;
+                let mut builder = tar::Builder::new(BufWriter::with_capacity(1 << 20, file));
+                builder.mode(tar::HeaderMode::Deterministic);
+                let mut header = tar::Header::new_gnu();
+                header.set_size(json.len() as u64);
+                header.set_mode(0o644);
+                header.set_cksum();
+                builder
+                    .append_data(&mut header, MANIFEST_FILE, json.as_bytes())
+                    .map_err(io(&tar_path))?;
+                for entry in &manifest.files {
+                    let src = graph_dir.join(&entry.path);
+                    let mut f = File::open(&src).map_err(io(&src))?;
+                    builder.append_file(&entry.path, &mut f).map_err(io(&tar_path))?;
+                }
+                let mut writer = builder.into_inner().map_err(io(&tar_path))?;
+                writer.flush().map_err(io(&tar_path))?;
+                let file = writer.into_inner().map_err(|e| PlanError::Io {
+                    path: tar_path.clone(),
+                    source: e.into_error(),
+                })?;
+                file.sync_all().map_err(io(&tar_path))?;
+                if self.destination.is_dir() {
+                    return Err(PlanError::Io {
+                        path: self.destination.clone(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::AlreadyExists,
+                            "is a directory; cannot replace it with a .mien file",
+                        ),
+                    });
+                }
+                std::fs::rename(&tar_path, &self.destination).map_err(io(&self.destination))?;
+            }
+        }
+        Ok(manifest)
+    }
+}
+
+/// Moves `staged` to `destination`, replacing an existing plan directory there.
+fn replace_dir(staged: &Path, destination: &Path, staging_root: &Path) -> Result<(), PlanError> {
+    let io = |path: &Path, e| PlanError::Io { path: path.to_path_buf(), source: e };
+    if destination.exists() {
+        // Swap the old plan out first so a crash leaves either the old or the new plan, never a mix.
+        let old = staging_root.join("old");
+        std::fs::rename(destination, &old).map_err(|e| io(destination, e))?;
+        std::fs::rename(staged, destination).map_err(|e| io(destination, e))?;
+        std::fs::remove_dir_all(&old).map_err(|e| io(&old, e))?;
+    } else {
+        std::fs::rename(staged, destination).map_err(|e| io(destination, e))?;
+    }
+    Ok(())
+}

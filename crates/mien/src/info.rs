@@ -1,0 +1,83 @@
+//! `mien info`.
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+use clap::Args;
+use mien_runtime::Classifier;
+use serde_json::json;
+
+use crate::RunArgs;
+
+/// Arguments of `mien info`.
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    run: RunArgs,
+    /// Print JSON: manifest, op_counts, matmul_kernels, timings.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: InfoArgs) -> Result<ExitCode> {
+    let classifier = Classifier::load(&args.run.plan, &args.run.options())?;
+    let m = classifier.manifest();
+    let ops = classifier.op_counts();
+    let kernels = classifier.matmul_kernels();
+    let t = classifier.timings();
+    if args.json {
+        let value = json!({
+            "plan": classifier.plan().path(),
+            "manifest": m,
+            "op_counts": ops,
+            "matmul_kernels": kernels,
+            "threads": classifier.threads(),
+            "verify_ms": t.verify_ms,
+            "load_ms": t.load_ms,
+            "optimize_ms": t.optimize_ms,
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let p = &m.preprocessing;
+    println!("plan        {}", classifier.plan().path().display());
+    println!("model       {} ({} {}, written by {}, tract {})", m.model.name, m.precision, format_bytes(classifier.plan().graph_bytes()), m.created_by, m.tract_version);
+    if let Some(sha) = &m.model.source_sha256 {
+        println!("source      {} sha256 {}", m.model.source_file.as_deref().unwrap_or("?"), sha);
+    }
+    println!("labels      {}", m.labels.join(", "));
+    println!("input       {} {:?} {:?} f32, {} channel(s)", m.input.name, m.input.shape, m.input.layout, m.input.channels);
+    println!("output      {} {:?}", m.output.name, m.output.shape);
+    println!(
+        "preprocess  {:?} resize to {}x{}, x*{:.6}, mean {:?}, std {:?}, {:?}",
+        p.resample, p.height, p.width, p.rescale_factor, p.mean, p.std, p.color_order
+    );
+    if let Some(v) = &m.verification {
+        println!(
+            "verified    against {} on {} inputs: max |logit diff| {:.2e} (tolerance {:.0e}), top-1 agreement {:.0}%",
+            v.reference,
+            v.inputs,
+            v.max_abs_logit_diff,
+            v.tolerance,
+            v.top1_agreement * 100.0
+        );
+    }
+    println!("timings     verify {:.0} ms, load {:.0} ms, optimize {:.0} ms", t.verify_ms, t.load_ms, t.optimize_ms);
+    println!("kernels     (matmul kernels tract chose on this CPU)");
+    for (name, count) in &kernels {
+        println!("  {count:>5} x {name}");
+    }
+    println!("ops         (optimized graph)");
+    for (name, count) in &ops {
+        println!("  {count:>5} x {name}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn format_bytes(bytes: u64) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MB", bytes as f64 / 1e6)
+    } else {
+        format!("{:.1} kB", bytes as f64 / 1e3)
+    }
+}

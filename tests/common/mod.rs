@@ -1,0 +1,65 @@
+//! Helpers shared by the workspace-level tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use serde_json::Value;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The committed tiny ViT export.
+pub fn tiny_onnx() -> PathBuf {
+    root().join("models/tiny-vit/model.onnx")
+}
+
+/// A plan converted from the tiny ViT once per test binary (cached under target/).
+pub fn tiny_plan() -> &'static Path {
+    static PLAN: OnceLock<PathBuf> = OnceLock::new();
+    PLAN.get_or_init(|| {
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("tiny-plan-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("tiny-vit.mien");
+        let options = mien_convert::ConvertOptions::new(tiny_onnx(), &out);
+        mien_convert::convert(&options, &mien_convert::Quiet).expect("tiny ViT converts");
+        out
+    })
+}
+
+/// One photo's reference data, made by tools/make_tiny_fixtures.py with the Hugging Face processor and
+/// onnxruntime.
+pub struct Fixture {
+    pub file: String,
+    pub photo: PathBuf,
+    pub pixel_values: Vec<f32>,
+    pub logits: Vec<f32>,
+}
+
+pub fn tiny_fixtures() -> Vec<Fixture> {
+    let dir = root().join("tests/data/tiny-vit");
+    let expected: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    expected["images"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|image| {
+            let bytes = std::fs::read(dir.join(image["pixel_values"].as_str().unwrap())).unwrap();
+            let pixel_values = bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+            let file = image["file"].as_str().unwrap().to_string();
+            Fixture {
+                photo: root().join("tests/data/photos").join(&file),
+                file,
+                pixel_values,
+                logits: image["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect(),
+            }
+        })
+        .collect()
+}
+
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
+}

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""mien vs onnxruntime on the same ONNX model, same thread count: latency, load time, peak RSS.
+
+By default it benchmarks the seed architecture (ViT-B/16, random weights, exported offline): it exports
+the ONNX if missing, converts it with mien-convert, runs `mien bench --json`, runs onnxruntime in a
+separate process (so peak RSS is its own), and prints both with the ratio.
+
+Examples:
+  python tools/bench_vs_onnxruntime.py                      # seed architecture, 2 threads
+  python tools/bench_vs_onnxruntime.py --onnx my/model.onnx --threads 4 --runs 30
+  python tools/bench_vs_onnxruntime.py --json               # machine-readable summary
+Build first: cargo build --release -p mien -p mien-convert (or pass --mien / --mien-convert).
+"""
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CACHE = os.environ.get("MIEN_CACHE", os.path.expanduser("~/.cache/mien"))
+
+
+def ort_child(onnx_path, threads, runs, warmup):
+    """Runs in a fresh process: load, warm up, time runs; prints JSON."""
+    import numpy as np
+    import onnxruntime as ort
+
+    t0 = time.perf_counter()
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    session = ort.InferenceSession(onnx_path, opts, providers=["CPUExecutionProvider"])
+    load_ms = (time.perf_counter() - t0) * 1e3
+    inp = session.get_inputs()[0]
+    shape = [1 if not isinstance(d, int) else d for d in inp.shape]
+    x = np.random.default_rng(0).uniform(-1, 1, shape).astype(np.float32)
+    for _ in range(warmup):
+        session.run(None, {inp.name: x})
+    lat = []
+    for _ in range(runs):
+        t = time.perf_counter()
+        session.run(None, {inp.name: x})
+        lat.append((time.perf_counter() - t) * 1e3)
+    lat.sort()
+    pick = lambda p: lat[max(0, min(len(lat) - 1, int(-(-p * len(lat) // 100)) - 1))]
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps({"load_ms": load_ms, "latency_ms": {"p50": pick(50), "p90": pick(90), "p99": pick(99)},
+                      "peak_rss_mb": rss_mb, "threads": threads, "version": ort.__version__}))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--onnx", help="ONNX model (default: seed architecture exported to $MIEN_CACHE/seed-random)")
+    ap.add_argument("--plan", help="mien plan (default: converted next to the ONNX)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--runs", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--mien", default=os.path.join(ROOT, "target", "release", "mien"))
+    ap.add_argument("--mien-convert", default=os.path.join(ROOT, "target", "release", "mien-convert"))
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--ort-child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.ort_child:
+        return ort_child(args.ort_child, args.threads, args.runs, args.warmup)
+
+    onnx_path = args.onnx
+    if onnx_path is None:
+        seed_dir = os.path.join(CACHE, "seed-random")
+        onnx_path = os.path.join(seed_dir, "model.onnx")
+        if not os.path.exists(onnx_path):
+            print(f"exporting the seed architecture to {seed_dir} ...", file=sys.stderr)
+            subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export_hf.py"), "--random-config", "seed",
+                            "-o", seed_dir], check=True, stdout=subprocess.DEVNULL)
+    plan = args.plan or os.path.splitext(onnx_path)[0] + ".mien"
+    for tool in (args.mien, args.mien_convert):
+        if not os.path.exists(tool):
+            sys.exit(f"bench_vs_onnxruntime.py: {tool} not found: cargo build --release -p mien -p mien-convert")
+    if not os.path.exists(plan):
+        print(f"converting {onnx_path} -> {plan} ...", file=sys.stderr)
+        subprocess.run([args.mien_convert, onnx_path, "-o", plan], check=True, stdout=subprocess.DEVNULL)
+
+    mien = json.loads(subprocess.run([args.mien, "bench", plan, "--threads", str(args.threads), "--runs",
+                                      str(args.runs), "--warmup", str(args.warmup), "--json"],
+                                     check=True, capture_output=True, text=True).stdout)
+    ort = json.loads(subprocess.run([sys.executable, __file__, "--ort-child", onnx_path, "--threads",
+                                     str(args.threads), "--runs", str(args.runs), "--warmup", str(args.warmup)],
+                                    check=True, capture_output=True, text=True).stdout)
+    summary = {
+        "model": onnx_path, "threads": args.threads, "runs": args.runs,
+        "mien": {"load_ms": mien["load_ms"], "optimize_ms": mien["optimize_ms"], "latency_ms": mien["latency_ms"],
+                 "peak_rss_mb": mien["peak_rss_mb"]},
+        "onnxruntime": ort,
+        "latency_ratio_p50": mien["latency_ms"]["p50"] / ort["latency_ms"]["p50"],
+        "rss_ratio": mien["peak_rss_mb"] / ort["peak_rss_mb"],
+    }
+    if args.json:
+        print(json.dumps(summary, indent=1))
+        return
+    m, o = summary["mien"], ort
+    print(f"model {onnx_path}, {args.threads} threads, {args.runs} runs")
+    print(f"{'':14}{'mien':>12}{'onnxruntime':>14}{'ratio':>8}")
+    print(f"{'latency p50':14}{m['latency_ms']['p50']:>10.1f}ms{o['latency_ms']['p50']:>12.1f}ms"
+          f"{summary['latency_ratio_p50']:>8.2f}")
+    print(f"{'latency p90':14}{m['latency_ms']['p90']:>10.1f}ms{o['latency_ms']['p90']:>12.1f}ms")
+    print(f"{'load+optimize':14}{m['load_ms'] + m['optimize_ms']:>10.0f}ms{o['load_ms']:>12.0f}ms")
+    print(f"{'peak RSS':14}{m['peak_rss_mb']:>10.0f}MB{o['peak_rss_mb']:>12.0f}MB{summary['rss_ratio']:>8.2f}")
+
+
+if __name__ == "__main__":
+    main()
