@@ -202,6 +202,20 @@ fn sha256_file(path: &Path) -> Result<String, ConvertError> {
     Ok(format!("{:x}", hasher.finalize()))
 }
 
+/// The file stem, or the folder name for Hugging Face style `FOLDER/model.onnx` exports.
+fn default_model_name(path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    let folder = path
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()));
+    match (stem.as_str(), folder) {
+        ("model" | "", Some(folder)) => folder,
+        ("", None) => "model".into(),
+        _ => stem,
+    }
+}
+
 fn per_channel(flag: &str, values: Vec<f32>, channels: usize) -> Result<Vec<f32>, ConvertError> {
     match values.len() {
         1 => Ok(vec![values[0]; channels]),
@@ -295,9 +309,7 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
 
     progress.stage("hashing the source model");
     let source_sha256 = sha256_file(model_path)?;
-    let name = options.name.clone().unwrap_or_else(|| {
-        model_path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into())
-    });
+    let name = options.name.clone().unwrap_or_else(|| default_model_name(model_path));
     let mut manifest = Manifest {
         format_version: FORMAT_VERSION,
         tract_version: TRACT_VERSION.into(),

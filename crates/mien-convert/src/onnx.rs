@@ -188,7 +188,11 @@ pub fn load_and_fix(path: &Path, hints: &InputHints) -> Result<FixedModel, Conve
             format!("it has {} outputs; an image classifier has one (the logits)", model.outputs.len()),
         ));
     }
-    let output_name = model.node(model.outputs[0].node).name.clone();
+    // The ONNX tensor name ("logits") survives as the outlet label; node names change with decluttering.
+    let output_name = model
+        .outlet_label(model.outputs[0])
+        .map(str::to_string)
+        .unwrap_or_else(|| model.node(model.outputs[0].node).name.clone());
     let output_fact = model.outlet_fact(model.outputs[0]).map_err(tract_error(path, "type"))?;
     let output_shape: Vec<usize> = match output_fact.shape.as_concrete() {
         Some(s) => s.to_vec(),

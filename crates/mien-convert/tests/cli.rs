@@ -1,0 +1,69 @@
+//! The `mien-convert` binary: reports, exit codes, one-line errors, no partial output.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn convert(args: &[&std::ffi::OsStr]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_mien-convert")).args(args).output().expect("mien-convert runs")
+}
+
+#[test]
+fn json_report_and_plan() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny.mien");
+    let onnx = root().join("models/tiny-vit/model.onnx");
+    let result = convert(&[onnx.as_os_str(), "-o".as_ref(), out.as_os_str(), "--json".as_ref()]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(v["model"], "tiny-vit");
+    assert!(v["verification"]["max_abs_logit_diff"].as_f64().unwrap() <= 1e-5);
+    assert_eq!(v["verification"]["top1_agreement"], 1.0);
+    assert!(out.is_file());
+}
+
+#[test]
+fn errors_are_one_line_and_leave_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("x.mien");
+    let cases: Vec<(Vec<std::ffi::OsString>, &str)> = vec![
+        (vec!["/nonexistent/model.onnx".into(), "-o".into(), out.clone().into()], "/nonexistent/model.onnx"),
+        (
+            vec![root().join("tests/data/onnx/dynamic_hw.onnx").into(), "-o".into(), out.clone().into()],
+            "--size",
+        ),
+        (
+            vec![root().join("tests/data/onnx/two_inputs.onnx").into(), "-o".into(), out.clone().into()],
+            "2 inputs",
+        ),
+    ];
+    for (args, needle) in cases {
+        let args: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        let result = convert(&args);
+        assert_eq!(result.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8(result.stderr).unwrap();
+        let lines: Vec<_> = stderr.lines().filter(|l| !l.starts_with("warning:")).collect();
+        assert_eq!(lines.len(), 1, "{stderr}");
+        assert!(lines[0].contains(needle), "{stderr}");
+        assert!(!stderr.contains("panicked"));
+        let left: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+        assert!(left.is_empty(), "partial output: {left:?}");
+    }
+}
+
+#[test]
+fn bad_size_flag_is_a_usage_error() {
+    let result = convert(&["m.onnx".as_ref(), "-o".as_ref(), "x".as_ref(), "--size".as_ref(), "224".as_ref()]);
+    assert_eq!(result.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&result.stderr).contains("HxW"));
+}
+
+#[test]
+fn help_has_examples() {
+    let out = convert(&["--help".as_ref()]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Examples:") && text.contains("--labels"), "{text}");
+}

@@ -1,0 +1,103 @@
+//! The `mien` binary as users and scripts see it: output formats, exit codes, one-line errors.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn plan() -> PathBuf {
+    root().join("models/tiny-vit/tiny-vit.mien")
+}
+
+fn photo(name: &str) -> PathBuf {
+    root().join("tests/data/photos").join(name)
+}
+
+fn mien(args: &[&std::ffi::OsStr]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mien")).args(args).output().expect("mien runs")
+}
+
+fn os(s: &str) -> &std::ffi::OsStr {
+    s.as_ref()
+}
+
+#[test]
+fn classify_json_has_the_documented_fields() {
+    let out = mien(&[os("classify"), plan().as_os_str(), photo("astronaut.png").as_os_str(), photo("rocket.jpg").as_os_str(), os("--json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), 2);
+    for line in &lines {
+        let probs = line["probabilities"].as_object().unwrap();
+        assert_eq!(probs.len(), 7);
+        let label = line["label"].as_str().unwrap();
+        let score = line["score"].as_f64().unwrap();
+        assert_eq!(probs[label].as_f64().unwrap(), score);
+        assert!(probs.values().all(|p| p.as_f64().unwrap() <= score));
+        assert!(line["latency_ms"].as_f64().unwrap() > 0.0);
+        assert!(line["file"].as_str().unwrap().ends_with(".png") || line["file"].as_str().unwrap().ends_with(".jpg"));
+    }
+}
+
+#[test]
+fn classify_table_and_bad_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("notes.jpg");
+    std::fs::write(&bad, "not an image").unwrap();
+    let out = mien(&[os("classify"), plan().as_os_str(), bad.as_os_str(), photo("camera.png").as_os_str()]);
+    assert_eq!(out.status.code(), Some(1), "a bad image fails the run");
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(stdout.starts_with("FILE"), "{stdout}");
+    assert!(stdout.contains("camera.png"), "the good image is still classified: {stdout}");
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("notes.jpg") && stderr.contains("cannot decode"), "{stderr}");
+}
+
+#[test]
+fn missing_plan_is_one_line() {
+    let out = mien(&[os("classify"), os("/nonexistent/plan.mien"), photo("camera.png").as_os_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("/nonexistent/plan.mien"), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}
+
+#[test]
+fn info_lists_kernels_and_ops() {
+    let out = mien(&[os("info"), plan().as_os_str(), os("--json")]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest"]["labels"].as_array().unwrap().len(), 7);
+    assert!(v["op_counts"]["OptMatMul"].as_u64().unwrap() > 0);
+    assert!(!v["matmul_kernels"].as_object().unwrap().is_empty());
+    let text = mien(&[os("info"), plan().as_os_str()]);
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("kernels") && text.contains("angry, disgust"), "{text}");
+}
+
+#[test]
+fn bench_json_has_the_fields_other_tools_read() {
+    let out = mien(&[os("bench"), plan().as_os_str(), os("--runs"), os("5"), os("--threads"), os("1"), os("--json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for field in ["load_ms", "optimize_ms", "peak_rss_mb", "threads"] {
+        assert!(v[field].is_number(), "{field} missing: {v}");
+    }
+    for p in ["p50", "p90", "p99"] {
+        assert!(v["latency_ms"][p].as_f64().unwrap() > 0.0);
+    }
+    assert!(v["latency_ms"]["p50"].as_f64() <= v["latency_ms"]["p99"].as_f64());
+    assert_eq!(v["threads"], 1);
+}
+
+#[test]
+fn help_has_examples() {
+    let out = mien(&[os("--help")]);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Examples:") && text.contains("classify"), "{text}");
+}
