@@ -20,7 +20,7 @@ pub fn unfuse_gelu_exact(model: &mut TypedModel) -> TractResult<usize> {
         let fact = model.outlet_fact(node.inputs[0])?.clone();
         let rank = fact.rank();
         let constant = |value: f32| -> TractResult<Tensor> {
-            Ok(tensor0(value).cast_to_dt(fact.datum_type)?.into_owned().broadcast_into_rank(rank)?)
+            tensor0(value).cast_to_dt(fact.datum_type)?.into_owned().broadcast_into_rank(rank)
         };
         let mut patch = TypedModelPatch::default();
         let x = patch.tap_model(model, node.inputs[0])?;

@@ -361,7 +361,8 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
     progress.stage("verifying the written plan against the ONNX model");
     let report = verify::verify(&fixed, &staged, options)?;
     manifest.verification = Some(report.to_manifest(options.tolerance));
-    if !(report.max_abs_diff <= options.tolerance) {
+    // NaN differences fail too.
+    if report.max_abs_diff.is_nan() || report.max_abs_diff > options.tolerance {
         return Err(ConvertError::VerificationFailed {
             max_abs_diff: report.max_abs_diff,
             tolerance: options.tolerance,

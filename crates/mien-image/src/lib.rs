@@ -91,7 +91,8 @@ impl FromStr for Resample {
 /// [`ImageError`] when the file cannot be read, is empty, is not one of the four formats, is
 /// truncated or corrupt, has no pixels, or is too large to decode (over 512 MiB). The message
 /// names the file.
-pub fn open_rgb(path: &Path) -> Result<RgbImage, ImageError> {
+pub fn open_rgb(path: impl AsRef<Path>) -> Result<RgbImage, ImageError> {
+    let path = path.as_ref();
     let bytes = std::fs::read(path).map_err(|e| ImageError::Read {
         path: path.to_path_buf(),
         message: error::one_line(&e.to_string()),

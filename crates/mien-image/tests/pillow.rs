@@ -98,7 +98,7 @@ fn resize_matches_pillow() {
         let (w, h): (u32, u32) = (w.parse().unwrap(), h.parse().unwrap());
         let (ours, pillow) = match mode.as_str() {
             "rgb" => {
-                let src = open_rgb(&data_dir().join(input)).unwrap();
+                let src = open_rgb(data_dir().join(input)).unwrap();
                 let pillow = load_png(expected).to_rgb8();
                 (resize_rgb(&src, w, h, filter).into_raw(), pillow)
             }
@@ -139,7 +139,7 @@ fn decode_matches_pillow() {
         let [_, kind, input, expected] = &case[..] else {
             panic!("bad line {case:?}")
         };
-        let ours = open_rgb(&data_dir().join(input)).unwrap_or_else(|e| panic!("{e}"));
+        let ours = open_rgb(data_dir().join(input)).unwrap_or_else(|e| panic!("{e}"));
         let pillow: RgbImage = load_png(expected).to_rgb8();
         assert_eq!(ours.dimensions(), pillow.dimensions(), "{input}");
         let agreement = Agreement::of(ours.as_raw(), pillow.as_raw());
@@ -165,7 +165,7 @@ fn luma_matches_pillow() {
         let [_, input, expected] = &case[..] else {
             panic!("bad line {case:?}")
         };
-        let ours = rgb_to_luma_pillow(&open_rgb(&data_dir().join(input)).unwrap());
+        let ours = rgb_to_luma_pillow(&open_rgb(data_dir().join(input)).unwrap());
         let pillow = load_png(expected).to_luma8();
         assert_eq!(ours, pillow, "{input}");
     }
@@ -288,7 +288,7 @@ fn all_four_formats_decode() {
         ("resize/in_rgb.bmp", (32, 24)),
         ("resize/in_rgb.tif", (32, 24)),
     ] {
-        let img = open_rgb(&data_dir().join(file)).unwrap();
+        let img = open_rgb(data_dir().join(file)).unwrap();
         assert_eq!(img.dimensions(), dims, "{file}");
     }
 }
@@ -301,15 +301,15 @@ fn exif_orientation_turns_the_image() {
         ("orient8.jpg", (60, 80)),
         ("orient3.jpg", (80, 60)),
     ] {
-        let img = open_rgb(&data_dir().join("resize").join(file)).unwrap();
+        let img = open_rgb(data_dir().join("resize").join(file)).unwrap();
         assert_eq!(img.dimensions(), dims, "{file}");
     }
     // Lossless: every orientation against the untransposed image.
-    let base = open_rgb(&data_dir().join("resize/orient1.png")).unwrap();
+    let base = open_rgb(data_dir().join("resize/orient1.png")).unwrap();
     let (w, h) = base.dimensions();
     let at = |img: &RgbImage, x: u32, y: u32| img.get_pixel(x, y).0;
     for o in 2..=8 {
-        let img = open_rgb(&data_dir().join(format!("resize/orient{o}.png"))).unwrap();
+        let img = open_rgb(data_dir().join(format!("resize/orient{o}.png"))).unwrap();
         for y in 0..h {
             for x in 0..w {
                 // Where the source pixel (x, y) lands after Pillow's transpose.
@@ -335,7 +335,7 @@ fn exif_orientation_turns_the_image() {
 #[test]
 fn gray_becomes_rgb_by_replication() {
     let gray = load_png("resize/in_camera_face_48x48_L.png").to_luma8();
-    let rgb = open_rgb(&data_dir().join("resize/in_camera_face_48x48_L.png")).unwrap();
+    let rgb = open_rgb(data_dir().join("resize/in_camera_face_48x48_L.png")).unwrap();
     assert_eq!(rgb.dimensions(), gray.dimensions());
     for (p, l) in rgb.pixels().zip(gray.pixels()) {
         assert_eq!(p.0, [l.0[0]; 3]);
@@ -345,7 +345,7 @@ fn gray_becomes_rgb_by_replication() {
 /// Informational: how close `image`'s JPEG decoder comes to Pillow's libjpeg-turbo.
 #[test]
 fn jpeg_decoder_versus_libjpeg() {
-    let ours = open_rgb(&data_dir().join("photos/rocket.jpg")).unwrap();
+    let ours = open_rgb(data_dir().join("photos/rocket.jpg")).unwrap();
     let pillow = load_png("resize/rocket_pillow.png").to_rgb8();
     let a = Agreement::of(ours.as_raw(), pillow.as_raw());
     a.report("rocket.jpg decode vs libjpeg-turbo");

@@ -288,7 +288,7 @@ impl Manifest {
                 return Err(invalid(field, "finite numbers"));
             }
         }
-        if pre.std.iter().any(|s| *s == 0.0) {
+        if pre.std.contains(&0.0) {
             return Err(invalid("preprocessing.std", "non-zero values"));
         }
         if !self.files.iter().any(|f| f.path == "graph.nnef") {

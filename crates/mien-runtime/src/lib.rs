@@ -58,16 +58,10 @@ fn one_line(e: &TractError) -> String {
 }
 
 /// How to run plans.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct RuntimeOptions {
     /// Threads for matrix products and large element-wise ops; 0 means all available cores.
     pub threads: usize,
-}
-
-impl Default for RuntimeOptions {
-    fn default() -> Self {
-        RuntimeOptions { threads: 0 }
-    }
 }
 
 impl RuntimeOptions {
@@ -139,6 +133,7 @@ impl Classifier {
         let start = Instant::now();
         let model = tract_nnef::nnef().model_for_path(plan.nnef_path()).map_err(tract_err("load"))?;
         let load_ms = start.elapsed().as_secs_f64() * 1e3;
+        tracing::debug!(rss_mb = current_rss_mb(), load_ms, "graph loaded");
         check_graph(&plan, &model).map_err(|message| RuntimeError::GraphMismatch { path: plan_name.clone(), message })?;
 
         let start = Instant::now();
@@ -148,9 +143,10 @@ impl Classifier {
 
         let threads = options.effective_threads();
         let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
+
         let manifest = plan.manifest();
         let preprocessor = Preprocessor::new(&manifest.preprocessing, &manifest.input);
-        tracing::debug!(plan = %plan_name, verify_ms, load_ms, optimize_ms, threads, "plan ready");
+        tracing::debug!(plan = %plan_name, verify_ms, load_ms, optimize_ms, threads, rss_mb = current_rss_mb(), peak_rss_mb = peak_rss_mb(), "plan ready");
         Ok(Classifier {
             plan,
             runnable,
@@ -296,12 +292,21 @@ pub fn top_k(values: &[f32], k: usize) -> Vec<(usize, f32)> {
     indexed
 }
 
-/// Peak resident set size of this process in MiB (Linux `VmHWM`), if known.
-pub fn peak_rss_mb() -> Option<f64> {
+fn proc_status_mb(field: &str) -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// Peak resident set size of this process in MiB (Linux `VmHWM`), if known.
+pub fn peak_rss_mb() -> Option<f64> {
+    proc_status_mb("VmHWM:")
+}
+
+/// Current resident set size of this process in MiB (Linux `VmRSS`), if known.
+pub fn current_rss_mb() -> Option<f64> {
+    proc_status_mb("VmRSS:")
 }
 
 #[cfg(test)]
