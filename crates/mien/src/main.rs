@@ -2,6 +2,7 @@
 
 mod bench;
 mod classify;
+mod eval;
 mod info;
 
 use std::path::PathBuf;
@@ -14,7 +15,10 @@ Examples:
   mien classify models/tiny-vit/tiny-vit.mien tests/data/photos/astronaut.png
   mien classify plan.mien photos/*.jpg --json
   mien info plan.mien
-  mien bench plan.mien --threads 2 --runs 20 --json";
+  mien bench plan.mien --threads 2 --runs 20 --json
+  mien eval plan.mien fer2013/public_test --json
+  mien eval int8.mien --against f32.mien fer2013/public_test
+  mien eval plan.mien jaffe/ --label-map AN=angry,DI=disgust,FE=fear,HA=happy,NE=neutral,SA=sad,SU=surprise";
 
 /// On-device facial expression recognition with a Vision Transformer.
 #[derive(Parser, Debug)]
@@ -35,6 +39,8 @@ enum Command {
     Info(info::InfoArgs),
     /// Measure load time, inference latency and peak memory of a plan.
     Bench(bench::BenchArgs),
+    /// Accuracy of a plan on DIR/<label>/* images, or its drift against another plan (--against).
+    Eval(eval::EvalArgs),
 }
 
 /// Options shared by the commands that run a plan.
@@ -68,6 +74,7 @@ fn main() -> ExitCode {
         Command::Classify(args) => classify::run(args),
         Command::Info(args) => info::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Eval(args) => eval::run(args),
     };
     match result {
         Ok(code) => code,

@@ -101,3 +101,46 @@ fn help_has_examples() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Examples:") && text.contains("classify"), "{text}");
 }
+
+#[test]
+fn eval_json_with_label_map_reports_what_it_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    for (folder, file) in [("HA", "astronaut.png"), ("sad", "camera.png"), ("contempt", "coffee.png")] {
+        std::fs::create_dir_all(dir.path().join(folder)).unwrap();
+        std::fs::copy(photo(file), dir.path().join(folder).join(file)).unwrap();
+    }
+    std::fs::write(dir.path().join("sad/broken.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
+    let out = mien(&[os("eval"), plan().as_os_str(), dir.path().as_os_str(), os("--label-map"), os("HA=happy"), os("--json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "mien.eval/1");
+    assert_eq!(v["images"], 2);
+    assert_eq!(v["confusion"].as_array().unwrap().len(), 7);
+    assert_eq!(v["unknown_folders"][0]["name"], "contempt");
+    assert!(v["unreadable"][0]["file"].as_str().unwrap().ends_with("broken.png"));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert!(stderr.contains("contempt") && stderr.contains("broken.png"), "{stderr}");
+
+    let out = mien(&[os("eval"), plan().as_os_str(), os("--against"), plan().as_os_str(), dir.path().as_os_str(), os("--json")]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["schema"], "mien.eval.compare/1");
+    assert_eq!(v["agreement"], 1.0);
+    assert_eq!(v["max_abs_diff"], 0.0);
+
+    // Images directly in DIR are an unlabelled set.
+    let out = mien(&[os("eval"), plan().as_os_str(), dir.path().join("contempt").as_os_str(), os("--json")]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(v["accuracy"].is_null() && v["images"] == 1);
+
+    // Only unknown folders: a one-line error that suggests --label-map.
+    let only_unknown = tempfile::tempdir().unwrap();
+    std::fs::create_dir(only_unknown.path().join("AN")).unwrap();
+    std::fs::copy(photo("camera.png"), only_unknown.path().join("AN/camera.png")).unwrap();
+    let out = mien(&[os("eval"), plan().as_os_str(), only_unknown.path().as_os_str()]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("--label-map") && stderr.contains("AN"), "{stderr}");
+}
