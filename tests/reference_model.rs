@@ -1,0 +1,152 @@
+//! The reference model vit-s14-fer (DINOv2 ViT-S/14 + the committed head): its f32 plan must match
+//! onnxruntime on FER2013 public_test images.
+//!
+//! Needs ../shared/data/fer2013-dev.tar and a Python with onnx, onnxruntime, Pillow and numpy
+//! (`$MIEN_PYTHON`, else `$MIEN_CACHE/venv/bin/python`, else `python3`); `.ci/run` installs them. In CI
+//! (`CI=true`) anything missing fails the test; elsewhere the test is skipped with a message.
+//! The ONNX is rebuilt from the committed head on first use and cached in `$MIEN_CACHE` (default
+//! `~/.cache/mien`), as is the extracted data set.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use mien_runtime::{Classifier, RuntimeOptions};
+
+/// Images per class taken from public_test (the first N by name): 350 images in all.
+const PER_CLASS: usize = 50;
+
+fn cache() -> PathBuf {
+    std::env::var_os("MIEN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/mien"))
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+}
+
+/// Fails in CI, skips (returns None) elsewhere.
+fn missing(what: &str) -> Option<()> {
+    if in_ci() {
+        panic!("CI=true and {what}");
+    }
+    eprintln!("SKIPPED reference_model: {what} (CI would fail here)");
+    None
+}
+
+fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MIEN_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = cache().join("venv/bin/python");
+    if venv.is_file() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
+fn python_ready(python: &Path) -> bool {
+    Command::new(python)
+        .args(["-c", "import onnx, onnxruntime, PIL, numpy"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// FER2013 extracted into the cache (never beside the read-only tar).
+fn public_test() -> Option<PathBuf> {
+    let dir = cache().join("fer2013");
+    if dir.join("public_test/happy").is_dir() {
+        return Some(dir.join("public_test"));
+    }
+    let tar_path = root().join("../shared/data/fer2013-dev.tar");
+    if !tar_path.is_file() {
+        missing(&format!("{} is missing", tar_path.display()))?;
+    }
+    let staging = cache().join(format!("fer2013.tmp-{}", std::process::id()));
+    std::fs::create_dir_all(&staging).unwrap();
+    tar::Archive::new(std::fs::File::open(&tar_path).unwrap()).unpack(&staging).unwrap();
+    // Another test process may have won the race; either copy is complete.
+    if std::fs::rename(&staging, &dir).is_err() {
+        std::fs::remove_dir_all(&staging).ok();
+    }
+    Some(dir.join("public_test"))
+}
+
+fn reference_onnx(python: &Path) -> PathBuf {
+    let dir = cache().join("vit-s14-fer/model");
+    let head = root().join("models/vit-s14-fer/head.npz");
+    let stamp = dir.join("head.sha");
+    let head_bytes = std::fs::read(&head).unwrap();
+    let head_id = format!("{:08x}-{}", crc32fast::hash(&head_bytes), head_bytes.len());
+    if dir.join("model.onnx").is_file() && std::fs::read_to_string(&stamp).ok().as_deref() == Some(&head_id) {
+        return dir;
+    }
+    let status = Command::new(python)
+        .arg(root().join("tools/build_vit_s14_fer.py"))
+        .arg("--head")
+        .arg(&head)
+        .arg("-o")
+        .arg(&dir)
+        .env("MIEN_CACHE", cache())
+        .status()
+        .expect("python runs");
+    assert!(status.success(), "tools/build_vit_s14_fer.py --head failed");
+    std::fs::write(&stamp, head_id).unwrap();
+    dir
+}
+
+#[test]
+fn f32_plan_matches_onnxruntime_on_public_test() {
+    let Some(public_test) = public_test() else { return };
+    let python = python();
+    if !python_ready(&python) {
+        if missing(&format!("{} lacks onnx/onnxruntime/Pillow/numpy", python.display())).is_none() {
+            return;
+        }
+    }
+    let model_dir = reference_onnx(&python);
+
+    let mut images = vec![];
+    for label in ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"] {
+        let mut files: Vec<PathBuf> =
+            std::fs::read_dir(public_test.join(label)).unwrap().map(|e| e.unwrap().path()).collect();
+        files.sort();
+        images.extend(files.into_iter().take(PER_CLASS));
+    }
+    let work = tempfile::tempdir().unwrap();
+    let reference = work.path().join("reference");
+    let status = Command::new(&python)
+        .arg(root().join("tools/ort_reference.py"))
+        .arg(&model_dir)
+        .arg(&reference)
+        .args(&images)
+        .status()
+        .unwrap();
+    assert!(status.success(), "tools/ort_reference.py failed");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(reference.with_extension("json")).unwrap()).unwrap();
+    let raw = std::fs::read(reference.with_extension("f32")).unwrap();
+    let pixels: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+
+    let plan = work.path().join("vit-s14-fer.mien");
+    mien_convert::convert(&mien_convert::ConvertOptions::new(model_dir.join("model.onnx"), &plan), &mien_convert::Quiet)
+        .unwrap();
+    let classifier = Classifier::load(&plan, &RuntimeOptions::default()).unwrap();
+    assert_eq!(classifier.labels(), ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]);
+    let per_image = pixels.len() / images.len();
+    let (mut max_diff, mut agree) = (0f32, 0usize);
+    for (i, logits) in expected["logits"].as_array().unwrap().iter().enumerate() {
+        let theirs: Vec<f32> = logits.as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+        let ours = classifier.run_logits(&pixels[i * per_image..(i + 1) * per_image]).unwrap();
+        max_diff = max_diff.max(max_abs_diff(&ours, &theirs));
+        agree += (mien_runtime::top_k(&ours, 1)[0].0 == mien_runtime::top_k(&theirs, 1)[0].0) as usize;
+    }
+    eprintln!("vit-s14-fer f32 plan vs onnxruntime on {} public_test images: max |logit diff| {max_diff:.2e}, top-1 agreement {agree}/{}", images.len(), images.len());
+    assert_eq!(agree, images.len(), "top-1 agreement below 100 %");
+    assert!(max_diff <= 1e-3, "max |logit diff| {max_diff} > 1e-3");
+}
