@@ -198,7 +198,7 @@ def step_head(train_x, train_y, test_x, test_y, seed):
     fit = order[n // 10:]
     mu, sigma = standardize(train_x[fit])
     scores = {}
-    for l2 in [1e-5, 1e-4, 1e-3, 1e-2]:
+    for l2 in [1e-4, 1e-3, 1e-2, 3e-2, 1e-1]:
         w, b = train_logistic((train_x[fit] - mu) / sigma, train_y[fit], l2)
         pred = (((train_x[val] - mu) / sigma) @ w + b).argmax(1)
         scores[l2] = float((pred == train_y[val]).mean())
