@@ -104,10 +104,8 @@ fn reference_onnx(python: &Path) -> PathBuf {
 fn f32_plan_matches_onnxruntime_on_public_test() {
     let Some(public_test) = public_test() else { return };
     let python = python();
-    if !python_ready(&python) {
-        if missing(&format!("{} lacks onnx/onnxruntime/Pillow/numpy", python.display())).is_none() {
-            return;
-        }
+    if !python_ready(&python) && missing(&format!("{} lacks onnx/onnxruntime/Pillow/numpy", python.display())).is_none() {
+        return;
     }
     let model_dir = reference_onnx(&python);
 

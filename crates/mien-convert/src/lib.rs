@@ -347,7 +347,7 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
         stage: "prepare (GELU expansion)",
         message: format!("{e:#}"),
     })?;
-    let writer = PlanWriter::new(&options.output)?;
+    let mut writer = PlanWriter::new(&options.output)?;
     let nnef_dir = writer.fresh_dir("nnef");
     tract_nnef::nnef().write_to_dir(&plan_model, &nnef_dir).map_err(|e| ConvertError::Tract {
         path: model_path.clone(),

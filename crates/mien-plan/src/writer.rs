@@ -33,6 +33,9 @@ pub struct PlanWriter {
     destination: PathBuf,
     kind: PlanKind,
     staging: tempfile::TempDir,
+    /// Graph file entries recorded by [`PlanWriter::stage_manifest`], so `finish` does not read the
+    /// (possibly hundreds of MB of) graph files a second time.
+    staged_files: Option<Vec<FileEntry>>,
 }
 
 impl PlanWriter {
@@ -60,7 +63,7 @@ impl PlanWriter {
             .map_err(|e| PlanError::Io { path: parent.clone(), source: e })?;
         std::fs::create_dir(staging.path().join("plan"))
             .map_err(|e| PlanError::Io { path: staging.path().to_path_buf(), source: e })?;
-        Ok(PlanWriter { destination, kind, staging })
+        Ok(PlanWriter { destination, kind, staging, staged_files: None })
     }
 
     /// The (empty, existing) directory the NNEF graph files go into.
@@ -107,9 +110,11 @@ impl PlanWriter {
 
     /// Writes a provisional manifest into the staging area and returns the path of the staged plan (a
     /// complete directory plan), so it can be loaded and checked before [`PlanWriter::finish`] commits it.
-    pub fn stage_manifest(&self, manifest: &Manifest) -> Result<PathBuf, PlanError> {
+    /// The graph directory must not change between this call and `finish`.
+    pub fn stage_manifest(&mut self, manifest: &Manifest) -> Result<PathBuf, PlanError> {
         let mut manifest = manifest.clone();
         manifest.files = self.record_files()?;
+        self.staged_files = Some(manifest.files.clone());
         manifest.validate()?;
         let path = self.graph_dir().join(MANIFEST_FILE);
         std::fs::write(&path, manifest.to_json()).map_err(|e| PlanError::Io { path: path.clone(), source: e })?;
@@ -118,9 +123,12 @@ impl PlanWriter {
 
     /// Records the graph files in `manifest.files`, validates the manifest, writes it and moves the plan
     /// into place. Returns the final manifest.
-    pub fn finish(self, mut manifest: Manifest) -> Result<Manifest, PlanError> {
+    pub fn finish(mut self, mut manifest: Manifest) -> Result<Manifest, PlanError> {
         let graph_dir = self.graph_dir();
-        manifest.files = self.record_files()?;
+        manifest.files = match self.staged_files.take() {
+            Some(files) => files,
+            None => self.record_files()?,
+        };
         manifest.validate()?;
         let json = manifest.to_json();
         let io = |path: &Path| {
