@@ -1,0 +1,254 @@
+//! Rewrites planned matmuls into tract's integer path, with ops that all have NNEF serializers:
+//!
+//! ```text
+//! x ─(× 1/(c·s) | dynamic: × 1/c, s = max|row|/127)─ round_even ─ clamp ±127 ─ cast i8 ─┐
+//!                                                                  W·c → i8 per column ─┤ einsum_q (i32)
+//!                       y = cast_f32(acc) × s × s_w[n]  ◄──────────────────────────────┘
+//! ```
+//!
+//! The quantized EinSum has nine inputs (A, B, bias, a0, a_scale, b0, b_scale, c0, c_scale) with zero
+//! points and bias 0 and scales 1, so tract's zero-point and requantization machinery folds away and only
+//! the plain i8 × i8 → i32 kernel remains. The real scales are applied in float afterwards: with scales
+//! other than 1 and a float output tract would round the result to integers.
+
+use std::collections::HashMap;
+
+use tract_core::internal::*;
+use tract_core::ops::cast::cast;
+use tract_core::ops::einsum::EinSum;
+use tract_core::ops::math::{abs, max, min, mul, recip, round_half_to_even};
+use tract_core::ops::nn::{Reduce, Reducer};
+
+use crate::arith::QMAX;
+use crate::target::MatmulTarget;
+use crate::LayerDecision;
+
+/// A vector laid along `axis` of a rank-`rank` tensor (all other axes 1), for broadcasting.
+fn along_axis(values: &[f32], rank: usize, axis: usize) -> TractResult<Tensor> {
+    let mut shape = vec![1; rank];
+    shape[axis] = values.len();
+    Tensor::from_shape(&shape, values)
+}
+
+fn scalar_of_rank(value: f32, rank: usize) -> TractResult<Tensor> {
+    tensor0(value).broadcast_into_rank(rank)
+}
+
+/// The target's weight with smoothing applied, quantized per output channel, in its stored layout.
+fn quantized_weight(t: &MatmulTarget, factors: Option<&[f32]>) -> TractResult<(Tensor, Vec<f32>)> {
+    let mut kn = t.weight_kn()?;
+    if let Some(c) = factors {
+        for (row, c) in kn.chunks_exact_mut(t.n).zip(c) {
+            row.iter_mut().for_each(|v| *v *= c);
+        }
+    }
+    let (q_kn, scales) = crate::arith::quantize_weight_per_column(&kn, t.k, t.n);
+    let shape = t.weight.shape().to_vec();
+    let mut q = Tensor::zero::<i8>(&shape)?;
+    {
+        let mut view = q.to_plain_array_view_mut::<i8>()?;
+        for (ix, value) in view.indexed_iter_mut() {
+            *value = q_kn[ix[t.weight_k_axis] * t.n + ix[t.weight_n_axis]];
+        }
+    }
+    Ok((q, scales))
+}
+
+/// Replaces every target whose decision is int8. Targets and decisions are parallel slices. Returns the
+/// number of matmuls rewritten.
+pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[LayerDecision]) -> TractResult<usize> {
+    // A target's activation may be another target's output: follow replacements.
+    let mut replaced: HashMap<OutletId, OutletId> = HashMap::new();
+    let mut count = 0;
+    for (t, d) in targets.iter().zip(decisions) {
+        if !d.is_int8() {
+            continue;
+        }
+        let node = model.node(t.node).clone();
+        let op = node.op_as::<EinSum>().context("target is not an EinSum")?.clone();
+        let name = &node.name;
+        let mut patch = TypedModelPatch::new(format!("int8 {name}"));
+        let source = *replaced.get(&t.activation).unwrap_or(&t.activation);
+        let mut x = patch.tap_model(model, source)?;
+        let rank = t.rank;
+        let factors = d.factors.as_deref();
+
+        // Quantize the activation in float ops.
+        let mut row_max = None;
+        let scaled = match d.activation_scale {
+            Some(scale) => {
+                let multiplier: Vec<f32> = match factors {
+                    Some(c) => c.iter().map(|c| 1.0 / (c * scale)).collect(),
+                    None => vec![1.0 / scale],
+                };
+                let m = match factors {
+                    Some(_) => along_axis(&multiplier, rank, t.k_axis)?,
+                    None => scalar_of_rank(multiplier[0], rank)?,
+                };
+                let m = patch.add_const(format!("{name}.q.multiplier"), m)?;
+                patch.wire_node(format!("{name}.q.scaled"), mul(), &[x, m])?[0]
+            }
+            None => {
+                if let Some(c) = factors {
+                    let inv: Vec<f32> = c.iter().map(|c| 1.0 / c).collect();
+                    let inv = patch.add_const(format!("{name}.q.smooth"), along_axis(&inv, rank, t.k_axis)?)?;
+                    x = patch.wire_node(format!("{name}.q.smoothed"), mul(), &[x, inv])?[0];
+                }
+                let magnitude = patch.wire_node(format!("{name}.q.abs"), abs(), &[x])?[0];
+                let rmax = patch.wire_node(
+                    format!("{name}.q.row_max"),
+                    Reduce::new(tvec!(t.k_axis), Reducer::Max),
+                    &[magnitude],
+                )?[0];
+                let eps = patch.add_const(format!("{name}.q.eps"), scalar_of_rank(1e-8, rank)?)?;
+                let rmax = patch.wire_node(format!("{name}.q.row_max_eps"), max(), &[rmax, eps])?[0];
+                let inv = patch.wire_node(format!("{name}.q.row_inv"), recip(), &[rmax])?[0];
+                let qmax = patch.add_const(format!("{name}.q.qmax"), scalar_of_rank(QMAX, rank)?)?;
+                let inv = patch.wire_node(format!("{name}.q.row_multiplier"), mul(), &[inv, qmax])?[0];
+                row_max = Some(rmax);
+                patch.wire_node(format!("{name}.q.scaled"), mul(), &[x, inv])?[0]
+            }
+        };
+        let rounded = patch.wire_node(format!("{name}.q.round"), round_half_to_even(), &[scaled])?[0];
+        let hi = patch.add_const(format!("{name}.q.hi"), scalar_of_rank(QMAX, rank)?)?;
+        let lo = patch.add_const(format!("{name}.q.lo"), scalar_of_rank(-QMAX, rank)?)?;
+        let clamped = patch.wire_node(format!("{name}.q.clamp_hi"), min(), &[rounded, hi])?[0];
+        let clamped = patch.wire_node(format!("{name}.q.clamp_lo"), max(), &[clamped, lo])?[0];
+        let xq = patch.wire_node(format!("{name}.q.i8"), cast(i8::datum_type()), &[clamped])?[0];
+
+        // The integer matmul.
+        let (wq, w_scales) = quantized_weight(t, factors)?;
+        let wq = patch.add_const(format!("{name}.weight_i8"), wq)?;
+        let expr = op.axes.to_string();
+        let (ins, out) = expr.split_once("->").context("einsum expression")?;
+        let axes: AxesMapping = format!("{ins},,,,,,,->{out}").parse()?;
+        let zero = patch.add_const(format!("{name}.zero"), tensor0(0i32))?;
+        let one = patch.add_const(format!("{name}.one"), tensor0(1f32))?;
+        let mut inputs = tvec!(xq, wq);
+        if t.activation_slot == 1 {
+            inputs.swap(0, 1);
+        }
+        inputs.extend([zero, zero, one, zero, one, zero, one]);
+        let acc = patch.wire_node(
+            format!("{name}.int8"),
+            EinSum::newq(axes, i32::datum_type(), i32::datum_type()),
+            &inputs,
+        )?[0];
+
+        // Back to float with the combined scales.
+        let accf = patch.wire_node(format!("{name}.dequant.f32"), cast(f32::datum_type()), &[acc])?[0];
+        let column_scale: Vec<f32> = match d.activation_scale {
+            Some(s) => w_scales.iter().map(|w| w * s).collect(),
+            None => w_scales.iter().map(|w| w / QMAX).collect(),
+        };
+        let column_scale = patch.add_const(format!("{name}.dequant.scale"), along_axis(&column_scale, rank, t.n_axis)?)?;
+        let mut y = patch.wire_node(format!("{name}.dequant"), mul(), &[accf, column_scale])?[0];
+        if let Some(rmax) = row_max {
+            y = patch.wire_node(format!("{name}.dequant.rows"), mul(), &[y, rmax])?[0];
+        }
+        patch.shunt_outside(model, OutletId::new(t.node, 0), y)?;
+        patch.apply(model)?;
+        // Patch application appends nodes; find the output by name.
+        let y_node = model.node_by_name(format!("{name}.dequant{}", if row_max.is_some() { ".rows" } else { "" }))?.id;
+        replaced.insert(OutletId::new(t.node, 0), OutletId::new(y_node, 0));
+        count += 1;
+    }
+    *model = std::mem::take(model).into_compact()?;
+    Ok(count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{plan_layers, ActivationMode, Calibration, QuantizeOptions, Smoothing, StaticCalibrator};
+
+    /// y = x · W with x [1, 12, 16] (channel 5 an outlier) and W [16, 8], as tract declutters a Linear.
+    fn linear_model() -> TractResult<(TypedModel, Vec<Tensor>)> {
+        let mut seed = 1u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let w: Vec<f32> = (0..16 * 8).map(|_| next()).collect();
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 12, 16]))?;
+        let w = model.add_const("w", Tensor::from_shape(&[1, 16, 8], &w)?)?;
+        let y = model.wire_node("linear", EinSum::new("amk,akn->amn".parse()?, f32::datum_type()), &[x, w])?;
+        model.select_output_outlets(&y)?;
+        let inputs = (0..6)
+            .map(|_| {
+                let v: Vec<f32> = (0..12 * 16).enumerate().map(|(i, _)| next() * if i % 16 == 5 { 30.0 } else { 1.0 }).collect();
+                Tensor::from_shape(&[1, 12, 16], &v).unwrap()
+            })
+            .collect();
+        Ok((model, inputs))
+    }
+
+    fn quantized(mode: ActivationMode) -> TractResult<(TypedModel, TypedModel, Vec<Tensor>)> {
+        let (model, inputs) = linear_model()?;
+        let (targets, unsupported) = crate::find_targets(&model)?;
+        assert_eq!((targets.len(), unsupported.len()), (1, 0));
+        let mut calibration = Calibration::new(&model, &targets, 64, 1)?;
+        for input in &inputs[..4] {
+            calibration.observe(input.clone())?;
+        }
+        let stats = calibration.finish();
+        let options = QuantizeOptions { activations: mode, max_layer_error: 0.2, ..QuantizeOptions::default() };
+        let decisions = plan_layers(&targets, &stats, &options).unwrap();
+        assert!(decisions[0].alpha > 0.0, "smoothing chosen for the outlier channel: {decisions:?}");
+        let mut q = model.clone();
+        assert_eq!(apply(&mut q, &targets, &decisions)?, 1);
+        Ok((model, q, inputs))
+    }
+
+    fn run(model: &TypedModel, input: &Tensor) -> TractResult<Vec<f32>> {
+        let out = model.clone().into_optimized()?.into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
+        Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
+    }
+
+    #[test]
+    fn int8_graph_tracks_float_saves_and_reloads_bit_identical() -> TractResult<()> {
+        for mode in [ActivationMode::DynamicPerToken, ActivationMode::Static { calibrator: StaticCalibrator::MinMax }] {
+            let (float, q, inputs) = quantized(mode)?;
+            assert!(q.nodes().iter().any(|n| n.op_as::<EinSum>().map(|e| e.q_params.is_some()).unwrap_or(false)));
+            let mut buffer = vec![];
+            tract_nnef::nnef().write_to_tar(&q, &mut buffer)?;
+            let reloaded = tract_nnef::nnef().model_for_read(&mut &buffer[..])?;
+            for input in &inputs[4..] {
+                let expected = run(&float, input)?;
+                let got = run(&q, input)?;
+                let err = crate::arith::relative_error(&got, &expected);
+                assert!(err < 0.03, "{mode:?}: relative error {err}");
+                assert_eq!(run(&reloaded, input)?, got, "{mode:?}: NNEF round trip changes nothing");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn optimized_int8_graph_uses_an_integer_kernel() -> TractResult<()> {
+        let (_, q, _) = quantized(ActivationMode::DynamicPerToken)?;
+        let optimized = q.into_optimized()?;
+        let kernels: Vec<String> = optimized
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<tract_core::ops::matmul::optimized::OptMatMul>())
+            .flat_map(|op| op.mmm.iter().map(|m| m.name().to_string()))
+            .collect();
+        assert!(!kernels.is_empty() && kernels.iter().all(|k| k.contains("i32")), "{kernels:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn smoothing_off_keeps_alpha_zero() -> TractResult<()> {
+        let (model, inputs) = linear_model()?;
+        let (targets, _) = crate::find_targets(&model)?;
+        let mut calibration = Calibration::new(&model, &targets, 64, 1)?;
+        calibration.observe(inputs[0].clone())?;
+        let options = QuantizeOptions { smoothing: Smoothing::Off, ..QuantizeOptions::default() };
+        let decisions = plan_layers(&targets, &calibration.finish(), &options).unwrap();
+        assert_eq!(decisions[0].alpha, 0.0);
+        assert!(decisions[0].factors.is_none());
+        Ok(())
+    }
+}
