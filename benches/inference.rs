@@ -13,7 +13,7 @@ fn bench(c: &mut Criterion) {
     let photo = mien_image::open_rgb(root.join("tests/data/photos/astronaut.png")).unwrap();
     let mut group = c.benchmark_group("tiny_vit");
     for threads in [1, 2] {
-        let classifier = Classifier::load(&plan, &RuntimeOptions { threads }).unwrap();
+        let classifier = Classifier::load(&plan, &RuntimeOptions { threads, ..Default::default() }).unwrap();
         let input = classifier.preprocessor().run(&photo);
         group.bench_with_input(BenchmarkId::new("infer", threads), &input, |b, input| {
             b.iter(|| classifier.run_logits(input).unwrap())
@@ -24,7 +24,7 @@ fn bench(c: &mut Criterion) {
     }
     group.finish();
     c.bench_function("tiny_vit_load_and_optimize", |b| {
-        b.iter(|| Classifier::load(&plan, &RuntimeOptions { threads: 1 }).unwrap())
+        b.iter(|| Classifier::load(&plan, &RuntimeOptions { threads: 1, ..Default::default() }).unwrap())
     });
 }
 

@@ -43,7 +43,7 @@ fn dynamic_size_with_flags_converts_and_falls_back_to_class_n_labels() {
     assert_eq!(report.manifest.labels, ["class_0", "class_1", "class_2", "class_3"]);
     assert!(report.warnings.iter().any(|w| w.contains("class_0")), "{:?}", report.warnings);
     assert_eq!(report.manifest.input.shape, [1, 3, 40, 56]);
-    let classifier = Classifier::load(&out, &RuntimeOptions { threads: 1 }).unwrap();
+    let classifier = Classifier::load(&out, &RuntimeOptions { threads: 1, ..Default::default() }).unwrap();
     let image = mien_image::open_rgb(root().join("tests/data/photos/coffee.png")).unwrap();
     let result = classifier.classify(&image).unwrap();
     assert!(result.label.starts_with("class_"));

@@ -17,7 +17,7 @@ fn copy_photo(dir: &Path, folder: &str, photo: &str) {
 
 #[test]
 fn labelled_tree_with_label_map_unknown_folder_and_bad_file() {
-    let classifier = Classifier::load(tiny_plan(), &RuntimeOptions { threads: 1 }).unwrap();
+    let classifier = Classifier::load(tiny_plan(), &RuntimeOptions { threads: 1, ..Default::default() }).unwrap();
     let labels = classifier.labels().to_vec();
     let predicted: Vec<usize> = PHOTOS
         .iter()
@@ -70,8 +70,8 @@ fn a_plan_against_itself_and_an_unlabelled_folder() {
     for photo in PHOTOS {
         std::fs::copy(root().join("tests/data/photos").join(photo), dir.path().join(photo)).unwrap();
     }
-    let a = Classifier::load(tiny_plan(), &RuntimeOptions { threads: 1 }).unwrap();
-    let b = Classifier::load(root().join("models/tiny-vit/tiny-vit.mien"), &RuntimeOptions { threads: 2 }).unwrap();
+    let a = Classifier::load(tiny_plan(), &RuntimeOptions { threads: 1, ..Default::default() }).unwrap();
+    let b = Classifier::load(root().join("models/tiny-vit/tiny-vit.mien"), &RuntimeOptions { threads: 2, ..Default::default() }).unwrap();
     let dataset = scan(dir.path(), a.labels(), &LabelMap::default()).unwrap();
     assert!(!dataset.is_labelled());
     let report = compare(&a, &b, &dataset, &|_, _| {}).unwrap();
@@ -98,8 +98,8 @@ fn plans_with_different_labels_are_not_compared() {
     let mut options = mien_convert::ConvertOptions::new(tiny_onnx(), &other);
     options.labels = Some(mien_convert::LabelSource::List((0..7).map(|i| format!("c{i}")).collect()));
     mien_convert::convert(&options, &mien_convert::Quiet).unwrap();
-    let a = Classifier::load(tiny_plan(), &RuntimeOptions { threads: 1 }).unwrap();
-    let b = Classifier::load(&other, &RuntimeOptions { threads: 1 }).unwrap();
+    let a = Classifier::load(tiny_plan(), &RuntimeOptions { threads: 1, ..Default::default() }).unwrap();
+    let b = Classifier::load(&other, &RuntimeOptions { threads: 1, ..Default::default() }).unwrap();
     let photos = root().join("tests/data/photos");
     let dataset = scan(&photos, a.labels(), &LabelMap::default()).unwrap();
     let err = compare(&a, &b, &dataset, &|_, _| {}).unwrap_err().to_string();

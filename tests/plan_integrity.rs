@@ -14,7 +14,7 @@ fn directory_plan(dir: &Path) -> PathBuf {
 }
 
 fn load_err(path: &Path) -> String {
-    let err = Classifier::load(path, &RuntimeOptions { threads: 1 }).unwrap_err();
+    let err = Classifier::load(path, &RuntimeOptions { threads: 1, ..Default::default() }).unwrap_err();
     let msg = err.to_string();
     assert!(!msg.contains('\n'), "multi-line error: {msg}");
     msg
@@ -80,7 +80,7 @@ fn label_count_not_matching_the_output() {
 
     // Consistent manifest, inconsistent graph: caught when the graph loads.
     edit_manifest(&plan, |m| m["output"]["shape"] = serde_json::json!([1, 6]));
-    let err = Classifier::load(&plan, &RuntimeOptions { threads: 1 }).unwrap_err();
+    let err = Classifier::load(&plan, &RuntimeOptions { threads: 1, ..Default::default() }).unwrap_err();
     assert!(matches!(err, RuntimeError::GraphMismatch { .. }), "{err}");
     assert!(err.to_string().contains("6 labels"), "{err}");
 }

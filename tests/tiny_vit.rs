@@ -7,7 +7,7 @@ use common::*;
 use mien_runtime::{Classifier, RuntimeOptions};
 
 fn classifier() -> Classifier {
-    Classifier::load(tiny_plan(), &RuntimeOptions { threads: 1 }).unwrap()
+    Classifier::load(tiny_plan(), &RuntimeOptions { threads: 1, ..Default::default() }).unwrap()
 }
 
 #[test]
@@ -86,7 +86,7 @@ fn gelu_expansion_is_fused_again_at_load() {
 #[test]
 fn threads_do_not_change_results() {
     let one = classifier();
-    let two = Classifier::load(tiny_plan(), &RuntimeOptions { threads: 2 }).unwrap();
+    let two = Classifier::load(tiny_plan(), &RuntimeOptions { threads: 2, ..Default::default() }).unwrap();
     let fixture = &tiny_fixtures()[0];
     let a = one.run_logits(&fixture.pixel_values).unwrap();
     let b = two.run_logits(&fixture.pixel_values).unwrap();

@@ -2,12 +2,14 @@
 //! write tract NNEF plus a `mien.json` manifest, then reload the written plan with the device runtime
 //! and compare its logits with the ONNX model's.
 //!
-//! The offline path, one module per step: [`onnx`] (import, fix shape) → [`gelu`] (serializer
-//! work-around) → plan writing ([`mien_plan::PlanWriter`]) → [`verify`].
+//! The offline path, one module per step: [`onnx`] (import, fix shape) → [`quantize`] (int8, optional)
+//! → [`gelu`] (serializer work-around) → plan writing ([`mien_plan::PlanWriter`]) → [`verify`] → for
+//! int8, the drift gate against the float plan ([`quantize::validate`]).
 
 pub mod gelu;
 pub mod hf_config;
 pub mod onnx;
+pub mod quantize;
 pub mod verify;
 
 use std::io::Read;
@@ -19,6 +21,7 @@ use mien_plan::{
 };
 use sha2::Digest;
 
+pub use quantize::QuantizeSettings;
 pub use verify::VerifyReport;
 
 /// Errors of a conversion. Messages are one line and name the file or flag involved.
@@ -77,6 +80,16 @@ pub enum ConvertError {
     /// A verification image could not be read.
     #[error(transparent)]
     Image(#[from] mien_image::ImageError),
+    /// The int8 plan drifts too far from the float model on the validation images.
+    #[error("drift gate: the int8 plan agrees with the float model on {agreement:.2}% of {images} validation images, below --min-agreement {min:.2}%; no plan was written")]
+    DriftGate {
+        /// Top-1 agreement in percent.
+        agreement: f64,
+        /// Images compared.
+        images: usize,
+        /// Required agreement in percent.
+        min: f64,
+    },
     /// The written plan disagrees with the source model.
     #[error("verification failed: the plan's logits differ from the ONNX model's by up to {max_abs_diff:.3e} (tolerance {tolerance:.1e}, top-1 agreement {agreement:.1}%); no plan was written")]
     VerificationFailed {
@@ -134,6 +147,10 @@ pub struct ConvertOptions {
     pub verify_images: Vec<PathBuf>,
     /// Threads for verification runs (0: all cores).
     pub threads: usize,
+    /// Precision of the plan.
+    pub precision: Precision,
+    /// Calibration and validation for `Precision::Int8`.
+    pub int8: Option<QuantizeSettings>,
 }
 
 impl ConvertOptions {
@@ -156,6 +173,8 @@ impl ConvertOptions {
             verify_inputs: 3,
             verify_images: vec![],
             threads: 0,
+            precision: Precision::F32,
+            int8: None,
         }
     }
 }
@@ -166,6 +185,8 @@ pub trait Progress {
     fn stage(&self, _name: &str) {}
     /// Something the user should know (fallbacks, ignored settings).
     fn warn(&self, _message: &str) {}
+    /// Progress within a long step (images calibrated, validated).
+    fn progress(&self, _done: usize, _total: usize) {}
 }
 
 /// A [`Progress`] that drops everything.
@@ -183,6 +204,10 @@ pub struct ConvertReport {
     pub verification: VerifyReport,
     /// GELU nodes expanded for serialization.
     pub gelu_unfused: usize,
+    /// For int8 plans: the per-layer decisions.
+    pub quantized: Option<quantize::QuantizeOutcome>,
+    /// For int8 plans validated on held-out images: the comparison with the float plan.
+    pub validation: Option<mien_eval::CompareReport>,
     /// Warnings issued.
     pub warnings: Vec<String>,
 }
@@ -330,6 +355,7 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
         preprocessing,
         precision: Precision::F32,
         verification: None,
+        quantization: None,
         created_by: format!("mien-convert {}", env!("CARGO_PKG_VERSION")),
         files: vec![],
     };
@@ -340,26 +366,54 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
         probe.validate()?;
     }
 
-    progress.stage("writing the tract NNEF plan");
     let mut plan_model = fixed.model.clone();
-    let gelu_unfused = gelu::unfuse_gelu_exact(&mut plan_model).map_err(|e| ConvertError::Tract {
-        path: model_path.clone(),
-        stage: "prepare (GELU expansion)",
-        message: format!("{e:#}"),
-    })?;
+    let mut quantized = None;
+    match options.precision {
+        Precision::F32 => {}
+        Precision::Int8 => {
+            let settings = options.int8.as_ref().ok_or_else(|| ConvertError::Flag {
+                flag: "--calibrate".into(),
+                expected: "a folder of calibration images for --precision int8".into(),
+            })?;
+            if let Some(validate) = &settings.validate {
+                if validate.canonicalize().ok() == settings.calibrate.canonicalize().ok() {
+                    return Err(ConvertError::Flag {
+                        flag: "--validate".into(),
+                        expected: "a folder of held-out images, not the calibration folder".into(),
+                    });
+                }
+            }
+            let outcome = quantize::quantize(&mut plan_model, &manifest, settings, options.threads, model_path, progress)?;
+            for layer in outcome.layers.iter().filter(|l| !l.is_int8()) {
+                warn(format!("{} stays in float: {}", layer.name, layer.kept_float.as_deref().unwrap_or("")));
+            }
+            manifest.precision = Precision::Int8;
+            manifest.quantization = Some(outcome.to_manifest(settings));
+            quantized = Some(outcome);
+        }
+        Precision::F16 => {
+            return Err(ConvertError::Flag { flag: "--precision".into(), expected: "f32 or int8 (f16 is not implemented yet)".into() })
+        }
+    }
+
+    progress.stage("writing the tract NNEF plan");
     let mut writer = PlanWriter::new(&options.output)?;
     let nnef_dir = writer.fresh_dir("nnef");
-    tract_nnef::nnef().write_to_dir(&plan_model, &nnef_dir).map_err(|e| ConvertError::Tract {
-        path: model_path.clone(),
-        stage: "serialize",
-        message: format!("{e:#}").replace('\n', " "),
-    })?;
-    drop(plan_model);
+    write_nnef(&plan_model, &nnef_dir, model_path)?;
     writer.adopt_graph_dir(&nnef_dir)?;
     let staged = writer.stage_manifest(&manifest)?;
 
-    progress.stage("verifying the written plan against the ONNX model");
-    let report = verify::verify(&fixed, &staged, options)?;
+    let report = if quantized.is_some() {
+        progress.stage("verifying the written plan against the quantized graph");
+        // The reference is the in-memory int8 graph: this checks serialization, not quantization error.
+        let reference = verify::Reference { model: &plan_model, name: "quantized graph before serialization (tract-core)".into() };
+        verify::verify(&fixed, &reference, &staged, options, mien_runtime::Int8Path::Integer)?
+    } else {
+        progress.stage("verifying the written plan against the ONNX model");
+        let reference = verify::Reference { model: &fixed.model, name: format!("tract-onnx {}", mien_plan::TRACT_VERSION) };
+        verify::verify(&fixed, &reference, &staged, options, mien_runtime::Int8Path::Auto)?
+    };
+    drop(plan_model);
     manifest.verification = Some(report.to_manifest(options.tolerance));
     // NaN differences fail too.
     if report.max_abs_diff.is_nan() || report.max_abs_diff > options.tolerance {
@@ -370,7 +424,76 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
         });
     }
 
+    let mut validation = None;
+    if let (Some(settings), Some(_)) = (options.int8.as_ref().filter(|_| quantized.is_some()), options.int8.as_ref().and_then(|s| s.validate.as_ref())) {
+        progress.stage("writing the float plan to compare with");
+        let scratch = tempfile::Builder::new()
+            .prefix(".mien-float-")
+            .tempdir_in(writer_parent(&options.output))
+            .map_err(|e| ConvertError::Io { path: writer_parent(&options.output).to_path_buf(), source: e })?;
+        let float_path = scratch.path().join("float");
+        let float_writer = PlanWriter::new(&float_path)?;
+        let float_dir = float_writer.fresh_dir("nnef");
+        write_nnef(&fixed.model, &float_dir, model_path)?;
+        float_writer.adopt_graph_dir(&float_dir)?;
+        let mut float_manifest = manifest.clone();
+        float_manifest.precision = Precision::F32;
+        float_manifest.quantization = None;
+        float_manifest.verification = None;
+        float_writer.finish(float_manifest)?;
+        let calibration_files = quantize::pick_images(&settings.calibrate, Some(settings.calibration_count), "--calibrate")?;
+        let (drift, compare) = quantize::validate(&staged, &float_path, settings, &calibration_files, options.threads, progress)?;
+        let passed = drift.top1_agreement >= settings.min_agreement;
+        if let Some(q) = manifest.quantization.as_mut() {
+            q.drift = Some(drift.clone());
+        }
+        if !passed {
+            return Err(ConvertError::DriftGate {
+                agreement: drift.top1_agreement * 100.0,
+                images: drift.images,
+                min: settings.min_agreement * 100.0,
+            });
+        }
+        validation = Some(compare);
+    }
+
     progress.stage("moving the plan into place");
     let manifest = writer.finish(manifest)?;
-    Ok(ConvertReport { manifest, output: options.output.clone(), verification: report, gelu_unfused, warnings })
+    Ok(ConvertReport {
+        manifest,
+        output: options.output.clone(),
+        verification: report,
+        gelu_unfused: gelu_count(&fixed.model),
+        quantized,
+        validation,
+        warnings,
+    })
+}
+
+fn writer_parent(output: &Path) -> &Path {
+    output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
+fn gelu_count(model: &tract_core::prelude::TypedModel) -> usize {
+    use tract_core::ops::element_wise::ElementWiseOp;
+    model
+        .nodes()
+        .iter()
+        .filter(|n| n.op_as::<ElementWiseOp>().map(|op| op.0.is::<tract_core::ops::nn::GeluExact>()).unwrap_or(false))
+        .count()
+}
+
+/// Writes `model` as NNEF into `dir`, expanding `GeluExact` (which has no serializer) first.
+fn write_nnef(model: &tract_core::prelude::TypedModel, dir: &Path, model_path: &Path) -> Result<(), ConvertError> {
+    let mut model = model.clone();
+    gelu::unfuse_gelu_exact(&mut model).map_err(|e| ConvertError::Tract {
+        path: model_path.to_path_buf(),
+        stage: "prepare (GELU expansion)",
+        message: format!("{e:#}"),
+    })?;
+    tract_nnef::nnef().write_to_dir(&model, dir).map_err(|e| ConvertError::Tract {
+        path: model_path.to_path_buf(),
+        stage: "serialize",
+        message: format!("{e:#}").replace('\n', " "),
+    })
 }

@@ -21,7 +21,11 @@ Examples:
       --labels angry,disgust,fear,happy,sad,surprise,neutral
 
   # Plan as a directory, machine-readable report:
-  mien-convert model.onnx -o plans/model --json";
+  mien-convert model.onnx -o plans/model --json
+
+  # int8: calibrate on 256 training images, gate on held-out labelled images (DIR/<label>/*):
+  mien-convert vit-s14-fer.onnx -o vit-s14-fer-int8.mien --precision int8 \\
+      --calibrate fer2013/train --validate fer2013/public_test --min-agreement 97";
 
 /// Convert an ONNX image classifier into a shape-fixed, verified mien plan.
 ///
@@ -79,12 +83,73 @@ struct Cli {
     /// Threads for the verification runs (0 = all cores).
     #[arg(long, default_value_t = 0)]
     threads: usize,
+    /// Plan precision. int8 quantizes every matmul with a constant weight (weights per output channel,
+    /// activations per --activations) and needs --calibrate.
+    #[arg(long, value_enum, default_value = "f32")]
+    precision: PrecisionArg,
+    /// int8: folder of calibration images, searched recursively (e.g. part of the training set).
+    #[arg(long, value_name = "DIR")]
+    calibrate: Option<PathBuf>,
+    /// int8: calibration images to use, spread evenly over the folder's sorted files.
+    #[arg(long, default_value_t = 256, value_name = "N")]
+    calibration_count: usize,
+    /// int8: held-out images for the drift report and gate: DIR/<label>/* (accuracy is reported too)
+    /// or a flat folder. Never the calibration images.
+    #[arg(long, value_name = "DIR")]
+    validate: Option<PathBuf>,
+    /// int8: use at most N validation images, spread evenly (default: all).
+    #[arg(long, value_name = "N")]
+    validation_count: Option<usize>,
+    /// int8: fail, writing nothing, when top-1 agreement with the float model on --validate is below
+    /// this percentage.
+    #[arg(long, default_value_t = 99.0, value_name = "PERCENT")]
+    min_agreement: f64,
+    /// int8 activations: dynamic (per token, scale from the row's maximum at run time), or one static
+    /// calibrated scale per tensor chosen by minmax, percentile (see --percentile) or mse.
+    #[arg(long, value_enum, default_value = "dynamic")]
+    activations: ActivationsArg,
+    /// int8 static percentile activations: the percentile of magnitudes that maps to 127.
+    #[arg(long, default_value_t = 99.99)]
+    percentile: f32,
+    /// int8 outlier smoothing (SmoothQuant): `search` (per layer, the α of 0, 0.25, 0.5, 0.75 with the
+    /// smallest error), `off`, or one α in (0, 1).
+    #[arg(long, default_value = "search", value_parser = parse_smoothing)]
+    smoothing: mien_quantize::Smoothing,
+    /// int8: layers whose simulated error (relative RMS of their output on calibration rows, in %)
+    /// exceeds this stay in float.
+    #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
+    max_layer_error: f32,
     /// Print a JSON report on stdout instead of text.
     #[arg(long)]
     json: bool,
     /// More logging (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
+enum PrecisionArg {
+    F32,
+    Int8,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum ActivationsArg {
+    Dynamic,
+    Minmax,
+    Percentile,
+    Mse,
+}
+
+fn parse_smoothing(s: &str) -> Result<mien_quantize::Smoothing, String> {
+    match s {
+        "search" => Ok(mien_quantize::Smoothing::Search(vec![0.0, 0.25, 0.5, 0.75])),
+        "off" | "0" => Ok(mien_quantize::Smoothing::Off),
+        _ => match s.parse::<f32>() {
+            Ok(a) if a > 0.0 && a < 1.0 => Ok(mien_quantize::Smoothing::Alpha(a)),
+            _ => Err(format!("expected search, off or a number between 0 and 1, got {s:?}")),
+        },
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -122,12 +187,27 @@ struct Spinner {
 
 impl Progress for Spinner {
     fn stage(&self, name: &str) {
+        self.bar.set_style(spinner_style());
+        self.bar.set_length(0);
         self.bar.set_message(name.to_string());
         tracing::info!(elapsed_s = self.started.elapsed().as_secs_f32(), "{name}");
     }
     fn warn(&self, message: &str) {
         self.bar.suspend(|| eprintln!("warning: {message}"));
     }
+    fn progress(&self, done: usize, total: usize) {
+        if self.bar.length() != Some(total as u64) {
+            self.bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} [{bar:30}] {pos}/{len} ({eta} left)").expect("valid template"),
+            );
+            self.bar.set_length(total as u64);
+        }
+        self.bar.set_position(done as u64);
+    }
+}
+
+fn spinner_style() -> ProgressStyle {
+    ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template")
 }
 
 fn run(cli: Cli) -> Result<()> {
@@ -169,9 +249,50 @@ fn run(cli: Cli) -> Result<()> {
     options.verify_inputs = cli.verify_inputs;
     options.verify_images = cli.verify_images;
     options.threads = cli.threads;
+    if cli.precision == PrecisionArg::Int8 {
+        options.precision = mien_plan::Precision::Int8;
+        let Some(calibrate) = cli.calibrate.clone() else {
+            bail!("--calibrate: expected a folder of calibration images for --precision int8");
+        };
+        if cli.calibration_count == 0 {
+            bail!("--calibration-count: expected at least 1");
+        }
+        if !(0.0..=100.0).contains(&cli.min_agreement) {
+            bail!("--min-agreement: expected a percentage between 0 and 100, got {}", cli.min_agreement);
+        }
+        if !(cli.percentile > 0.0 && cli.percentile <= 100.0) {
+            bail!("--percentile: expected a value in (0, 100], got {}", cli.percentile);
+        }
+        if !(cli.max_layer_error > 0.0) {
+            bail!("--max-layer-error: expected a positive percentage, got {}", cli.max_layer_error);
+        }
+        let activations = match cli.activations {
+            ActivationsArg::Dynamic => mien_quantize::ActivationMode::DynamicPerToken,
+            ActivationsArg::Minmax => mien_quantize::ActivationMode::Static { calibrator: mien_quantize::StaticCalibrator::MinMax },
+            ActivationsArg::Percentile => {
+                mien_quantize::ActivationMode::Static { calibrator: mien_quantize::StaticCalibrator::Percentile(cli.percentile) }
+            }
+            ActivationsArg::Mse => mien_quantize::ActivationMode::Static { calibrator: mien_quantize::StaticCalibrator::Mse },
+        };
+        options.int8 = Some(mien_convert::QuantizeSettings {
+            calibrate,
+            calibration_count: cli.calibration_count,
+            validate: cli.validate.clone(),
+            validation_count: cli.validation_count,
+            min_agreement: cli.min_agreement / 100.0,
+            options: mien_quantize::QuantizeOptions {
+                activations,
+                smoothing: cli.smoothing.clone(),
+                max_layer_error: cli.max_layer_error / 100.0,
+                ..Default::default()
+            },
+        });
+    } else if cli.calibrate.is_some() || cli.validate.is_some() {
+        bail!("--calibrate/--validate: only used with --precision int8");
+    }
 
     let bar = ProgressBar::new_spinner();
-    bar.set_style(ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+    bar.set_style(spinner_style());
     bar.enable_steady_tick(Duration::from_millis(120));
     let progress = Spinner { bar, started: Instant::now() };
     let result = convert(&options, &progress);
@@ -198,6 +319,9 @@ fn run(cli: Cli) -> Result<()> {
                 "tolerance": cli.tolerance,
             },
             "gelu_unfused": report.gelu_unfused,
+            "quantization": m.quantization,
+            "layers": report.quantized.as_ref().map(|q| &q.layers),
+            "validation": report.validation,
             "warnings": report.warnings,
             "seconds": seconds,
         });
@@ -213,6 +337,41 @@ fn run(cli: Cli) -> Result<()> {
             v.top1_agreement * 100.0,
             seconds
         );
+        if let Some(q) = &m.quantization {
+            println!(
+                "int8: {} of {} matmuls, activations {}, smoothing {}, {} calibration images",
+                q.int8_layers,
+                q.int8_layers + q.float_layers.len(),
+                q.activations,
+                q.smoothing,
+                q.calibration_images
+            );
+            if let Some(layers) = report.quantized.as_ref().map(|q| &q.layers) {
+                let worst = layers.iter().filter(|l| l.is_int8()).map(|l| l.error).fold(0f32, f32::max);
+                let mean = layers.iter().filter(|l| l.is_int8()).map(|l| l.error).sum::<f32>() / q.int8_layers.max(1) as f32;
+                println!("      simulated layer error: mean {:.2}%, worst {:.2}%", mean * 100.0, worst * 100.0);
+            }
+            for layer in &q.float_layers {
+                println!("      float: {} ({})", layer.name, layer.reason);
+            }
+            match &q.drift {
+                Some(d) => {
+                    println!(
+                        "drift on {} held-out images: top-1 agreement {:.2}% (gate {:.2}%), mean KL {:.2e}, logit cosine {:.5}, max |logit diff| {:.3}",
+                        d.images,
+                        d.top1_agreement * 100.0,
+                        d.min_agreement * 100.0,
+                        d.mean_kl,
+                        d.logit_cosine,
+                        d.max_abs_logit_diff
+                    );
+                    if let (Some(f), Some(q)) = (d.accuracy_reference, d.accuracy) {
+                        println!("accuracy: int8 {:.2}%, float {:.2}% ({:+.2} points)", q * 100.0, f * 100.0, (q - f) * 100.0);
+                    }
+                }
+                None => println!("no drift report: pass --validate DIR (held-out images) to measure and gate it"),
+            }
+        }
     }
     Ok(())
 }

@@ -10,6 +10,14 @@ use tract_onnx::prelude::*;
 use crate::onnx::FixedModel;
 use crate::{ConvertError, ConvertOptions};
 
+/// The model a written plan is checked against.
+pub struct Reference<'a> {
+    /// The graph, run by tract-core in memory.
+    pub model: &'a TypedModel,
+    /// What it is, for the manifest.
+    pub name: String,
+}
+
 /// Agreement between a plan and its source model.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VerifyReport {
@@ -19,13 +27,15 @@ pub struct VerifyReport {
     pub max_abs_diff: f32,
     /// Fraction of inputs with the same top-1 class.
     pub top1_agreement: f32,
+    /// What the plan was compared with.
+    pub reference: String,
 }
 
 impl VerifyReport {
     /// The manifest form.
     pub fn to_manifest(&self, tolerance: f32) -> Verification {
         Verification {
-            reference: format!("tract-onnx {}", mien_plan::TRACT_VERSION),
+            reference: self.reference.clone(),
             inputs: self.inputs,
             max_abs_logit_diff: self.max_abs_diff,
             tolerance,
@@ -57,8 +67,14 @@ fn argmax(v: &[f32]) -> usize {
 
 /// Runs the staged plan (through [`Classifier`], exactly as the device will) and the source model on
 /// the same inputs.
-pub fn verify(fixed: &FixedModel, plan_dir: &Path, options: &ConvertOptions) -> Result<VerifyReport, ConvertError> {
-    let classifier = Classifier::load(plan_dir, &RuntimeOptions { threads: options.threads })?;
+pub fn verify(
+    fixed: &FixedModel,
+    reference: &Reference,
+    plan_dir: &Path,
+    options: &ConvertOptions,
+    int8_path: mien_runtime::Int8Path,
+) -> Result<VerifyReport, ConvertError> {
+    let classifier = Classifier::load(plan_dir, &RuntimeOptions { threads: options.threads, int8_path })?;
     let mut images: Vec<RgbImage> = (0..options.verify_inputs)
         .map(|i| synthetic_image(fixed.size.0, fixed.size.1, i as u32 + 1))
         .collect();
@@ -73,7 +89,8 @@ pub fn verify(fixed: &FixedModel, plan_dir: &Path, options: &ConvertOptions) -> 
         stage: "run",
         message: format!("{e:#}").replace('\n', " "),
     };
-    let reference = fixed.model.clone().into_optimized().map_err(tract_err)?.into_runnable().map_err(tract_err)?;
+    let reference_name = reference.name.clone();
+    let reference = reference.model.clone().into_optimized().map_err(tract_err)?.into_runnable().map_err(tract_err)?;
     let mut max_abs_diff = 0f32;
     let mut agree = 0usize;
     for image in &images {
@@ -95,5 +112,6 @@ pub fn verify(fixed: &FixedModel, plan_dir: &Path, options: &ConvertOptions) -> 
         inputs: images.len(),
         max_abs_diff,
         top1_agreement: agree as f32 / images.len() as f32,
+        reference: reference_name,
     })
 }

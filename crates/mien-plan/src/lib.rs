@@ -15,8 +15,8 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 pub use manifest::{
-    ColorOrder, DType, FileEntry, InputSpec, Layout, Manifest, ModelInfo, OutputSpec, Precision,
-    Preprocessing, ResampleFilter, Verification, FORMAT_VERSION, TRACT_VERSION,
+    ColorOrder, DType, Drift, FileEntry, FloatLayer, InputSpec, Layout, Manifest, ModelInfo, OutputSpec,
+    Precision, Preprocessing, Quantization, ResampleFilter, Verification, FORMAT_VERSION, TRACT_VERSION,
 };
 pub use writer::{PlanKind, PlanWriter};
 

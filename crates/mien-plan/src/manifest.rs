@@ -35,6 +35,9 @@ pub struct Manifest {
     /// What the converter checked after writing the plan.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub verification: Option<Verification>,
+    /// How an int8 plan was quantized and how far it drifts from the float model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<Quantization>,
     /// Tool and version that wrote the plan, e.g. `mien-convert 0.1.0`.
     pub created_by: String,
     /// Every graph file of the plan with its size and checksum, so truncation and tampering are caught
@@ -175,6 +178,60 @@ pub struct Verification {
     pub tolerance: f32,
     /// Fraction of inputs whose top-1 class agreed.
     pub top1_agreement: f32,
+}
+
+/// How an int8 plan was made, and its measured drift from the float model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quantization {
+    /// Activation scheme, e.g. `dynamic-per-token` or `static-mse`.
+    pub activations: String,
+    /// Outlier smoothing, e.g. `search 0,0.25,0.5,0.75` or `off`.
+    pub smoothing: String,
+    /// Calibration images used.
+    pub calibration_images: usize,
+    /// Layers with a larger simulated relative error stay in float.
+    pub max_layer_error: f32,
+    /// Matmuls running in int8.
+    pub int8_layers: usize,
+    /// Matmuls kept in float, with the reason.
+    pub float_layers: Vec<FloatLayer>,
+    /// Drift on held-out images, when the converter was given `--validate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Drift>,
+}
+
+/// A matmul left in float.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FloatLayer {
+    /// Node name.
+    pub name: String,
+    /// Why.
+    pub reason: String,
+}
+
+/// Quantized plan against its float model on held-out images.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Drift {
+    /// What it was compared with, e.g. `float plan`.
+    pub reference: String,
+    /// Images compared.
+    pub images: usize,
+    /// Fraction with the same top-1 class.
+    pub top1_agreement: f64,
+    /// Mean KL(reference ‖ quantized) of the softmax outputs.
+    pub mean_kl: f64,
+    /// Mean cosine similarity of the logit vectors.
+    pub logit_cosine: f64,
+    /// Largest absolute logit difference.
+    pub max_abs_logit_diff: f64,
+    /// Accuracy of the float model, when the images were labelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy_reference: Option<f64>,
+    /// Accuracy of the quantized plan, when the images were labelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accuracy: Option<f64>,
+    /// The gate: conversion fails below this agreement.
+    pub min_agreement: f64,
 }
 
 /// One graph file of the plan.
@@ -358,6 +415,7 @@ pub(crate) mod tests {
             },
             precision: Precision::F32,
             verification: None,
+            quantization: None,
             created_by: "test".into(),
             files: vec![FileEntry { path: "graph.nnef".into(), size: 1, crc32: "00000000".into() }],
         }

@@ -65,12 +65,17 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
             continue;
         }
         let node = model.node(t.node).clone();
-        let op = node.op_as::<EinSum>().context("target is not an EinSum")?.clone();
+        ensure!(node.op_is::<EinSum>(), "target {} is not an EinSum", node.name);
         let name = &node.name;
         let mut patch = TypedModelPatch::new(format!("int8 {name}"));
         let source = *replaced.get(&t.activation).unwrap_or(&t.activation);
         let mut x = patch.tap_model(model, source)?;
+        for (removed, axis) in t.dropped_axes.iter().enumerate() {
+            x = patch.wire_node(format!("{name}.q.rm_axis{axis}"), AxisOp::Rm(axis - removed), &[x])?[0];
+        }
         let rank = t.rank;
+        // Contraction axis once the dropped axes are gone: where the output has its channels.
+        let k_axis = t.n_axis;
         let factors = d.factors.as_deref();
 
         // Quantize the activation in float ops.
@@ -82,7 +87,7 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
                     None => vec![1.0 / scale],
                 };
                 let m = match factors {
-                    Some(_) => along_axis(&multiplier, rank, t.k_axis)?,
+                    Some(_) => along_axis(&multiplier, rank, k_axis)?,
                     None => scalar_of_rank(multiplier[0], rank)?,
                 };
                 let m = patch.add_const(format!("{name}.q.multiplier"), m)?;
@@ -91,13 +96,13 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
             None => {
                 if let Some(c) = factors {
                     let inv: Vec<f32> = c.iter().map(|c| 1.0 / c).collect();
-                    let inv = patch.add_const(format!("{name}.q.smooth"), along_axis(&inv, rank, t.k_axis)?)?;
+                    let inv = patch.add_const(format!("{name}.q.smooth"), along_axis(&inv, rank, k_axis)?)?;
                     x = patch.wire_node(format!("{name}.q.smoothed"), mul(), &[x, inv])?[0];
                 }
                 let magnitude = patch.wire_node(format!("{name}.q.abs"), abs(), &[x])?[0];
                 let rmax = patch.wire_node(
                     format!("{name}.q.row_max"),
-                    Reduce::new(tvec!(t.k_axis), Reducer::Max),
+                    Reduce::new(tvec!(k_axis), Reducer::Max),
                     &[magnitude],
                 )?[0];
                 let eps = patch.add_const(format!("{name}.q.eps"), scalar_of_rank(1e-8, rank)?)?;
@@ -119,8 +124,7 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
         // The integer matmul.
         let (wq, w_scales) = quantized_weight(t, factors)?;
         let wq = patch.add_const(format!("{name}.weight_i8"), wq)?;
-        let expr = op.axes.to_string();
-        let (ins, out) = expr.split_once("->").context("einsum expression")?;
+        let (ins, out) = t.expression.split_once("->").context("einsum expression")?;
         let axes: AxesMapping = format!("{ins},,,,,,,->{out}").parse()?;
         let zero = patch.add_const(format!("{name}.zero"), tensor0(0i32))?;
         let one = patch.add_const(format!("{name}.one"), tensor0(1f32))?;
@@ -146,10 +150,14 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
         if let Some(rmax) = row_max {
             y = patch.wire_node(format!("{name}.dequant.rows"), mul(), &[y, rmax])?[0];
         }
+        for axis in &t.added_axes {
+            y = patch.wire_node(format!("{name}.dequant.add_axis{axis}"), AxisOp::Add(*axis), &[y])?[0];
+        }
+        let y_name = patch.node(y.node).name.clone();
         patch.shunt_outside(model, OutletId::new(t.node, 0), y)?;
         patch.apply(model)?;
         // Patch application appends nodes; find the output by name.
-        let y_node = model.node_by_name(format!("{name}.dequant{}", if row_max.is_some() { ".rows" } else { "" }))?.id;
+        let y_node = model.node_by_name(&y_name)?.id;
         replaced.insert(OutletId::new(t.node, 0), OutletId::new(y_node, 0));
         count += 1;
     }
@@ -162,8 +170,21 @@ mod tests {
     use super::*;
     use crate::{plan_layers, ActivationMode, Calibration, QuantizeOptions, Smoothing, StaticCalibrator};
 
-    /// y = x · W with x [1, 12, 16] (channel 5 an outlier) and W [16, 8], as tract declutters a Linear.
+    /// y = x · W with x [1, 12, 16] (channel 5 an outlier) and W [16, 8], in the layouts tract's declutter
+    /// leaves Linear layers in.
+    const LAYOUTS: [(&str, &[usize], &[usize]); 5] = [
+        ("amk,akn->amn", &[1, 12, 16], &[1, 16, 8]),
+        ("amk,kn->mn", &[1, 12, 16], &[16, 8]),
+        ("mk,nk->mn", &[12, 16], &[8, 16]),
+        ("mk,kn->amn", &[12, 16], &[16, 8]),
+        ("mbk,bkn->amn", &[12, 1, 16], &[1, 16, 8]),
+    ];
+
     fn linear_model() -> TractResult<(TypedModel, Vec<Tensor>)> {
+        linear_model_in(LAYOUTS[0])
+    }
+
+    fn linear_model_in((expr, x_shape, w_shape): (&str, &[usize], &[usize])) -> TractResult<(TypedModel, Vec<Tensor>)> {
         let mut seed = 1u64;
         let mut next = move || {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
@@ -171,21 +192,25 @@ mod tests {
         };
         let w: Vec<f32> = (0..16 * 8).map(|_| next()).collect();
         let mut model = TypedModel::default();
-        let x = model.add_source("x", f32::fact([1, 12, 16]))?;
-        let w = model.add_const("w", Tensor::from_shape(&[1, 16, 8], &w)?)?;
-        let y = model.wire_node("linear", EinSum::new("amk,akn->amn".parse()?, f32::datum_type()), &[x, w])?;
+        let x = model.add_source("x", f32::fact(x_shape))?;
+        let w = model.add_const("w", Tensor::from_shape(w_shape, &w)?)?;
+        let y = model.wire_node("linear", EinSum::new(expr.parse()?, f32::datum_type()), &[x, w])?;
         model.select_output_outlets(&y)?;
         let inputs = (0..6)
             .map(|_| {
                 let v: Vec<f32> = (0..12 * 16).enumerate().map(|(i, _)| next() * if i % 16 == 5 { 30.0 } else { 1.0 }).collect();
-                Tensor::from_shape(&[1, 12, 16], &v).unwrap()
+                Tensor::from_shape(x_shape, &v).unwrap()
             })
             .collect();
         Ok((model, inputs))
     }
 
     fn quantized(mode: ActivationMode) -> TractResult<(TypedModel, TypedModel, Vec<Tensor>)> {
-        let (model, inputs) = linear_model()?;
+        quantized_in(mode, LAYOUTS[0])
+    }
+
+    fn quantized_in(mode: ActivationMode, layout: (&str, &[usize], &[usize])) -> TractResult<(TypedModel, TypedModel, Vec<Tensor>)> {
+        let (model, inputs) = linear_model_in(layout)?;
         let (targets, unsupported) = crate::find_targets(&model)?;
         assert_eq!((targets.len(), unsupported.len()), (1, 0));
         let mut calibration = Calibration::new(&model, &targets, 64, 1)?;
@@ -208,8 +233,11 @@ mod tests {
 
     #[test]
     fn int8_graph_tracks_float_saves_and_reloads_bit_identical() -> TractResult<()> {
-        for mode in [ActivationMode::DynamicPerToken, ActivationMode::Static { calibrator: StaticCalibrator::MinMax }] {
-            let (float, q, inputs) = quantized(mode)?;
+        for (mode, layout) in [ActivationMode::DynamicPerToken, ActivationMode::Static { calibrator: StaticCalibrator::MinMax }]
+            .into_iter()
+            .flat_map(|m| LAYOUTS.into_iter().map(move |l| (m, l)))
+        {
+            let (float, q, inputs) = quantized_in(mode, layout)?;
             assert!(q.nodes().iter().any(|n| n.op_as::<EinSum>().map(|e| e.q_params.is_some()).unwrap_or(false)));
             let mut buffer = vec![];
             tract_nnef::nnef().write_to_tar(&q, &mut buffer)?;
@@ -218,8 +246,8 @@ mod tests {
                 let expected = run(&float, input)?;
                 let got = run(&q, input)?;
                 let err = crate::arith::relative_error(&got, &expected);
-                assert!(err < 0.03, "{mode:?}: relative error {err}");
-                assert_eq!(run(&reloaded, input)?, got, "{mode:?}: NNEF round trip changes nothing");
+                assert!(err < 0.03, "{mode:?} {}: relative error {err}", layout.0);
+                assert_eq!(run(&reloaded, input)?, got, "{mode:?} {}: NNEF round trip changes nothing", layout.0);
             }
         }
         Ok(())

@@ -17,17 +17,25 @@ pub struct MatmulTarget {
     pub activation_slot: usize,
     /// Contraction axis in the activation.
     pub k_axis: usize,
+    /// Activation axes of size 1 that the output drops (removed before quantizing, ascending).
+    pub dropped_axes: Vec<usize>,
+    /// Output axes of size 1 that come from neither operand (added back after the int8 product,
+    /// ascending).
+    pub added_axes: Vec<usize>,
+    /// The einsum expression without the dropped and added axes (two inputs).
+    pub expression: String,
     /// Contraction axis in the weight.
     pub weight_k_axis: usize,
     /// Output-channel axis in the weight.
     pub weight_n_axis: usize,
-    /// Output-channel axis in the output (equal to `k_axis`: the canonical layout).
+    /// Output-channel axis in the int8 product's output (before the added axes), equal to the
+    /// contraction axis of the activation once the dropped axes are gone (so per-row scales broadcast).
     pub n_axis: usize,
     /// Contraction length.
     pub k: usize,
     /// Output channels.
     pub n: usize,
-    /// Rank of the activation (and of the output).
+    /// Rank of the int8 product's output (and of the activation once the dropped axes are gone).
     pub rank: usize,
     /// The float weight as stored.
     pub weight: Arc<Tensor>,
@@ -81,7 +89,7 @@ pub fn find_targets(model: &TypedModel) -> TractResult<(Vec<MatmulTarget>, Vec<U
         }
         match analyse(model, node, op, activation_slot, weight) {
             Ok(target) => targets.push(target),
-            Err(reason) => unsupported.push(Unsupported { name: node.name.clone(), reason }),
+            Err(reason) => unsupported.push(Unsupported { name: node.name.clone(), reason: format!("{reason} (einsum {})", op.axes) }),
         }
     }
     Ok((targets, unsupported))
@@ -97,31 +105,48 @@ fn analyse(
     let weight_slot = 1 - activation_slot;
     let act_fact = model.outlet_fact(node.inputs[activation_slot]).map_err(|e| e.to_string())?;
     let act_shape = act_fact.shape.as_concrete().ok_or("the activation has a symbolic shape")?.to_vec();
-    let rank = act_shape.len();
-    let (mut k_axes, mut n_axes) = (vec![], vec![]);
+    let (mut k_axes, mut n_axes, mut dropped, mut added) = (vec![], vec![], vec![], vec![]);
+    // Activation axis -> output axis, for axes the output keeps.
+    let mut kept: Vec<(usize, usize)> = vec![];
     for axis in op.axes.iter_all_axes() {
         let (a, w, o) = (&axis.inputs[activation_slot], &axis.inputs[weight_slot], &axis.outputs[0]);
         if a.len() > 1 || w.len() > 1 || o.len() > 1 {
             return Err("an axis repeats inside one operand".into());
         }
         match (a.first(), w.first(), o.first()) {
+            (Some(&ia), Some(&iw), None) if act_shape[ia] == 1 && weight.shape()[iw] == 1 => dropped.push(ia),
             (Some(&ka), Some(&kw), None) => k_axes.push((ka, kw)),
             (None, Some(&nw), Some(&no)) => n_axes.push((nw, no)),
-            (Some(&ia), None, Some(&io)) if ia != io => return Err("the rewrite keeps activation axes in place".into()),
-            (Some(&ia), Some(&iw), Some(&io)) => {
-                if weight.shape()[iw] != 1 || ia != io {
-                    return Err("batched weights are not supported".into());
-                }
-            }
+            (Some(&ia), None, Some(&io)) => kept.push((ia, io)),
+            (Some(&ia), None, None) if act_shape[ia] == 1 => dropped.push(ia),
+            (Some(&ia), Some(&iw), Some(&io)) if weight.shape()[iw] == 1 => kept.push((ia, io)),
+            (Some(_), Some(_), Some(_)) => return Err("batched weights are not supported".into()),
             (None, Some(&iw), None) if weight.shape()[iw] == 1 => {}
-            _ => {}
+            (None, None, Some(&io)) => added.push(io),
+            _ => return Err("an axis is summed out of one operand alone".into()),
         }
     }
     let [(k_axis, weight_k_axis)] = k_axes[..] else { return Err(format!("{} contraction axes, expected 1", k_axes.len())) };
     let [(weight_n_axis, n_axis)] = n_axes[..] else { return Err(format!("{} output-channel axes, expected 1", n_axes.len())) };
-    if n_axis != k_axis || op.axes.rank(InOut::Out(0)) != rank {
-        return Err("the output does not put channels where the activation has its contraction axis".into());
+    dropped.sort();
+    added.sort();
+    let reduced = |axis: usize| axis - dropped.iter().filter(|d| **d < axis).count();
+    let reduced_out = |axis: usize| axis - added.iter().filter(|d| **d < axis).count();
+    if reduced(k_axis) != reduced_out(n_axis) || kept.iter().any(|(ia, io)| reduced(*ia) != reduced_out(*io)) {
+        return Err("the output does not keep the activation's axes in place with channels where it contracts".into());
     }
+    let rank = op.axes.rank(InOut::Out(0)) - added.len();
+    if act_shape.len() - dropped.len() != rank {
+        return Err("the output rank does not match the activation's".into());
+    }
+    let expr = op.axes.to_string();
+    let (ins, out) = expr.split_once("->").ok_or("einsum expression")?;
+    let mut operands: Vec<String> = ins.split(',').map(str::to_string).collect();
+    operands[activation_slot] =
+        operands[activation_slot].chars().enumerate().filter(|(i, _)| !dropped.contains(i)).map(|(_, c)| c).collect();
+    let out: String = out.chars().enumerate().filter(|(i, _)| !added.contains(i)).map(|(_, c)| c).collect();
+    let expression = format!("{}->{out}", operands.join(","));
+    let n_axis = reduced_out(n_axis);
     let k = weight.shape()[weight_k_axis];
     let n = weight.shape()[weight_n_axis];
     if weight.shape().iter().product::<usize>() != k * n {
@@ -133,6 +158,9 @@ fn analyse(
         activation: node.inputs[activation_slot],
         activation_slot,
         k_axis,
+        dropped_axes: dropped,
+        added_axes: added,
+        expression,
         weight_k_axis,
         weight_n_axis,
         n_axis,

@@ -4,6 +4,7 @@
 //! Depends on tract-nnef and tract-core only (never tract-onnx or protobuf), so it stays small enough
 //! for the device binary.
 
+pub mod int8;
 mod preprocess;
 
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 pub use mien_image::RgbImage;
 pub use mien_plan::{Manifest, Plan, PlanError};
+pub use int8::Int8Path;
 pub use preprocess::Preprocessor;
 
 /// Errors from loading or running a plan. Messages are one line.
@@ -62,6 +64,8 @@ fn one_line(e: &TractError) -> String {
 pub struct RuntimeOptions {
     /// Threads for matrix products and large element-wise ops; 0 means all available cores.
     pub threads: usize,
+    /// How int8 plans run their matmuls (ignored for float plans).
+    pub int8_path: Int8Path,
 }
 
 impl RuntimeOptions {
@@ -110,6 +114,16 @@ pub struct Classifier {
     executor: Executor,
     threads: usize,
     timings: LoadTimings,
+    int8: Option<Int8Choice>,
+}
+
+/// The int8 path a classifier took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Int8Choice {
+    /// Integer kernels or dequantized weights.
+    pub path: Int8Path,
+    /// Why.
+    pub reason: &'static str,
 }
 
 impl std::fmt::Debug for Classifier {
@@ -136,6 +150,19 @@ impl Classifier {
         tracing::debug!(rss_mb = current_rss_mb(), load_ms, "graph loaded");
         check_graph(&plan, &model).map_err(|message| RuntimeError::GraphMismatch { path: plan_name.clone(), message })?;
 
+        let mut model = model;
+        let int8_choice = if int8::has_int8_matmuls(&model) {
+            let (path, reason) = int8::resolve(options.int8_path);
+            if path == Int8Path::DequantizedWeights {
+                let n = int8::dequantize_weights(&mut model).map_err(tract_err("dequantize"))?;
+                tracing::debug!(matmuls = n, "int8 weights dequantized at load");
+            }
+            tracing::debug!(%path, reason, "int8 path");
+            Some(Int8Choice { path, reason })
+        } else {
+            None
+        };
+
         let start = Instant::now();
         let optimized = Arc::new(model.into_optimized().map_err(tract_err("optimize"))?);
         let runnable = optimized.clone().into_runnable().map_err(tract_err("optimize"))?;
@@ -155,7 +182,13 @@ impl Classifier {
             executor,
             threads,
             timings: LoadTimings { verify_ms, load_ms, optimize_ms },
+            int8: int8_choice,
         })
+    }
+
+    /// For plans with int8 matmuls: the path they run on and why; `None` for float plans.
+    pub fn int8_path(&self) -> Option<Int8Choice> {
+        self.int8
     }
 
     /// The plan's manifest.

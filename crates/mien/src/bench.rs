@@ -73,10 +73,14 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "mean": mean, "min": latencies[0], "max": latencies[latencies.len() - 1]},
             "peak_rss_mb": peak_rss_mb,
             "matmul_kernels": classifier.matmul_kernels(),
+            "int8_path": crate::int8_path_json(&classifier),
         });
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("plan        {} ({}, {} threads)", classifier.plan().path().display(), m.precision, classifier.threads());
+        if let Some(c) = classifier.int8_path() {
+            println!("int8 path   {} ({})", c.path, c.reason);
+        }
         println!("load        {load_ms:.0} ms (of which checksums {:.0} ms), optimize {:.0} ms", t.verify_ms, t.optimize_ms);
         println!("preprocess  {preprocess_ms:.2} ms (640x480 -> {}x{})", m.preprocessing.width, m.preprocessing.height);
         println!("latency     p50 {p50:.1} ms, p90 {p90:.1} ms, p99 {p99:.1} ms, mean {mean:.1} ms over {} runs", args.runs);

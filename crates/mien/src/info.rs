@@ -31,6 +31,7 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
             "manifest": m,
             "op_counts": ops,
             "matmul_kernels": kernels,
+            "int8_path": crate::int8_path_json(&classifier),
             "threads": classifier.threads(),
             "verify_ms": t.verify_ms,
             "load_ms": t.load_ms,
@@ -61,6 +62,31 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
             v.tolerance,
             v.top1_agreement * 100.0
         );
+    }
+    if let Some(q) = &m.quantization {
+        println!(
+            "int8        {} of {} matmuls, activations {}, smoothing {}, calibrated on {} images",
+            q.int8_layers,
+            q.int8_layers + q.float_layers.len(),
+            q.activations,
+            q.smoothing,
+            q.calibration_images
+        );
+        for layer in &q.float_layers {
+            println!("  float: {} ({})", layer.name, layer.reason);
+        }
+        if let Some(d) = &q.drift {
+            println!(
+                "drift       vs {} on {} images: top-1 agreement {:.2}%, mean KL {:.2e}, logit cosine {:.5}, max |logit diff| {:.3}",
+                d.reference, d.images, d.top1_agreement * 100.0, d.mean_kl, d.logit_cosine, d.max_abs_logit_diff
+            );
+            if let (Some(a), Some(b)) = (d.accuracy_reference, d.accuracy) {
+                println!("accuracy    {:.2}% (float {:.2}%)", b * 100.0, a * 100.0);
+            }
+        }
+    }
+    if let Some(c) = classifier.int8_path() {
+        println!("int8 path   {} ({})", c.path, c.reason);
     }
     println!("timings     verify {:.0} ms, load {:.0} ms, optimize {:.0} ms", t.verify_ms, t.load_ms, t.optimize_ms);
     println!("kernels     (matmul kernels tract chose on this CPU)");

@@ -51,11 +51,24 @@ pub struct RunArgs {
     /// Inference threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
+    /// How int8 plans run their matmuls: `integer` (tract's i8 kernels), `dequantized` (float kernels on
+    /// weights converted at load) or `auto` (integer where it pays: ARM, x86 with VNNI). MIEN_INT8_PATH
+    /// overrides auto.
+    #[arg(long, default_value = "auto", value_name = "auto|integer|dequantized")]
+    pub int8_path: mien_runtime::Int8Path,
 }
 
 impl RunArgs {
     fn options(&self) -> mien_runtime::RuntimeOptions {
-        mien_runtime::RuntimeOptions { threads: self.threads }
+        mien_runtime::RuntimeOptions { threads: self.threads, int8_path: self.int8_path }
+    }
+}
+
+/// The int8 path in words and as JSON (`null` for float plans).
+pub fn int8_path_json(classifier: &mien_runtime::Classifier) -> serde_json::Value {
+    match classifier.int8_path() {
+        Some(c) => serde_json::json!({"path": c.path.to_string(), "reason": c.reason}),
+        None => serde_json::Value::Null,
     }
 }
 
