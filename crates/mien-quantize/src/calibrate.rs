@@ -37,8 +37,9 @@ impl ActivationStats {
 /// Accumulates [`ActivationStats`] over calibration inputs.
 pub struct Calibration {
     runnable: Arc<TypedRunnableModel>,
-    /// Model outputs 0.. are the distinct activation outlets, each with the axis holding channels.
-    outlets: Vec<(OutletId, usize)>,
+    /// Model outputs 0.. are the distinct activation outlets, each with its first channel axis and the
+    /// number of consecutive axes that together hold the channels.
+    outlets: Vec<(OutletId, usize, usize)>,
     stats: Vec<ActivationStats>,
     capacity_rows: usize,
     rng: u64,
@@ -49,14 +50,14 @@ impl Calibration {
     /// Prepares a run of `model` that also outputs every target's activation. `sample_rows` rows are kept
     /// per activation; `threads` > 1 runs tract's matmuls on that many threads.
     pub fn new(model: &TypedModel, targets: &[MatmulTarget], sample_rows: usize, threads: usize) -> TractResult<Calibration> {
-        let mut outlets: Vec<(OutletId, usize)> = vec![];
+        let mut outlets: Vec<(OutletId, usize, usize)> = vec![];
         for t in targets {
-            if !outlets.iter().any(|(o, _)| *o == t.activation) {
-                outlets.push((t.activation, t.k_axis));
+            if !outlets.iter().any(|(o, _, _)| *o == t.activation) {
+                outlets.push((t.activation, t.k_axis, t.k_span));
             }
         }
         let mut observed = model.clone();
-        observed.select_output_outlets(&outlets.iter().map(|(o, _)| *o).collect::<Vec<_>>())?;
+        observed.select_output_outlets(&outlets.iter().map(|(o, _, _)| *o).collect::<Vec<_>>())?;
         let runnable = observed.into_optimized()?.into_runnable()?;
         let stats = outlets.iter().map(|_| ActivationStats::default()).collect();
         let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
@@ -76,7 +77,18 @@ impl Calibration {
         let runnable = self.runnable.clone();
         let outputs = multithread_tract_scope(self.executor.clone(), || runnable.run(tvec!(input.into_tvalue())))?;
         for (ix, value) in outputs.iter().enumerate() {
-            let k_axis = self.outlets[ix].1;
+            let (_, k_axis, k_span) = self.outlets[ix];
+            let merged;
+            let value: &Tensor = if k_span > 1 {
+                let shape = value.shape();
+                let mut to = shape[..k_axis].to_vec();
+                to.push(shape[k_axis..k_axis + k_span].iter().product());
+                to.extend_from_slice(&shape[k_axis + k_span..]);
+                merged = value.clone().into_tensor().into_shape(&to)?;
+                &merged
+            } else {
+                value
+            };
             let view = value.to_plain_array_view::<f32>()?;
             let k = view.shape()[k_axis];
             if self.stats[ix].k == 0 {
@@ -114,6 +126,6 @@ impl Calibration {
 
     /// The statistics per activation outlet.
     pub fn finish(self) -> HashMap<OutletId, ActivationStats> {
-        self.outlets.into_iter().map(|(o, _)| o).zip(self.stats).collect()
+        self.outlets.into_iter().map(|(o, _, _)| o).zip(self.stats).collect()
     }
 }

@@ -43,8 +43,7 @@ fn quantized_weight(t: &MatmulTarget, factors: Option<&[f32]>) -> TractResult<(T
         }
     }
     let (q_kn, scales) = crate::arith::quantize_weight_per_column(&kn, t.k, t.n);
-    let shape = t.weight.shape().to_vec();
-    let mut q = Tensor::zero::<i8>(&shape)?;
+    let mut q = Tensor::zero::<i8>(&t.weight_shape)?;
     {
         let mut view = q.to_plain_array_view_mut::<i8>()?;
         for (ix, value) in view.indexed_iter_mut() {
@@ -70,6 +69,15 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
         let mut patch = TypedModelPatch::new(format!("int8 {name}"));
         let source = *replaced.get(&t.activation).unwrap_or(&t.activation);
         let mut x = patch.tap_model(model, source)?;
+        if t.k_span > 1 {
+            let shape = patch.outlet_fact(x)?.shape.to_tvec();
+            let from: TVec<TDim> = shape[t.k_axis..t.k_axis + t.k_span].iter().cloned().collect();
+            x = patch.wire_node(
+                format!("{name}.q.merge_k"),
+                AxisOp::Reshape(t.k_axis, from, tvec!(t.k.to_dim())),
+                &[x],
+            )?[0];
+        }
         for (removed, axis) in t.dropped_axes.iter().enumerate() {
             x = patch.wire_node(format!("{name}.q.rm_axis{axis}"), AxisOp::Rm(axis - removed), &[x])?[0];
         }
@@ -172,12 +180,13 @@ mod tests {
 
     /// y = x · W with x [1, 12, 16] (channel 5 an outlier) and W [16, 8], in the layouts tract's declutter
     /// leaves Linear layers in.
-    const LAYOUTS: [(&str, &[usize], &[usize]); 5] = [
+    const LAYOUTS: [(&str, &[usize], &[usize]); 6] = [
         ("amk,akn->amn", &[1, 12, 16], &[1, 16, 8]),
         ("amk,kn->mn", &[1, 12, 16], &[16, 8]),
         ("mk,nk->mn", &[12, 16], &[8, 16]),
         ("mk,kn->amn", &[12, 16], &[16, 8]),
         ("mbk,bkn->amn", &[12, 1, 16], &[1, 16, 8]),
+        ("mhd,hdn->amn", &[12, 4, 4], &[4, 4, 8]),
     ];
 
     fn linear_model() -> TractResult<(TypedModel, Vec<Tensor>)> {
