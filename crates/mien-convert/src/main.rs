@@ -71,9 +71,10 @@ struct Cli {
     /// Channel order the model expects.
     #[arg(long, value_enum)]
     color_order: Option<ColorOrderArg>,
-    /// Largest accepted absolute logit difference between the plan and the ONNX model.
-    #[arg(long, default_value_t = 1e-3)]
-    tolerance: f32,
+    /// Largest accepted absolute logit difference between the written plan and its reference (the ONNX
+    /// model; for int8, the quantized graph before serialization). Default 1e-3, 5e-2 for f16.
+    #[arg(long)]
+    tolerance: Option<f32>,
     /// Number of synthetic images to verify with.
     #[arg(long, default_value_t = 3)]
     verify_inputs: usize,
@@ -111,14 +112,18 @@ struct Cli {
     /// int8 static percentile activations: the percentile of magnitudes that maps to 127.
     #[arg(long, default_value_t = 99.99)]
     percentile: f32,
-    /// int8 outlier smoothing (SmoothQuant): `search` (per layer, the α of 0, 0.25, 0.5, 0.75 with the
-    /// smallest error), `off`, or one α in (0, 1).
+    /// int8 outlier smoothing (SmoothQuant): `search` (per layer, the α from 0, 0.25, 0.5, 0.6, 0.7,
+    /// 0.8, 0.9 with the smallest simulated error), `off`, or one α in (0, 1).
     #[arg(long, default_value = "search", value_parser = parse_smoothing)]
     smoothing: mien_quantize::Smoothing,
     /// int8: layers whose simulated error (relative RMS of their output on calibration rows, in %)
     /// exceeds this stay in float.
     #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
     max_layer_error: f32,
+    /// int8: never shift activations to the centre of their per-channel range (by default the shift is
+    /// tried per layer and kept where it lowers the error; its product with the weight becomes a bias).
+    #[arg(long)]
+    no_shift: bool,
     /// Print a JSON report on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -130,6 +135,8 @@ struct Cli {
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum PrecisionArg {
     F32,
+    /// Half precision (pays on cores with FP16 arithmetic: Cortex-A76/A78; slow elsewhere).
+    F16,
     Int8,
 }
 
@@ -143,7 +150,7 @@ enum ActivationsArg {
 
 fn parse_smoothing(s: &str) -> Result<mien_quantize::Smoothing, String> {
     match s {
-        "search" => Ok(mien_quantize::Smoothing::Search(vec![0.0, 0.25, 0.5, 0.75])),
+        "search" => Ok(mien_quantize::Smoothing::Search(mien_quantize::DEFAULT_ALPHAS.to_vec())),
         "off" | "0" => Ok(mien_quantize::Smoothing::Off),
         _ => match s.parse::<f32>() {
             Ok(a) if a > 0.0 && a < 1.0 => Ok(mien_quantize::Smoothing::Alpha(a)),
@@ -245,10 +252,14 @@ fn run(cli: Cli) -> Result<()> {
         ColorOrderArg::Rgb => ColorOrder::Rgb,
         ColorOrderArg::Bgr => ColorOrder::Bgr,
     });
-    options.tolerance = cli.tolerance;
+    options.tolerance = cli.tolerance.unwrap_or(if cli.precision == PrecisionArg::F16 { 5e-2 } else { 1e-3 });
+    let tolerance = options.tolerance;
     options.verify_inputs = cli.verify_inputs;
     options.verify_images = cli.verify_images;
     options.threads = cli.threads;
+    if cli.precision == PrecisionArg::F16 {
+        options.precision = mien_plan::Precision::F16;
+    }
     if cli.precision == PrecisionArg::Int8 {
         options.precision = mien_plan::Precision::Int8;
         let Some(calibrate) = cli.calibrate.clone() else {
@@ -284,6 +295,7 @@ fn run(cli: Cli) -> Result<()> {
                 activations,
                 smoothing: cli.smoothing.clone(),
                 max_layer_error: cli.max_layer_error / 100.0,
+                shift: !cli.no_shift,
                 ..Default::default()
             },
         });
@@ -316,7 +328,7 @@ fn run(cli: Cli) -> Result<()> {
                 "inputs": v.inputs,
                 "max_abs_logit_diff": v.max_abs_diff,
                 "top1_agreement": v.top1_agreement,
-                "tolerance": cli.tolerance,
+                "tolerance": tolerance,
             },
             "gelu_unfused": report.gelu_unfused,
             "quantization": m.quantization,
@@ -333,7 +345,7 @@ fn run(cli: Cli) -> Result<()> {
             "verified on {} inputs: max |logit diff| {:.2e} (tolerance {:.0e}), top-1 agreement {:.0}%  [{:.1} s]",
             v.inputs,
             v.max_abs_diff,
-            cli.tolerance,
+            tolerance,
             v.top1_agreement * 100.0,
             seconds
         );

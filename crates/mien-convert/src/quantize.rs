@@ -123,6 +123,7 @@ impl QuantizeOutcome {
         Quantization {
             activations: describe_activations(&settings.options.activations),
             smoothing: describe_smoothing(&settings.options.smoothing),
+            shift: settings.options.shift,
             calibration_images: self.calibration_images,
             max_layer_error: settings.options.max_layer_error,
             int8_layers: self.layers.iter().filter(|l| l.is_int8()).count(),

@@ -67,3 +67,48 @@ fn help_has_examples() {
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(text.contains("Examples:") && text.contains("--labels"), "{text}");
 }
+
+#[test]
+fn int8_json_report_lists_layers_and_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny-int8.mien");
+    let onnx = root().join("models/tiny-vit/model.onnx");
+    let photos = root().join("tests/data/photos");
+    let result = convert(&[
+        onnx.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+        "--precision".as_ref(),
+        "int8".as_ref(),
+        "--calibrate".as_ref(),
+        photos.as_os_str(),
+        "--activations".as_ref(),
+        "mse".as_ref(),
+        "--json".as_ref(),
+    ]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(v["precision"], "int8");
+    assert_eq!(v["quantization"]["activations"], "static-mse");
+    assert_eq!(v["quantization"]["int8_layers"], 13);
+    assert_eq!(v["layers"].as_array().unwrap().len(), 13);
+    assert!(v["layers"][0]["error"].as_f64().unwrap() > 0.0);
+    assert!(out.is_file());
+
+    // Flag mistakes: one line, exit 1, nothing written.
+    let bad = dir.path().join("bad.mien");
+    for (args, needle) in [
+        (vec!["--precision", "int8"], "--calibrate"),
+        (vec!["--precision", "int8", "--calibrate", "x", "--min-agreement", "120"], "--min-agreement"),
+        (vec!["--precision", "int8", "--calibrate", "x", "--smoothing", "2"], "--smoothing"),
+        (vec!["--calibrate", "x"], "--precision int8"),
+    ] {
+        let mut full: Vec<&std::ffi::OsStr> = vec![onnx.as_os_str(), "-o".as_ref(), bad.as_os_str()];
+        full.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+        let result = convert(&full);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success(), "{args:?}");
+        assert!(stderr.contains(needle), "{args:?}: {stderr}");
+        assert!(!bad.exists());
+    }
+}

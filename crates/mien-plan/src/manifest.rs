@@ -185,8 +185,11 @@ pub struct Verification {
 pub struct Quantization {
     /// Activation scheme, e.g. `dynamic-per-token` or `static-mse`.
     pub activations: String,
-    /// Outlier smoothing, e.g. `search 0,0.25,0.5,0.75` or `off`.
+    /// Outlier smoothing, e.g. `search 0,0.25,0.5` or `off`.
     pub smoothing: String,
+    /// Whether per-channel activation shifts were allowed.
+    #[serde(default)]
+    pub shift: bool,
     /// Calibration images used.
     pub calibration_images: usize,
     /// Layers with a larger simulated relative error stay in float.

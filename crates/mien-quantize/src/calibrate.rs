@@ -17,6 +17,12 @@ pub struct ActivationStats {
     pub k: usize,
     /// Largest magnitude per channel over every row seen.
     pub channel_absmax: Vec<f32>,
+    /// Smallest value per channel.
+    pub channel_min: Vec<f32>,
+    /// Largest value per channel.
+    pub channel_max: Vec<f32>,
+    /// Calibration inputs seen.
+    pub inputs: u64,
     /// Sampled rows, row-major `[rows, k]`.
     pub sample: Vec<f32>,
     /// Rows seen in total.
@@ -94,11 +100,16 @@ impl Calibration {
             if self.stats[ix].k == 0 {
                 self.stats[ix].k = k;
                 self.stats[ix].channel_absmax = vec![0.0; k];
+                self.stats[ix].channel_min = vec![f32::INFINITY; k];
+                self.stats[ix].channel_max = vec![f32::NEG_INFINITY; k];
             }
+            self.stats[ix].inputs += 1;
             for lane in view.lanes(Axis(k_axis)) {
                 let stats = &mut self.stats[ix];
-                for (m, v) in stats.channel_absmax.iter_mut().zip(lane.iter()) {
-                    *m = m.max(v.abs());
+                for (c, v) in lane.iter().enumerate() {
+                    stats.channel_absmax[c] = stats.channel_absmax[c].max(v.abs());
+                    stats.channel_min[c] = stats.channel_min[c].min(*v);
+                    stats.channel_max[c] = stats.channel_max[c].max(*v);
                 }
                 stats.rows_seen += 1;
                 let seen = stats.rows_seen;

@@ -56,6 +56,9 @@ pub enum Smoothing {
     Search(Vec<f32>),
 }
 
+/// The smoothing grid searched by default.
+pub const DEFAULT_ALPHAS: [f32; 7] = [0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9];
+
 /// Quantization settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizeOptions {
@@ -67,15 +70,23 @@ pub struct QuantizeOptions {
     pub max_layer_error: f32,
     /// Rows of the calibration sample used for the error simulation.
     pub error_rows: usize,
+    /// Try a per-channel shift of the activation to the centre of its calibrated range (the shift's
+    /// product with the weight becomes a float bias), and keep it where it lowers the error.
+    pub shift: bool,
+    /// Matmuls with fewer multiply-accumulates than this fraction of all targets' stay in float: too
+    /// small to matter for speed (a classifier head), and their error goes straight into the logits.
+    pub min_macs_fraction: f64,
 }
 
 impl Default for QuantizeOptions {
     fn default() -> Self {
         QuantizeOptions {
             activations: ActivationMode::DynamicPerToken,
-            smoothing: Smoothing::Search(vec![0.0, 0.25, 0.5, 0.75]),
+            smoothing: Smoothing::Search(DEFAULT_ALPHAS.to_vec()),
             max_layer_error: 0.05,
             error_rows: 256,
+            shift: true,
+            min_macs_fraction: 0.001,
         }
     }
 }
@@ -91,6 +102,8 @@ pub struct LayerDecision {
     pub n: usize,
     /// Smoothing α used (0: none).
     pub alpha: f32,
+    /// Whether the activation is shifted to the centre of its per-channel range before quantizing.
+    pub shifted: bool,
     /// Per-tensor activation scale (static mode only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub activation_scale: Option<f32>,
@@ -99,9 +112,14 @@ pub struct LayerDecision {
     /// `None` when quantized; otherwise why it stays in float.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub kept_float: Option<String>,
+    /// Multiply-accumulates per inference.
+    pub macs: u64,
     /// Smoothing factors per channel (not serialized: they are baked into the graph).
     #[serde(skip)]
     pub factors: Option<Vec<f32>>,
+    /// Per-channel shift (not serialized: baked into the graph).
+    #[serde(skip)]
+    pub shift: Option<Vec<f32>>,
 }
 
 impl LayerDecision {
@@ -137,69 +155,112 @@ fn alphas(smoothing: &Smoothing) -> Vec<f32> {
     }
 }
 
-/// Decides, per target, smoothing and scale, and whether it is quantized at all.
+/// Decides, per target, smoothing, shift and scale, and whether it is quantized at all.
 pub fn plan_layers(
     targets: &[MatmulTarget],
     stats: &HashMap<OutletId, ActivationStats>,
     options: &QuantizeOptions,
 ) -> Result<Vec<LayerDecision>, QuantizeError> {
     let mut decisions = vec![];
+    let macs_of = |t: &MatmulTarget, s: &ActivationStats| (s.rows_seen / s.inputs.max(1)) * (t.k * t.n) as u64;
+    let mut total_macs = 0u64;
     for t in targets {
         let s = stats.get(&t.activation).filter(|s| s.rows_seen > 0).ok_or_else(|| QuantizeError::NoCalibrationData(t.name.clone()))?;
+        total_macs += macs_of(t, s);
+    }
+    for t in targets {
+        let s = &stats[&t.activation];
         let w = t.weight_kn()?;
         let rows = s.sample_rows().min(options.error_rows);
         let x = &s.sample[..rows * t.k];
         let reference = arith::matmul(x, &w, rows, t.k, t.n);
         let mut best: Option<LayerDecision> = None;
-        for alpha in alphas(&options.smoothing) {
-            let factors = (alpha > 0.0).then(|| arith::smoothing_factors(&s.channel_absmax, &w, t.n, alpha));
-            let (xs, ws) = match &factors {
-                Some(c) => (
-                    x.chunks_exact(t.k).flat_map(|r| r.iter().zip(c).map(|(v, c)| v / c)).collect::<Vec<f32>>(),
-                    w.chunks_exact(t.n).zip(c).flat_map(|(r, c)| r.iter().map(move |v| v * c)).collect::<Vec<f32>>(),
-                ),
-                None => (x.to_vec(), w.clone()),
+        let shifts: &[bool] = if options.shift { &[false, true] } else { &[false] };
+        for &shifted in shifts {
+            let centre: Option<Vec<f32>> =
+                shifted.then(|| s.channel_min.iter().zip(&s.channel_max).map(|(lo, hi)| (lo + hi) / 2.0).collect());
+            // Per-channel magnitude after the shift.
+            let amax: Vec<f32> = match &centre {
+                Some(_) => s.channel_min.iter().zip(&s.channel_max).map(|(lo, hi)| (hi - lo) / 2.0).collect(),
+                None => s.channel_absmax.clone(),
             };
-            let (xq, activation_scale) = match options.activations {
-                ActivationMode::DynamicPerToken => (arith::fake_quantize_rows(&xs, t.k), None),
-                ActivationMode::Static { calibrator } => {
-                    let absmax = match &factors {
-                        Some(c) => s.channel_absmax.iter().zip(c).fold(0f32, |m, (a, c)| m.max(a / c)),
-                        None => s.channel_absmax.iter().fold(0f32, |m, a| m.max(*a)),
-                    };
-                    let all: Vec<f32> = match &factors {
-                        Some(c) => s.sample.chunks_exact(t.k).flat_map(|r| r.iter().zip(c).map(|(v, c)| v / c)).collect(),
-                        None => s.sample.clone(),
-                    };
-                    let scale = arith::choose_static_scale(&all, absmax, calibrator);
-                    (arith::fake_quantize_tensor(&xs, scale), Some(scale))
+            let x_shifted: Vec<f32> = match &centre {
+                Some(z) => x.chunks_exact(t.k).flat_map(|r| r.iter().zip(z).map(|(v, z)| v - z)).collect(),
+                None => x.to_vec(),
+            };
+            // The shift's product with the weight, added back in float.
+            let bias: Option<Vec<f32>> = centre.as_ref().map(|z| arith::matmul(z, &w, 1, t.k, t.n));
+            for alpha in alphas(&options.smoothing) {
+                let factors = (alpha > 0.0).then(|| arith::smoothing_factors(&amax, &w, t.n, alpha));
+                let (xs, ws) = match &factors {
+                    Some(c) => (
+                        x_shifted.chunks_exact(t.k).flat_map(|r| r.iter().zip(c).map(|(v, c)| v / c)).collect::<Vec<f32>>(),
+                        w.chunks_exact(t.n).zip(c).flat_map(|(r, c)| r.iter().map(move |v| v * c)).collect::<Vec<f32>>(),
+                    ),
+                    None => (x_shifted.clone(), w.clone()),
+                };
+                let (xq, activation_scale) = match options.activations {
+                    ActivationMode::DynamicPerToken => (arith::fake_quantize_rows(&xs, t.k), None),
+                    ActivationMode::Static { calibrator } => {
+                        let absmax = match &factors {
+                            Some(c) => amax.iter().zip(c).fold(0f32, |m, (a, c)| m.max(a / c)),
+                            None => amax.iter().fold(0f32, |m, a| m.max(*a)),
+                        };
+                        let all: Vec<f32> = s
+                            .sample
+                            .chunks_exact(t.k)
+                            .flat_map(|r| {
+                                r.iter().enumerate().map(|(i, v)| {
+                                    let v = v - centre.as_ref().map(|z| z[i]).unwrap_or(0.0);
+                                    v / factors.as_ref().map(|c| c[i]).unwrap_or(1.0)
+                                })
+                            })
+                            .collect();
+                        let scale = arith::choose_static_scale(&all, absmax, calibrator);
+                        (arith::fake_quantize_tensor(&xs, scale), Some(scale))
+                    }
+                };
+                let (wq, w_scales) = arith::quantize_weight_per_column(&ws, t.k, t.n);
+                let wd: Vec<f32> = wq.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % t.n]).collect();
+                let mut approx = arith::matmul(&xq, &wd, rows, t.k, t.n);
+                if let Some(b) = &bias {
+                    for row in approx.chunks_exact_mut(t.n) {
+                        row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
+                    }
                 }
-            };
-            let (wq, w_scales) = arith::quantize_weight_per_column(&ws, t.k, t.n);
-            let wd: Vec<f32> = wq.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % t.n]).collect();
-            let error = arith::relative_error(&arith::matmul(&xq, &wd, rows, t.k, t.n), &reference);
-            if best.as_ref().map(|b| error < b.error).unwrap_or(true) {
-                best = Some(LayerDecision {
-                    name: t.name.clone(),
-                    k: t.k,
-                    n: t.n,
-                    alpha,
-                    activation_scale,
-                    error,
-                    kept_float: None,
-                    factors,
-                });
+                let error = arith::relative_error(&approx, &reference);
+                if best.as_ref().map(|b| error < b.error).unwrap_or(true) {
+                    best = Some(LayerDecision {
+                        name: t.name.clone(),
+                        k: t.k,
+                        n: t.n,
+                        alpha,
+                        shifted,
+                        activation_scale,
+                        error,
+                        kept_float: None,
+                        macs: macs_of(t, s),
+                        factors,
+                        shift: centre.clone(),
+                    });
+                }
             }
         }
         let mut decision = best.expect("at least one alpha");
+        let share = decision.macs as f64 / total_macs.max(1) as f64;
         if !(decision.error <= options.max_layer_error) {
             decision.kept_float = Some(format!(
                 "simulated int8 error {:.2}% exceeds the {:.2}% threshold",
                 decision.error * 100.0,
                 options.max_layer_error * 100.0
             ));
+        } else if share < options.min_macs_fraction && targets.len() > 1 {
+            decision.kept_float = Some(format!(
+                "{:.3}% of the matmul work: too small to speed anything up, kept exact",
+                share * 100.0
+            ));
         }
-        tracing::debug!(layer = %t.name, alpha = decision.alpha, error = decision.error, int8 = decision.is_int8(), "layer planned");
+        tracing::debug!(layer = %t.name, alpha = decision.alpha, shifted = decision.shifted, error = decision.error, int8 = decision.is_int8(), "layer planned");
         decisions.push(decision);
     }
     Ok(decisions)

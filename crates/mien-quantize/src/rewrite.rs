@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use tract_core::internal::*;
 use tract_core::ops::cast::cast;
 use tract_core::ops::einsum::EinSum;
-use tract_core::ops::math::{abs, max, min, mul, recip, round_half_to_even};
+use tract_core::ops::math::{abs, add, max, min, mul, recip, round_half_to_even};
 use tract_core::ops::nn::{Reduce, Reducer};
 
 use crate::arith::QMAX;
@@ -84,6 +84,11 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
         let rank = t.rank;
         // Contraction axis once the dropped axes are gone: where the output has its channels.
         let k_axis = t.n_axis;
+        if let Some(z) = &d.shift {
+            let minus: Vec<f32> = z.iter().map(|z| -z).collect();
+            let minus = patch.add_const(format!("{name}.q.shift"), along_axis(&minus, rank, k_axis)?)?;
+            x = patch.wire_node(format!("{name}.q.shifted"), add(), &[x, minus])?[0];
+        }
         let factors = d.factors.as_deref();
 
         // Quantize the activation in float ops.
@@ -157,6 +162,13 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
         let mut y = patch.wire_node(format!("{name}.dequant"), mul(), &[accf, column_scale])?[0];
         if let Some(rmax) = row_max {
             y = patch.wire_node(format!("{name}.dequant.rows"), mul(), &[y, rmax])?[0];
+        }
+        if let Some(z) = &d.shift {
+            // The shift times the float weight, as a bias.
+            let w = t.weight_kn()?;
+            let bias = crate::arith::matmul(z, &w, 1, t.k, t.n);
+            let bias = patch.add_const(format!("{name}.dequant.shift_bias"), along_axis(&bias, rank, t.n_axis)?)?;
+            y = patch.wire_node(format!("{name}.dequant.unshift"), add(), &[y, bias])?[0];
         }
         for axis in &t.added_axes {
             y = patch.wire_node(format!("{name}.dequant.add_axis{axis}"), AxisOp::Add(*axis), &[y])?[0];
@@ -273,6 +285,37 @@ mod tests {
             .flat_map(|op| op.mmm.iter().map(|m| m.name().to_string()))
             .collect();
         assert!(!kernels.is_empty() && kernels.iter().all(|k| k.contains("i32")), "{kernels:?}");
+        Ok(())
+    }
+
+    #[test]
+    fn a_shift_centres_one_sided_channels_and_stays_exact() -> TractResult<()> {
+        // Activations like GELU outputs or LayerNorm outputs with a large beta: every channel offset.
+        let (model, inputs) = linear_model()?;
+        let offset: Vec<f32> = (0..16).map(|c| 3.0 + c as f32 * 0.5).collect();
+        let shifted_inputs: Vec<Tensor> = inputs
+            .iter()
+            .map(|t| {
+                let v: Vec<f32> = t.to_plain_array_view::<f32>().unwrap().iter().enumerate().map(|(i, v)| v + offset[i % 16]).collect();
+                Tensor::from_shape(t.shape(), &v).unwrap()
+            })
+            .collect();
+        let (targets, _) = crate::find_targets(&model)?;
+        let mut calibration = Calibration::new(&model, &targets, 64, 1)?;
+        for input in &shifted_inputs[..4] {
+            calibration.observe(input.clone())?;
+        }
+        let stats = calibration.finish();
+        let with = plan_layers(&targets, &stats, &QuantizeOptions::default()).unwrap();
+        let without = plan_layers(&targets, &stats, &QuantizeOptions { shift: false, ..QuantizeOptions::default() }).unwrap();
+        assert!(with[0].shifted, "{with:?}");
+        assert!(with[0].error < without[0].error * 0.8, "shift {} vs none {}", with[0].error, without[0].error);
+        let mut q = model.clone();
+        apply(&mut q, &targets, &with)?;
+        for input in &shifted_inputs[4..] {
+            let err = crate::arith::relative_error(&run(&q, input)?, &run(&model, input)?);
+            assert!(err < 0.02, "{err}");
+        }
         Ok(())
     }
 
