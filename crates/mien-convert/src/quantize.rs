@@ -41,8 +41,9 @@ impl Default for QuantizeSettings {
     }
 }
 
-/// Rows sampled per activation during calibration (percentile/MSE scales and the error simulation).
-const SAMPLE_ROWS: usize = 1024;
+/// Rows sampled per activation during calibration (percentile/MSE scales, GPTQ's Hessian and the error
+/// simulation).
+const SAMPLE_ROWS: usize = 2048;
 
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "bmp", "tif", "tiff", "webp"];
 

@@ -96,6 +96,120 @@ pub fn choose_static_scale(values: &[f32], absmax: f32, calibrator: StaticCalibr
     }
 }
 
+/// GPTQ (Frantar et al., 2022): quantizes the rows of `weight_kn` one input channel at a time with the
+/// given per-column scales, and spreads each row's rounding error over the rows not yet quantized, in
+/// proportion to how the activations `x` (`rows × k`) correlate them. This minimises the error of
+/// `x · W` rather than of `W` itself. Returns the i8 matrix, row-major `[k, n]`.
+pub fn gptq_quantize(weight_kn: &[f32], k: usize, n: usize, x: &[f32], rows: usize, scales: &[f32], damp: f64) -> Vec<i8> {
+    // H = Xᵀ X, damped.
+    let mut h = vec![0f64; k * k];
+    let mut row64 = vec![0f64; k];
+    for r in 0..rows {
+        for (d, v) in row64.iter_mut().zip(&x[r * k..(r + 1) * k]) {
+            *d = *v as f64;
+        }
+        for i in 0..k {
+            let xi = row64[i];
+            if xi == 0.0 {
+                continue;
+            }
+            for (hij, xj) in h[i * k..(i + 1) * k].iter_mut().zip(&row64) {
+                *hij += xi * xj;
+            }
+        }
+    }
+    let mut w: Vec<f64> = weight_kn.iter().map(|v| *v as f64).collect();
+    let mean_diag = (0..k).map(|i| h[i * k + i]).sum::<f64>() / k as f64;
+    for i in 0..k {
+        if h[i * k + i] == 0.0 {
+            // A channel calibration never saw: its weights cannot matter.
+            h[i * k + i] = 1.0;
+            w[i * n..(i + 1) * n].iter_mut().for_each(|v| *v = 0.0);
+        }
+        h[i * k + i] += damp * mean_diag.max(1e-12);
+    }
+    let Some(u) = upper_cholesky_of_inverse(&h, k) else {
+        // Not positive definite even after damping: fall back to rounding to nearest.
+        let inv: Vec<f32> = scales.iter().map(|s| s.recip()).collect();
+        return weight_kn.iter().enumerate().map(|(i, v)| quantize(*v, inv[i % n])).collect();
+    };
+    let inv: Vec<f64> = scales.iter().map(|s| 1.0 / *s as f64).collect();
+    let mut q = vec![0i8; k * n];
+    let mut err = vec![0f64; n];
+    for i in 0..k {
+        let d = u[i * k + i];
+        for c in 0..n {
+            let v = w[i * n + c];
+            let qi = (v * inv[c]).round_ties_even().clamp(-QMAX as f64, QMAX as f64);
+            q[i * n + c] = qi as i8;
+            err[c] = (v - qi * scales[c] as f64) / d;
+        }
+        for j in i + 1..k {
+            let f = u[i * k + j];
+            if f == 0.0 {
+                continue;
+            }
+            for (wj, e) in w[j * n..(j + 1) * n].iter_mut().zip(&err) {
+                *wj -= f * e;
+            }
+        }
+    }
+    q
+}
+
+/// Lower Cholesky factor `L` of a symmetric positive definite `k × k` matrix (`A = L Lᵀ`).
+fn cholesky(a: &[f64], k: usize) -> Option<Vec<f64>> {
+    let mut l = vec![0f64; k * k];
+    for i in 0..k {
+        for j in 0..=i {
+            let dot: f64 = (0..j).map(|p| l[i * k + p] * l[j * k + p]).sum();
+            let v = a[i * k + j] - dot;
+            if i == j {
+                if v <= 0.0 || !v.is_finite() {
+                    return None;
+                }
+                l[i * k + i] = v.sqrt();
+            } else {
+                l[i * k + j] = v / l[j * k + j];
+            }
+        }
+    }
+    Some(l)
+}
+
+/// `U` upper triangular with `A⁻¹ = Uᵀ U`, as GPTQ needs.
+fn upper_cholesky_of_inverse(a: &[f64], k: usize) -> Option<Vec<f64>> {
+    let l = cholesky(a, k)?;
+    // L⁻¹ (lower triangular), stored transposed (row c holds column c) so every inner sum runs over
+    // contiguous memory.
+    let mut linv_t = vec![0f64; k * k];
+    for c in 0..k {
+        linv_t[c * k + c] = 1.0 / l[c * k + c];
+        for i in c + 1..k {
+            let s: f64 = l[i * k + c..i * k + i].iter().zip(&linv_t[c * k + c..c * k + i]).map(|(a, b)| a * b).sum();
+            linv_t[c * k + i] = -s / l[i * k + i];
+        }
+    }
+    // A⁻¹ = L⁻ᵀ L⁻¹: entry (i, j) is the dot product of columns i and j of L⁻¹.
+    let mut inv = vec![0f64; k * k];
+    for i in 0..k {
+        for j in 0..=i {
+            let s: f64 = linv_t[i * k + i..(i + 1) * k].iter().zip(&linv_t[j * k + i..(j + 1) * k]).map(|(a, b)| a * b).sum();
+            inv[i * k + j] = s;
+            inv[j * k + i] = s;
+        }
+    }
+    let l2 = cholesky(&inv, k)?;
+    // Uᵀ = L2, so U = L2ᵀ.
+    let mut u = vec![0f64; k * k];
+    for i in 0..k {
+        for j in 0..=i {
+            u[j * k + i] = l2[i * k + j];
+        }
+    }
+    Some(u)
+}
+
 /// `a [m, k] · b [k, n]` in f64 accumulation (small sizes only: calibration samples).
 pub fn matmul(a: &[f32], b: &[f32], m: usize, k: usize, n: usize) -> Vec<f32> {
     let mut out = vec![0f32; m * n];
@@ -231,6 +345,47 @@ mod tests {
             relative_error(&matmul(&fake_quantize_tensor(&xs, s), &wd, m, k, n), &matmul(&x, &w, m, k, n))
         };
         assert!(smoothed < plain, "smoothed {smoothed} vs plain {plain}");
+    }
+
+    #[test]
+    fn gptq_beats_rounding_to_nearest_on_correlated_activations() {
+        let mut rng = Lcg(5);
+        let (rows, k, n) = (256, 24, 6);
+        // Correlated channels: a few latent factors mixed into k channels.
+        let latent: Vec<f32> = (0..rows * 4).map(|_| rng.next()).collect();
+        let mix: Vec<f32> = (0..4 * k).map(|_| rng.next()).collect();
+        let x = matmul(&latent, &mix, rows, 4, k);
+        let x: Vec<f32> = x.iter().map(|v| v + 0.05 * rng.next()).collect();
+        let w: Vec<f32> = (0..k * n).map(|_| rng.next()).collect();
+        let (rtn, scales) = quantize_weight_per_column(&w, k, n);
+        let gptq = gptq_quantize(&w, k, n, &x, rows, &scales, 0.01);
+        let dequant = |q: &[i8]| q.iter().enumerate().map(|(i, q)| *q as f32 * scales[i % n]).collect::<Vec<f32>>();
+        let reference = matmul(&x, &w, rows, k, n);
+        let e_rtn = relative_error(&matmul(&x, &dequant(&rtn), rows, k, n), &reference);
+        let e_gptq = relative_error(&matmul(&x, &dequant(&gptq), rows, k, n), &reference);
+        assert!(e_gptq < e_rtn * 0.8, "gptq {e_gptq} vs rtn {e_rtn}");
+    }
+
+    #[test]
+    fn cholesky_inverse_factor_is_right() {
+        let a = [4.0, 2.0, 0.6, 2.0, 5.0, 1.0, 0.6, 1.0, 3.0];
+        let u = upper_cholesky_of_inverse(&a, 3).unwrap();
+        // Uᵀ U A = I.
+        let mut utu = [0f64; 9];
+        for i in 0..3 {
+            for j in 0..3 {
+                utu[i * 3 + j] = (0..3).map(|p| u[p * 3 + i] * u[p * 3 + j]).sum();
+            }
+        }
+        for i in 0..3 {
+            for j in 0..3 {
+                let v: f64 = (0..3).map(|p| utu[i * 3 + p] * a[p * 3 + j]).sum();
+                assert!((v - if i == j { 1.0 } else { 0.0 }).abs() < 1e-9);
+            }
+            for j in 0..i {
+                assert_eq!(u[i * 3 + j], 0.0, "upper triangular");
+            }
+        }
     }
 
     #[test]

@@ -73,9 +73,12 @@ pub struct QuantizeOptions {
     /// Try a per-channel shift of the activation to the centre of its calibrated range (the shift's
     /// product with the weight becomes a float bias), and keep it where it lowers the error.
     pub shift: bool,
-    /// Matmuls with fewer multiply-accumulates than this fraction of all targets' stay in float: too
-    /// small to matter for speed (a classifier head), and their error goes straight into the logits.
-    pub min_macs_fraction: f64,
+    /// Round weights with GPTQ (error feedback weighted by the calibration activations) instead of to
+    /// nearest, where it lowers the simulated error.
+    pub gptq: bool,
+    /// Matmuls holding less than this fraction of all targets' weights stay in float: too small to
+    /// matter for size or speed (a classifier head), and their error goes straight into the logits.
+    pub min_weight_fraction: f64,
 }
 
 impl Default for QuantizeOptions {
@@ -86,7 +89,8 @@ impl Default for QuantizeOptions {
             max_layer_error: 0.05,
             error_rows: 256,
             shift: true,
-            min_macs_fraction: 0.001,
+            gptq: true,
+            min_weight_fraction: 0.001,
         }
     }
 }
@@ -104,6 +108,8 @@ pub struct LayerDecision {
     pub alpha: f32,
     /// Whether the activation is shifted to the centre of its per-channel range before quantizing.
     pub shifted: bool,
+    /// Whether the weights were rounded by GPTQ (else to nearest).
+    pub gptq: bool,
     /// Per-tensor activation scale (static mode only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub activation_scale: Option<f32>,
@@ -120,6 +126,10 @@ pub struct LayerDecision {
     /// Per-channel shift (not serialized: baked into the graph).
     #[serde(skip)]
     pub shift: Option<Vec<f32>>,
+    /// Weights already quantized (row-major `[k, n]` i8, smoothing applied) with their per-column scales,
+    /// when the rounding was not to nearest.
+    #[serde(skip)]
+    pub weight_q: Option<(Vec<i8>, Vec<f32>)>,
 }
 
 impl LayerDecision {
@@ -163,11 +173,10 @@ pub fn plan_layers(
 ) -> Result<Vec<LayerDecision>, QuantizeError> {
     let mut decisions = vec![];
     let macs_of = |t: &MatmulTarget, s: &ActivationStats| (s.rows_seen / s.inputs.max(1)) * (t.k * t.n) as u64;
-    let mut total_macs = 0u64;
     for t in targets {
-        let s = stats.get(&t.activation).filter(|s| s.rows_seen > 0).ok_or_else(|| QuantizeError::NoCalibrationData(t.name.clone()))?;
-        total_macs += macs_of(t, s);
+        stats.get(&t.activation).filter(|s| s.rows_seen > 0).ok_or_else(|| QuantizeError::NoCalibrationData(t.name.clone()))?;
     }
+    let total_weights: usize = targets.iter().map(|t| t.k * t.n).sum();
     for t in targets {
         let s = &stats[&t.activation];
         let w = t.weight_kn()?;
@@ -242,21 +251,72 @@ pub fn plan_layers(
                         macs: macs_of(t, s),
                         factors,
                         shift: centre.clone(),
+                        gptq: false,
+                        weight_q: None,
                     });
                 }
             }
         }
         let mut decision = best.expect("at least one alpha");
-        let share = decision.macs as f64 / total_macs.max(1) as f64;
+        let fit_rows = s.sample_rows() - rows;
+        if options.gptq && fit_rows >= 16 {
+            // Fit on the sample rows the error is not measured on.
+            let c = decision.factors.clone().unwrap_or_else(|| vec![1.0; t.k]);
+            let z = decision.shift.clone().unwrap_or_else(|| vec![0.0; t.k]);
+            let prepare = |rows: &[f32]| -> Vec<f32> {
+                rows.chunks_exact(t.k).flat_map(|r| r.iter().zip(&z).zip(&c).map(|((v, z), c)| (v - z) / c)).collect()
+            };
+            let fit = prepare(&s.sample[rows * t.k..]);
+            let ws: Vec<f32> = w.chunks_exact(t.n).zip(&c).flat_map(|(r, c)| r.iter().map(move |v| v * c)).collect();
+            let (_, scales) = arith::quantize_weight_per_column(&ws, t.k, t.n);
+            let q = arith::gptq_quantize(&ws, t.k, t.n, &fit, fit_rows, &scales, 0.01);
+            let xs = prepare(x);
+            let xq = match decision.activation_scale {
+                Some(scale) => arith::fake_quantize_tensor(&xs, scale),
+                None => arith::fake_quantize_rows(&xs, t.k),
+            };
+            let wd: Vec<f32> = q.iter().enumerate().map(|(i, q)| *q as f32 * scales[i % t.n]).collect();
+            let mut approx = arith::matmul(&xq, &wd, rows, t.k, t.n);
+            if decision.shift.is_some() {
+                let bias = arith::matmul(&z, &w, 1, t.k, t.n);
+                approx.chunks_exact_mut(t.n).for_each(|r| r.iter_mut().zip(&bias).for_each(|(y, b)| *y += b));
+            }
+            let error = arith::relative_error(&approx, &reference);
+            tracing::debug!(layer = %t.name, rtn = decision.error, gptq = error, "weight rounding");
+            if error < decision.error {
+                decision.error = error;
+                decision.gptq = true;
+                decision.weight_q = Some((q, scales));
+            }
+        }
+        if tracing::enabled!(tracing::Level::TRACE) {
+            // Where the error comes from: weights alone, activations alone (same smoothing and shift).
+            let c = decision.factors.clone().unwrap_or_else(|| vec![1.0; t.k]);
+            let z = decision.shift.clone().unwrap_or_else(|| vec![0.0; t.k]);
+            let xs: Vec<f32> = x.chunks_exact(t.k).flat_map(|r| r.iter().zip(&z).zip(&c).map(|((v, z), c)| (v - z) / c)).collect();
+            let ws: Vec<f32> = w.chunks_exact(t.n).zip(&c).flat_map(|(r, c)| r.iter().map(move |v| v * c)).collect();
+            let bias = arith::matmul(&z, &w, 1, t.k, t.n);
+            let with_bias = |mut y: Vec<f32>| {
+                y.chunks_exact_mut(t.n).for_each(|r| r.iter_mut().zip(&bias).for_each(|(y, b)| *y += b));
+                y
+            };
+            let (wq, w_scales) = arith::quantize_weight_per_column(&ws, t.k, t.n);
+            let wd: Vec<f32> = wq.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % t.n]).collect();
+            let weight_only = arith::relative_error(&with_bias(arith::matmul(&xs, &wd, rows, t.k, t.n)), &reference);
+            let xq = arith::fake_quantize_rows(&xs, t.k);
+            let act_only = arith::relative_error(&with_bias(arith::matmul(&xq, &ws, rows, t.k, t.n)), &reference);
+            tracing::trace!(layer = %t.name, error = decision.error, weight_only, act_only, "error split");
+        }
+        let share = (t.k * t.n) as f64 / total_weights.max(1) as f64;
         if !(decision.error <= options.max_layer_error) {
             decision.kept_float = Some(format!(
                 "simulated int8 error {:.2}% exceeds the {:.2}% threshold",
                 decision.error * 100.0,
                 options.max_layer_error * 100.0
             ));
-        } else if share < options.min_macs_fraction && targets.len() > 1 {
+        } else if share < options.min_weight_fraction && targets.len() > 1 {
             decision.kept_float = Some(format!(
-                "{:.3}% of the matmul work: too small to speed anything up, kept exact",
+                "{:.3}% of the weights: too small to matter for size or speed, kept exact",
                 share * 100.0
             ));
         }

@@ -34,15 +34,20 @@ fn scalar_of_rank(value: f32, rank: usize) -> TractResult<Tensor> {
     tensor0(value).broadcast_into_rank(rank)
 }
 
-/// The target's weight with smoothing applied, quantized per output channel, in its stored layout.
-fn quantized_weight(t: &MatmulTarget, factors: Option<&[f32]>) -> TractResult<(Tensor, Vec<f32>)> {
-    let mut kn = t.weight_kn()?;
-    if let Some(c) = factors {
-        for (row, c) in kn.chunks_exact_mut(t.n).zip(c) {
-            row.iter_mut().for_each(|v| *v *= c);
+/// The target's weight with smoothing applied, quantized per output channel, in its (merged) layout.
+fn quantized_weight(t: &MatmulTarget, d: &LayerDecision) -> TractResult<(Tensor, Vec<f32>)> {
+    let (q_kn, scales) = match &d.weight_q {
+        Some((q, scales)) => (q.clone(), scales.clone()),
+        None => {
+            let mut kn = t.weight_kn()?;
+            if let Some(c) = &d.factors {
+                for (row, c) in kn.chunks_exact_mut(t.n).zip(c) {
+                    row.iter_mut().for_each(|v| *v *= c);
+                }
+            }
+            crate::arith::quantize_weight_per_column(&kn, t.k, t.n)
         }
-    }
-    let (q_kn, scales) = crate::arith::quantize_weight_per_column(&kn, t.k, t.n);
+    };
     let mut q = Tensor::zero::<i8>(&t.weight_shape)?;
     {
         let mut view = q.to_plain_array_view_mut::<i8>()?;
@@ -135,7 +140,7 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
         let xq = patch.wire_node(format!("{name}.q.i8"), cast(i8::datum_type()), &[clamped])?[0];
 
         // The integer matmul.
-        let (wq, w_scales) = quantized_weight(t, factors)?;
+        let (wq, w_scales) = quantized_weight(t, d)?;
         let wq = patch.add_const(format!("{name}.weight_i8"), wq)?;
         let (ins, out) = t.expression.split_once("->").context("einsum expression")?;
         let axes: AxesMapping = format!("{ins},,,,,,,->{out}").parse()?;
