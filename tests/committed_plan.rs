@@ -17,3 +17,27 @@ fn committed_tiny_plan_is_current() {
     assert_eq!(c.input, f.input);
     assert_eq!(c.model.source_sha256, f.model.source_sha256);
 }
+
+/// The committed tiny int8 plan (the fixture of the kernel-choice tests that run under qemu) is what the
+/// converter makes today from the committed ONNX and the committed photos.
+#[test]
+fn committed_tiny_int8_plan_is_current() {
+    let committed = Plan::open(root().join("models/tiny-vit/tiny-vit-int8.mien")).expect("committed int8 plan loads");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny-vit-int8.mien");
+    let mut options = mien_convert::ConvertOptions::new(tiny_onnx(), &out);
+    options.precision = mien_plan::Precision::Int8;
+    options.int8 = Some(mien_convert::QuantizeSettings {
+        calibrate: root().join("tests/data/photos"),
+        ..mien_convert::QuantizeSettings::default()
+    });
+    mien_convert::convert(&options, &mien_convert::Quiet).unwrap();
+    let fresh = Plan::open(&out).unwrap();
+    let (c, f) = (committed.manifest(), fresh.manifest());
+    assert_eq!(
+        c.files, f.files,
+        "graph files differ: regenerate with mien-convert models/tiny-vit/model.onnx -o models/tiny-vit/tiny-vit-int8.mien --precision int8 --calibrate tests/data/photos"
+    );
+    let (cq, fq) = (c.quantization.as_ref().unwrap(), f.quantization.as_ref().unwrap());
+    assert_eq!((cq.int8_layers, &cq.float_layers, &cq.activations), (fq.int8_layers, &fq.float_layers, &fq.activations));
+}

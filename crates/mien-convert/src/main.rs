@@ -120,6 +120,10 @@ struct Cli {
     /// exceeds this stay in float.
     #[arg(long, default_value_t = 5.0, value_name = "PERCENT")]
     max_layer_error: f32,
+    /// int8 weight rounding: gptq (error feedback from calibration activations; slower to convert) or
+    /// nearest.
+    #[arg(long, value_enum, default_value = "gptq")]
+    weight_rounding: WeightRoundingArg,
     /// int8: never shift activations to the centre of their per-channel range (by default the shift is
     /// tried per layer and kept where it lowers the error; its product with the weight becomes a bias).
     #[arg(long)]
@@ -138,6 +142,12 @@ enum PrecisionArg {
     /// Half precision (pays on cores with FP16 arithmetic: Cortex-A76/A78; slow elsewhere).
     F16,
     Int8,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum WeightRoundingArg {
+    Gptq,
+    Nearest,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -296,6 +306,7 @@ fn run(cli: Cli) -> Result<()> {
                 smoothing: cli.smoothing.clone(),
                 max_layer_error: cli.max_layer_error / 100.0,
                 shift: !cli.no_shift,
+                gptq: matches!(cli.weight_rounding, WeightRoundingArg::Gptq),
                 ..Default::default()
             },
         });

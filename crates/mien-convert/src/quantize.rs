@@ -125,6 +125,7 @@ impl QuantizeOutcome {
             activations: describe_activations(&settings.options.activations),
             smoothing: describe_smoothing(&settings.options.smoothing),
             shift: settings.options.shift,
+            weight_rounding: if settings.options.gptq { "gptq".into() } else { "nearest".into() },
             calibration_images: self.calibration_images,
             max_layer_error: settings.options.max_layer_error,
             int8_layers: self.layers.iter().filter(|l| l.is_int8()).count(),

@@ -190,6 +190,9 @@ pub struct Quantization {
     /// Whether per-channel activation shifts were allowed.
     #[serde(default)]
     pub shift: bool,
+    /// Weight rounding: `gptq` or `nearest`.
+    #[serde(default)]
+    pub weight_rounding: String,
     /// Calibration images used.
     pub calibration_images: usize,
     /// Layers with a larger simulated relative error stay in float.

@@ -4,6 +4,7 @@
 //! Depends on tract-nnef and tract-core only (never tract-onnx or protobuf), so it stays small enough
 //! for the device binary.
 
+pub mod cpu;
 pub mod int8;
 mod preprocess;
 
@@ -173,6 +174,7 @@ impl Classifier {
 
         let manifest = plan.manifest();
         let preprocessor = Preprocessor::new(&manifest.preprocessing, &manifest.input);
+        tracing::debug!(cpu = %cpu::summary(), kernels = ?kernel_names(&optimized), "kernels chosen");
         tracing::debug!(plan = %plan_name, verify_ms, load_ms, optimize_ms, threads, rss_mb = current_rss_mb(), peak_rss_mb = peak_rss_mb(), "plan ready");
         Ok(Classifier {
             plan,
@@ -267,16 +269,20 @@ impl Classifier {
 
     /// Matrix-multiplication kernels tract chose on this CPU, with the number of matmuls using each.
     pub fn matmul_kernels(&self) -> BTreeMap<String, usize> {
-        let mut kernels = BTreeMap::new();
-        for node in self.optimized.nodes() {
-            if let Some(op) = node.op_as::<OptMatMul>() {
-                for mmm in &op.mmm {
-                    *kernels.entry(mmm.name().to_string()).or_insert(0) += 1;
-                }
+        kernel_names(&self.optimized)
+    }
+}
+
+fn kernel_names(model: &TypedModel) -> BTreeMap<String, usize> {
+    let mut kernels = BTreeMap::new();
+    for node in model.nodes() {
+        if let Some(op) = node.op_as::<OptMatMul>() {
+            for mmm in &op.mmm {
+                *kernels.entry(mmm.name().to_string()).or_insert(0) += 1;
             }
         }
-        kernels
     }
+    kernels
 }
 
 /// Checks that the NNEF graph has the input and output the manifest promises.

@@ -32,6 +32,10 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
             "op_counts": ops,
             "matmul_kernels": kernels,
             "int8_path": crate::int8_path_json(&classifier),
+            "cpu": {
+                "arch": mien_runtime::cpu::features().0,
+                "features": mien_runtime::cpu::features().1.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+            },
             "threads": classifier.threads(),
             "verify_ms": t.verify_ms,
             "load_ms": t.load_ms,
@@ -65,11 +69,13 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
     }
     if let Some(q) = &m.quantization {
         println!(
-            "int8        {} of {} matmuls, activations {}, smoothing {}, calibrated on {} images",
+            "int8        {} of {} matmuls, activations {}, smoothing {}{}, weights {}, calibrated on {} images",
             q.int8_layers,
             q.int8_layers + q.float_layers.len(),
             q.activations,
             q.smoothing,
+            if q.shift { " + shift" } else { "" },
+            if q.weight_rounding.is_empty() { "gptq" } else { &q.weight_rounding },
             q.calibration_images
         );
         for layer in &q.float_layers {
@@ -89,6 +95,7 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
         println!("int8 path   {} ({})", c.path, c.reason);
     }
     println!("timings     verify {:.0} ms, load {:.0} ms, optimize {:.0} ms", t.verify_ms, t.load_ms, t.optimize_ms);
+    println!("cpu         {}", mien_runtime::cpu::summary());
     println!("kernels     (matmul kernels tract chose on this CPU)");
     for (name, count) in &kernels {
         println!("  {count:>5} x {name}");

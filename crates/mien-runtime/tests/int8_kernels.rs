@@ -1,0 +1,84 @@
+//! Which matmul kernels an int8 plan runs on, per CPU: natively, and in CI under qemu-user for aarch64
+//! (QEMU_CPU=cortex-a76: SDOT; cortex-a72: SMLAL) and armv7 (NEON, with TRACT_CPU_ARM32_NEON=true since
+//! tract reads the host's /proc/cpuinfo under emulation).
+
+use std::path::PathBuf;
+
+use mien_runtime::{Classifier, Int8Path, RuntimeOptions};
+
+fn int8_plan() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/tiny-vit/tiny-vit-int8.mien")
+}
+
+/// The integer kernel tract must pick on this CPU.
+fn expected_integer_kernel() -> &'static str {
+    #[cfg(target_arch = "aarch64")]
+    {
+        let cpu = std::env::var("QEMU_CPU").unwrap_or_default();
+        let dotprod = std::arch::is_aarch64_feature_detected!("dotprod");
+        match cpu.as_str() {
+            "cortex-a76" | "cortex-a78" => assert!(dotprod, "{cpu} has dotprod"),
+            "cortex-a72" | "cortex-a53" => assert!(!dotprod, "{cpu} has no dotprod"),
+            _ => {}
+        }
+        if dotprod && std::env::var("TRACT_DOTPROD_DISABLE").is_err() {
+            "arm64simd_mmm_i32_8x8_dot"
+        } else {
+            "arm64simd_mmm_i32_8x8"
+        }
+    }
+    #[cfg(target_arch = "arm")]
+    {
+        "armv7neon_mmm_i32_8x4"
+    }
+    #[cfg(not(any(target_arch = "aarch64", target_arch = "arm")))]
+    {
+        // x86: avx2, avxvnni or avx512vnni depending on the machine; only "integer" is asserted.
+        "i32"
+    }
+}
+
+#[test]
+fn every_int8_matmul_runs_on_the_integer_kernel_this_cpu_should_use() {
+    let classifier = Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path: Int8Path::Integer }).unwrap();
+    let int8_layers = classifier.manifest().quantization.as_ref().unwrap().int8_layers;
+    let kernels = classifier.matmul_kernels();
+    let expected = expected_integer_kernel();
+    let integer: usize = kernels.iter().filter(|(name, _)| name.contains("i32")).map(|(_, n)| n).sum();
+    let on_expected: usize = kernels.iter().filter(|(name, _)| name.contains(expected)).map(|(_, n)| n).sum();
+    assert_eq!(integer, int8_layers, "one integer matmul per int8 layer, no float fallback: {kernels:?}");
+    assert_eq!(on_expected, int8_layers, "all on {expected}: {kernels:?}");
+    #[cfg(target_arch = "arm")]
+    assert!(!kernels.keys().any(|k| k.contains("armvfpv2")), "scalar fallback kernels: {kernels:?}");
+}
+
+#[test]
+fn auto_path_follows_the_cpu() {
+    let classifier = Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path: Int8Path::Auto }).unwrap();
+    let choice = classifier.int8_path().unwrap();
+    if std::env::var("MIEN_INT8_PATH").is_ok() {
+        return;
+    }
+    if mien_runtime::int8::integer_kernels_pay() {
+        assert_eq!(choice.path, Int8Path::Integer);
+    } else {
+        assert_eq!(choice.path, Int8Path::DequantizedWeights);
+        assert!(!classifier.matmul_kernels().keys().any(|k| k.contains("i32")));
+    }
+}
+
+#[test]
+fn both_paths_give_the_same_answers() {
+    let integer = Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path: Int8Path::Integer }).unwrap();
+    let dequantized =
+        Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path: Int8Path::DequantizedWeights }).unwrap();
+    let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/photos");
+    for name in ["astronaut.png", "camera.png", "chelsea.png", "coffee.png"] {
+        let image = mien_image::open_rgb(photos.join(name)).unwrap();
+        let a = integer.classify(&image).unwrap();
+        let b = dequantized.classify(&image).unwrap();
+        let diff = a.logits.iter().zip(&b.logits).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+        assert!(diff < 1e-3, "{name}: {:?} vs {:?}", a.logits, b.logits);
+        assert_eq!(a.label, b.label);
+    }
+}
