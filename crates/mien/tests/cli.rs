@@ -15,8 +15,20 @@ fn photo(name: &str) -> PathBuf {
     root().join("tests/data/photos").join(name)
 }
 
+/// Runs the binary, through `MIEN_TEST_RUNNER` when set (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`
+/// for cross-compiled test runs, where cargo's runner wraps only the test binary itself).
 fn mien(args: &[&std::ffi::OsStr]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_mien")).args(args).output().expect("mien runs")
+    let runner = std::env::var("MIEN_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(env!("CARGO_BIN_EXE_mien"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_mien")),
+    };
+    command.args(args).output().expect("mien runs")
 }
 
 fn os(s: &str) -> &std::ffi::OsStr {
