@@ -180,23 +180,3 @@ fn int8_refusals_name_the_flag_and_write_nothing() {
     assert!(!msg.contains('\n'));
     assert_nothing_written(dir.path(), &["empty"]);
 }
-
-#[test]
-fn f16_plan_keeps_f32_input_and_output_and_tracks_the_float_plan() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("tiny-f16.mien");
-    let mut options = ConvertOptions::new(tiny_onnx(), &out);
-    options.precision = Precision::F16;
-    options.tolerance = 5e-2;
-    let report = convert(&options, &Quiet).unwrap();
-    assert_eq!(report.manifest.precision, Precision::F16);
-    assert!(report.verification.max_abs_diff > 0.0, "f16 differs from f32 somewhere");
-    let f16 = load(&out, Int8Path::Auto);
-    assert!(f16.int8_path().is_none());
-    let float = load(tiny_plan(), Int8Path::Auto);
-    for fixture in tiny_fixtures() {
-        let image = mien_image::open_rgb(&fixture.photo).unwrap();
-        let (a, f) = (f16.classify(&image).unwrap(), float.classify(&image).unwrap());
-        assert!(max_abs_diff(&a.logits, &f.logits) < 5e-2, "{}: {:?} vs {:?}", fixture.file, a.logits, f.logits);
-    }
-}

@@ -392,13 +392,9 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
             quantized = Some(outcome);
         }
         Precision::F16 => {
-            progress.stage("converting weights and activations to f16");
-            to_f16(&mut plan_model).map_err(|e| ConvertError::Tract {
-                path: model_path.clone(),
-                stage: "convert to f16",
-                message: format!("{e:#}").replace('\n', " "),
-            })?;
-            manifest.precision = Precision::F16;
+            // tract's float translator also retypes the image input; keeping f32 I/O needs a rewrite of the
+            // source, not done yet.
+            return Err(ConvertError::Flag { flag: "--precision".into(), expected: "f32 or int8 (f16 is not implemented yet)".into() });
         }
     }
 
@@ -474,20 +470,6 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
         validation,
         warnings,
     })
-}
-
-/// tract's f32→f16 translation of everything but the image input, so callers keep feeding f32 (the
-/// translator casts after the source and casts the logits back to f32).
-fn to_f16(model: &mut tract_core::prelude::TypedModel) -> tract_core::prelude::TractResult<()> {
-    use tract_core::internal::translator::Translate;
-    use tract_core::ops::source::TypedSource;
-    let translator = tract_core::floats::FloatPrecisionTranslator::with_filter(
-        tract_core::prelude::DatumType::F32,
-        tract_core::prelude::DatumType::F16,
-        |node| !node.op_is::<TypedSource>(),
-    );
-    *model = translator.translate_model(model)?;
-    Ok(())
 }
 
 fn writer_parent(output: &Path) -> &Path {

@@ -72,7 +72,7 @@ struct Cli {
     #[arg(long, value_enum)]
     color_order: Option<ColorOrderArg>,
     /// Largest accepted absolute logit difference between the written plan and its reference (the ONNX
-    /// model; for int8, the quantized graph before serialization). Default 1e-3, 5e-2 for f16.
+    /// model; for int8, the quantized graph before serialization). Default 1e-3.
     #[arg(long)]
     tolerance: Option<f32>,
     /// Number of synthetic images to verify with.
@@ -139,8 +139,6 @@ struct Cli {
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum PrecisionArg {
     F32,
-    /// Half precision (pays on cores with FP16 arithmetic: Cortex-A76/A78; slow elsewhere).
-    F16,
     Int8,
 }
 
@@ -262,14 +260,11 @@ fn run(cli: Cli) -> Result<()> {
         ColorOrderArg::Rgb => ColorOrder::Rgb,
         ColorOrderArg::Bgr => ColorOrder::Bgr,
     });
-    options.tolerance = cli.tolerance.unwrap_or(if cli.precision == PrecisionArg::F16 { 5e-2 } else { 1e-3 });
+    options.tolerance = cli.tolerance.unwrap_or(1e-3);
     let tolerance = options.tolerance;
     options.verify_inputs = cli.verify_inputs;
     options.verify_images = cli.verify_images;
     options.threads = cli.threads;
-    if cli.precision == PrecisionArg::F16 {
-        options.precision = mien_plan::Precision::F16;
-    }
     if cli.precision == PrecisionArg::Int8 {
         options.precision = mien_plan::Precision::Int8;
         let Some(calibrate) = cli.calibrate.clone() else {
