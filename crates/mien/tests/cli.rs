@@ -156,3 +156,30 @@ fn eval_json_with_label_map_reports_what_it_skipped() {
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
     assert!(stderr.contains("--label-map") && stderr.contains("AN"), "{stderr}");
 }
+
+#[test]
+fn info_and_bench_report_the_int8_path() {
+    let int8 = root().join("models/tiny-vit/tiny-vit-int8.mien");
+    let out = mien(&[os("info"), int8.as_os_str(), os("--json"), os("--int8-path"), os("integer")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["int8_path"]["path"], "integer");
+    assert_eq!(info["manifest"]["precision"], "int8");
+    assert_eq!(info["manifest"]["quantization"]["int8_layers"], 13);
+    assert!(info["cpu"]["arch"].is_string());
+    assert!(info["matmul_kernels"].as_object().unwrap().keys().any(|k| k.contains("i32")));
+
+    let out = mien(&[os("bench"), int8.as_os_str(), os("--json"), os("--runs"), os("2"), os("--int8-path"), os("dequantized")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let bench: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(bench["int8_path"]["path"], "dequantized");
+    assert!(!bench["matmul_kernels"].as_object().unwrap().keys().any(|k| k.contains("i32")));
+
+    // Float plans have no int8 path; a wrong value is a usage error naming the flag.
+    let out = mien(&[os("info"), plan().as_os_str(), os("--json")]);
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(info["int8_path"].is_null());
+    let out = mien(&[os("info"), int8.as_os_str(), os("--int8-path"), os("sideways")]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--int8-path"));
+}
