@@ -1,5 +1,5 @@
 //! The reference model vit-s14-fer (DINOv2 ViT-S/14 + the committed head): its f32 plan must match
-//! onnxruntime on FER2013 public_test images.
+//! onnxruntime on FER2013 public_test images, and the committed int8 plan must stay close to it.
 //!
 //! Needs ../shared/data/fer2013-dev.tar and a Python with onnx, onnxruntime, Pillow and numpy
 //! (`$MIEN_PYTHON`, else `$MIEN_CACHE/venv/bin/python`, else `python3`); `.ci/run` installs them. In CI
@@ -100,14 +100,39 @@ fn reference_onnx(python: &Path) -> PathBuf {
     dir
 }
 
+/// What both tests need, prepared once per test binary (the tests run in parallel; this also keeps them
+/// from rebuilding the cached ONNX at the same time): data, Python, the rebuilt ONNX and its f32 plan.
+struct Reference {
+    public_test: PathBuf,
+    python: PathBuf,
+    model_dir: PathBuf,
+    f32_plan: PathBuf,
+    report: mien_convert::ConvertReport,
+}
+
+fn reference() -> Option<&'static Reference> {
+    static REFERENCE: std::sync::OnceLock<Option<Reference>> = std::sync::OnceLock::new();
+    REFERENCE
+        .get_or_init(|| {
+            let public_test = public_test()?;
+            let python = python();
+            if !python_ready(&python) {
+                missing(&format!("{} lacks onnx/onnxruntime/Pillow/numpy", python.display()))?;
+            }
+            let model_dir = reference_onnx(&python);
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("vit-s14-fer-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let f32_plan = dir.join("vit-s14-fer.mien");
+            let options = mien_convert::ConvertOptions::new(model_dir.join("model.onnx"), &f32_plan);
+            let report = mien_convert::convert(&options, &mien_convert::Quiet).unwrap();
+            Some(Reference { public_test, python, model_dir, f32_plan, report })
+        })
+        .as_ref()
+}
+
 #[test]
 fn f32_plan_matches_onnxruntime_on_public_test() {
-    let Some(public_test) = public_test() else { return };
-    let python = python();
-    if !python_ready(&python) && missing(&format!("{} lacks onnx/onnxruntime/Pillow/numpy", python.display())).is_none() {
-        return;
-    }
-    let model_dir = reference_onnx(&python);
+    let Some(Reference { public_test, python, model_dir, f32_plan, .. }) = reference() else { return };
 
     let mut images = vec![];
     for label in ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"] {
@@ -118,9 +143,9 @@ fn f32_plan_matches_onnxruntime_on_public_test() {
     }
     let work = tempfile::tempdir().unwrap();
     let reference = work.path().join("reference");
-    let status = Command::new(&python)
+    let status = Command::new(python)
         .arg(root().join("tools/ort_reference.py"))
-        .arg(&model_dir)
+        .arg(model_dir)
         .arg(&reference)
         .args(&images)
         .status()
@@ -131,10 +156,7 @@ fn f32_plan_matches_onnxruntime_on_public_test() {
     let raw = std::fs::read(reference.with_extension("f32")).unwrap();
     let pixels: Vec<f32> = raw.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
 
-    let plan = work.path().join("vit-s14-fer.mien");
-    mien_convert::convert(&mien_convert::ConvertOptions::new(model_dir.join("model.onnx"), &plan), &mien_convert::Quiet)
-        .unwrap();
-    let classifier = Classifier::load(&plan, &RuntimeOptions::default()).unwrap();
+    let classifier = Classifier::load(f32_plan, &RuntimeOptions::default()).unwrap();
     assert_eq!(classifier.labels(), ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]);
     let per_image = pixels.len() / images.len();
     let (mut max_diff, mut agree) = (0f32, 0usize);
@@ -152,24 +174,15 @@ fn f32_plan_matches_onnxruntime_on_public_test() {
 /// The committed int8 plan belongs to the committed head and drifts little from the float model.
 #[test]
 fn committed_int8_plan_tracks_the_float_model_on_public_test() {
-    let Some(public_test) = public_test() else { return };
-    let python = python();
-    if !python_ready(&python) && missing(&format!("{} lacks onnx/onnxruntime/Pillow/numpy", python.display())).is_none() {
-        return;
-    }
-    let model_dir = reference_onnx(&python);
-    let work = tempfile::tempdir().unwrap();
-    let f32_plan = work.path().join("vit-s14-fer.mien");
-    let report = mien_convert::convert(&mien_convert::ConvertOptions::new(model_dir.join("model.onnx"), &f32_plan), &mien_convert::Quiet)
-        .unwrap();
+    let Some(Reference { public_test, f32_plan, report, .. }) = reference() else { return };
     let int8_plan = root().join("models/vit-s14-fer/vit-s14-fer-int8.mien");
     let int8 = Classifier::load(&int8_plan, &RuntimeOptions::default()).unwrap();
     assert_eq!(
         int8.manifest().model.source_sha256, report.manifest.model.source_sha256,
         "the committed int8 plan was made from another ONNX: reconvert it from the committed head (README, int8 plans)"
     );
-    let float = Classifier::load(&f32_plan, &RuntimeOptions::default()).unwrap();
-    let mut dataset = mien_eval::scan(&public_test, float.labels(), &mien_eval::LabelMap::default()).unwrap();
+    let float = Classifier::load(f32_plan, &RuntimeOptions::default()).unwrap();
+    let mut dataset = mien_eval::scan(public_test, float.labels(), &mien_eval::LabelMap::default()).unwrap();
     // Spread over the sorted set, offset from the converter's --validation-count picks.
     let len = dataset.items.len();
     let count = 350;

@@ -401,7 +401,7 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
     progress.stage("writing the tract NNEF plan");
     let mut writer = PlanWriter::new(&options.output)?;
     let nnef_dir = writer.fresh_dir("nnef");
-    write_nnef(&plan_model, &nnef_dir, model_path)?;
+    let gelu_unfused = write_nnef(&plan_model, &nnef_dir, model_path)?;
     writer.adopt_graph_dir(&nnef_dir)?;
     let staged = writer.stage_manifest(&manifest)?;
 
@@ -427,7 +427,8 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
     }
 
     let mut validation = None;
-    if let (Some(settings), Some(_)) = (options.int8.as_ref().filter(|_| quantized.is_some()), options.int8.as_ref().and_then(|s| s.validate.as_ref())) {
+    let validation_settings = options.int8.as_ref().filter(|s| s.validate.is_some());
+    if let (Some(settings), Some(outcome)) = (validation_settings, quantized.as_ref()) {
         progress.stage("writing the float plan to compare with");
         let scratch = tempfile::Builder::new()
             .prefix(".mien-float-")
@@ -443,8 +444,8 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
         float_manifest.quantization = None;
         float_manifest.verification = None;
         float_writer.finish(float_manifest)?;
-        let calibration_files = quantize::pick_images(&settings.calibrate, Some(settings.calibration_count), "--calibrate")?;
-        let (drift, compare) = quantize::validate(&staged, &float_path, settings, &calibration_files, options.threads, progress)?;
+        let (drift, compare) =
+            quantize::validate(&staged, &float_path, settings, &outcome.calibration_files, options.threads, progress)?;
         let passed = drift.top1_agreement >= settings.min_agreement;
         if let Some(q) = manifest.quantization.as_mut() {
             q.drift = Some(drift.clone());
@@ -465,7 +466,7 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
         manifest,
         output: options.output.clone(),
         verification: report,
-        gelu_unfused: gelu_count(&fixed.model),
+        gelu_unfused,
         quantized,
         validation,
         warnings,
@@ -476,19 +477,11 @@ fn writer_parent(output: &Path) -> &Path {
     output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."))
 }
 
-fn gelu_count(model: &tract_core::prelude::TypedModel) -> usize {
-    use tract_core::ops::element_wise::ElementWiseOp;
-    model
-        .nodes()
-        .iter()
-        .filter(|n| n.op_as::<ElementWiseOp>().map(|op| op.0.is::<tract_core::ops::nn::GeluExact>()).unwrap_or(false))
-        .count()
-}
-
-/// Writes `model` as NNEF into `dir`, expanding `GeluExact` (which has no serializer) first.
-fn write_nnef(model: &tract_core::prelude::TypedModel, dir: &Path, model_path: &Path) -> Result<(), ConvertError> {
+/// Writes `model` as NNEF into `dir`, expanding `GeluExact` (which has no serializer) first. Returns the
+/// number of GELUs expanded.
+fn write_nnef(model: &tract_core::prelude::TypedModel, dir: &Path, model_path: &Path) -> Result<usize, ConvertError> {
     let mut model = model.clone();
-    gelu::unfuse_gelu_exact(&mut model).map_err(|e| ConvertError::Tract {
+    let gelus = gelu::unfuse_gelu_exact(&mut model).map_err(|e| ConvertError::Tract {
         path: model_path.to_path_buf(),
         stage: "prepare (GELU expansion)",
         message: format!("{e:#}"),
@@ -497,5 +490,6 @@ fn write_nnef(model: &tract_core::prelude::TypedModel, dir: &Path, model_path: &
         path: model_path.to_path_buf(),
         stage: "serialize",
         message: format!("{e:#}").replace('\n', " "),
-    })
+    })?;
+    Ok(gelus)
 }

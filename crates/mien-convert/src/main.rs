@@ -374,15 +374,7 @@ fn run(cli: Cli) -> Result<()> {
             }
             match &q.drift {
                 Some(d) => {
-                    println!(
-                        "drift on {} held-out images: top-1 agreement {:.2}% (gate {:.2}%), mean KL {:.2e}, logit cosine {:.5}, max |logit diff| {:.3}",
-                        d.images,
-                        d.top1_agreement * 100.0,
-                        d.min_agreement * 100.0,
-                        d.mean_kl,
-                        d.logit_cosine,
-                        d.max_abs_logit_diff
-                    );
+                    println!("drift on {} held-out images: {} (gate {:.2}%)", d.images, d.summary(), d.min_agreement * 100.0);
                     if let (Some(f), Some(q)) = (d.accuracy_reference, d.accuracy) {
                         println!("accuracy: int8 {:.2}%, float {:.2}% ({:+.2} points)", q * 100.0, f * 100.0, (q - f) * 100.0);
                     }

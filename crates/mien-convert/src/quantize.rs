@@ -108,6 +108,8 @@ pub struct QuantizeOutcome {
     pub unsupported: Vec<mien_quantize::Unsupported>,
     /// Calibration images used.
     pub calibration_images: usize,
+    /// The calibration files picked (validation must not overlap them).
+    pub calibration_files: Vec<PathBuf>,
     /// Calibration files that could not be read (skipped with a warning).
     pub unreadable: Vec<String>,
 }
@@ -185,7 +187,7 @@ pub fn quantize(
         .map_err(|e| ConvertError::Tract { path: model_path.to_path_buf(), stage: "quantize", message: e.to_string() })?;
     progress.stage("rewriting matmuls to int8");
     mien_quantize::rewrite::apply(model, &targets, &layers).map_err(tract_err(model_path, "quantize"))?;
-    Ok(QuantizeOutcome { layers, unsupported, calibration_images: used, unreadable })
+    Ok(QuantizeOutcome { layers, unsupported, calibration_images: used, calibration_files: files, unreadable })
 }
 
 /// Compares the staged int8 plan with the float plan on held-out images.

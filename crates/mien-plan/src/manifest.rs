@@ -240,6 +240,19 @@ pub struct Drift {
     pub min_agreement: f64,
 }
 
+impl Drift {
+    /// One line: agreement, KL, cosine, max difference (the figures both CLIs print).
+    pub fn summary(&self) -> String {
+        format!(
+            "top-1 agreement {:.2}%, mean KL {:.2e}, logit cosine {:.5}, max |logit diff| {:.3}",
+            self.top1_agreement * 100.0,
+            self.mean_kl,
+            self.logit_cosine,
+            self.max_abs_logit_diff
+        )
+    }
+}
+
 /// One graph file of the plan.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileEntry {

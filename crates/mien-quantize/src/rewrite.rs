@@ -14,7 +14,7 @@
 use std::collections::HashMap;
 
 use tract_core::internal::*;
-use tract_core::ops::cast::cast;
+use tract_core::ops::cast::{cast, Cast};
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::math::{abs, add, max, min, mul, recip, round_half_to_even};
 use tract_core::ops::nn::{Reduce, Reducer};
@@ -142,8 +142,7 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
         // The integer matmul.
         let (wq, w_scales) = quantized_weight(t, d)?;
         let wq = patch.add_const(format!("{name}.weight_i8"), wq)?;
-        let (ins, out) = t.expression.split_once("->").context("einsum expression")?;
-        let axes: AxesMapping = format!("{ins},,,,,,,->{out}").parse()?;
+        let axes: AxesMapping = nine_input_expression(&t.expression)?.parse()?;
         let zero = patch.add_const(format!("{name}.zero"), tensor0(0i32))?;
         let one = patch.add_const(format!("{name}.one"), tensor0(1f32))?;
         let mut inputs = tvec!(xq, wq);
@@ -187,6 +186,61 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
         count += 1;
     }
     *model = std::mem::take(model).into_compact()?;
+    Ok(count)
+}
+
+/// `A,B->C` to the quantized EinSum's `A,B,,,,,,,->C` (bias, zero points and scales are scalars).
+fn nine_input_expression(two: &str) -> TractResult<String> {
+    let (ins, out) = two.split_once("->").context("einsum expression")?;
+    Ok(format!("{ins},,,,,,,->{out}"))
+}
+
+/// The inverse of [`nine_input_expression`].
+fn two_input_expression(nine: &str) -> TractResult<String> {
+    let (ins, out) = nine.split_once("->").context("einsum expression")?;
+    let operands: Vec<&str> = ins.split(',').take(2).collect();
+    ensure!(operands.len() == 2, "einsum expression {nine}");
+    Ok(format!("{},{}->{out}", operands[0], operands[1]))
+}
+
+/// True when the model holds at least one quantized matmul.
+pub fn has_int8_matmuls(model: &TypedModel) -> bool {
+    model.nodes().iter().any(|n| n.op_as::<EinSum>().map(|op| op.q_params.is_some()).unwrap_or(false))
+}
+
+/// The inverse of [`apply`]'s product, for CPUs where tract's integer kernels lose to float (x86 without
+/// VNNI): rewrites each `i8 × const i8 → i32` EinSum followed by a cast to f32 into an f32 EinSum of the cast
+/// activation and the weight converted to f32. Returns the number rewritten.
+pub fn dequantize_weights(model: &mut TypedModel) -> TractResult<usize> {
+    let mut count = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id).clone();
+        let Some(op) = node.op_as::<EinSum>() else { continue };
+        if op.q_params.is_none() || node.inputs.len() != 9 {
+            continue;
+        }
+        let successors = &node.outputs[0].successors;
+        let [consumer] = &successors[..] else { continue };
+        let cast_node = model.node(consumer.node);
+        if cast_node.op_as::<Cast>().map(|c| c.to != f32::datum_type()).unwrap_or(true) {
+            continue;
+        }
+        let Some((act_slot, weight)) = crate::target::constant_operand(model, &node) else { continue };
+        let axes: AxesMapping = two_input_expression(&op.axes.to_string())?.parse()?;
+
+        let mut patch = TypedModelPatch::new(format!("dequantize {}", node.name));
+        let act = patch.tap_model(model, node.inputs[act_slot])?;
+        let act = patch.wire_node(format!("{}.act_f32", node.name), cast(f32::datum_type()), &[act])?[0];
+        let w = patch.add_const(format!("{}.weight_f32", node.name), weight.cast_to::<f32>()?.into_owned())?;
+        let inputs = if act_slot == 0 { [act, w] } else { [w, act] };
+        let y = patch.wire_node(format!("{}.f32", node.name), EinSum::new(axes, f32::datum_type()), &inputs)?[0];
+        patch.shunt_outside(model, OutletId::new(cast_node.id, 0), y)?;
+        patch.apply(model)?;
+        count += 1;
+    }
+    if count > 0 {
+        *model = std::mem::take(model).into_compact()?;
+    }
     Ok(count)
 }
 

@@ -82,12 +82,7 @@ pub fn find_targets(model: &TypedModel) -> TractResult<(Vec<MatmulTarget>, Vec<U
         if op.q_params.is_some() || node.inputs.len() != 2 || op.operating_dt != f32::datum_type() {
             continue;
         }
-        let konst = |slot: usize| model.outlet_fact(node.inputs[slot]).ok().and_then(|f| f.konst.clone());
-        let (activation_slot, weight) = match (konst(0), konst(1)) {
-            (None, Some(w)) => (0, w),
-            (Some(w), None) => (1, w),
-            _ => continue,
-        };
+        let Some((activation_slot, weight)) = constant_operand(model, node) else { continue };
         if weight.datum_type() != f32::datum_type() {
             continue;
         }
@@ -97,6 +92,17 @@ pub fn find_targets(model: &TypedModel) -> TractResult<(Vec<MatmulTarget>, Vec<U
         }
     }
     Ok((targets, unsupported))
+}
+
+/// For a two-operand product where exactly one of the first two inputs is a constant: the slot of the
+/// other (the activation) and the constant (the weight).
+pub(crate) fn constant_operand(model: &TypedModel, node: &TypedNode) -> Option<(usize, Arc<Tensor>)> {
+    let konst = |slot: usize| model.outlet_fact(node.inputs[slot]).ok().and_then(|f| f.konst.clone());
+    match (konst(0), konst(1)) {
+        (None, Some(w)) => Some((0, w)),
+        (Some(w), None) => Some((1, w)),
+        _ => None,
+    }
 }
 
 fn without(s: &str, remove: &[char]) -> String {

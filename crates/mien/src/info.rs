@@ -75,17 +75,14 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
             q.activations,
             q.smoothing,
             if q.shift { " + shift" } else { "" },
-            if q.weight_rounding.is_empty() { "gptq" } else { &q.weight_rounding },
+            if q.weight_rounding.is_empty() { "not recorded" } else { &q.weight_rounding },
             q.calibration_images
         );
         for layer in &q.float_layers {
             println!("  float: {} ({})", layer.name, layer.reason);
         }
         if let Some(d) = &q.drift {
-            println!(
-                "drift       vs {} on {} images: top-1 agreement {:.2}%, mean KL {:.2e}, logit cosine {:.5}, max |logit diff| {:.3}",
-                d.reference, d.images, d.top1_agreement * 100.0, d.mean_kl, d.logit_cosine, d.max_abs_logit_diff
-            );
+            println!("drift       vs {} on {} images: {}", d.reference, d.images, d.summary());
             if let (Some(a), Some(b)) = (d.accuracy_reference, d.accuracy) {
                 println!("accuracy    {:.2}% (float {:.2}%)", b * 100.0, a * 100.0);
             }
