@@ -1,0 +1,80 @@
+//! Scalar reference conversions: one pixel at a time, in `f32`, straight from the standards'
+//! equations. Slow and obviously right; the fast paths in [`super::to_rgb`] are tested against them.
+
+use image::RgbImage;
+
+use super::{FrameLayout, PixelError, PixelFormat, YuvEncoding, YuvMatrix, YuvRange};
+
+/// `(Kr, Kb)` luma coefficients of a matrix.
+fn coefficients(matrix: YuvMatrix) -> (f32, f32) {
+    match matrix {
+        YuvMatrix::Bt601 => (0.299, 0.114),
+        YuvMatrix::Bt709 => (0.2126, 0.0722),
+    }
+}
+
+/// One Y'CbCr sample to R'G'B', rounded and clamped to 0..=255.
+pub fn yuv_to_rgb_pixel(y: u8, cb: u8, cr: u8, encoding: YuvEncoding) -> [u8; 3] {
+    let (kr, kb) = coefficients(encoding.matrix);
+    let kg = 1.0 - kr - kb;
+    let (luma, blue_diff, red_diff) = match encoding.range {
+        YuvRange::Limited => (
+            (y as f32 - 16.0) * 255.0 / 219.0,
+            (cb as f32 - 128.0) * 255.0 / 224.0,
+            (cr as f32 - 128.0) * 255.0 / 224.0,
+        ),
+        YuvRange::Full => (y as f32, cb as f32 - 128.0, cr as f32 - 128.0),
+    };
+    let r = luma + 2.0 * (1.0 - kr) * red_diff;
+    let b = luma + 2.0 * (1.0 - kb) * blue_diff;
+    let g = luma - (2.0 * kb * (1.0 - kb) / kg) * blue_diff - (2.0 * kr * (1.0 - kr) / kg) * red_diff;
+    [r, g, b].map(|v| v.round().clamp(0.0, 255.0) as u8)
+}
+
+/// Converts one frame to RGB. Chroma is taken from the sample covering each pixel (no interpolation),
+/// as V4L2 cameras site it.
+pub fn to_rgb(layout: &FrameLayout, encoding: YuvEncoding, src: &[u8]) -> Result<RgbImage, PixelError> {
+    layout.check(src.len())?;
+    let stride = layout.stride as usize;
+    let mut out = RgbImage::new(layout.width, layout.height);
+    for y in 0..layout.height as usize {
+        let row = &src[y * stride..];
+        for x in 0..layout.width as usize {
+            let rgb = match layout.format {
+                PixelFormat::Yuyv | PixelFormat::Uyvy => {
+                    let pair = &row[(x / 2) * 4..(x / 2) * 4 + 4];
+                    let (luma, cb, cr) = if layout.format == PixelFormat::Yuyv {
+                        (pair[(x % 2) * 2], pair[1], pair[3])
+                    } else {
+                        (pair[1 + (x % 2) * 2], pair[0], pair[2])
+                    };
+                    yuv_to_rgb_pixel(luma, cb, cr, encoding)
+                }
+                PixelFormat::Nv12 => {
+                    let chroma = &src[stride * layout.height as usize + (y / 2) * stride + (x / 2) * 2..];
+                    yuv_to_rgb_pixel(row[x], chroma[0], chroma[1], encoding)
+                }
+                PixelFormat::Grey => [row[x]; 3],
+                PixelFormat::Rgb24 => [row[x * 3], row[x * 3 + 1], row[x * 3 + 2]],
+                PixelFormat::Bgr24 => [row[x * 3 + 2], row[x * 3 + 1], row[x * 3]],
+            };
+            out.put_pixel(x as u32, y as u32, image::Rgb(rgb));
+        }
+    }
+    Ok(out)
+}
+
+/// Encodes RGB to one Y'CbCr sample (the inverse of [`yuv_to_rgb_pixel`]); tests use it to build
+/// frames of known content.
+pub fn rgb_to_yuv_pixel(rgb: [u8; 3], encoding: YuvEncoding) -> [u8; 3] {
+    let (kr, kb) = coefficients(encoding.matrix);
+    let [r, g, b] = rgb.map(f32::from);
+    let luma = kr * r + (1.0 - kr - kb) * g + kb * b;
+    let blue_diff = (b - luma) / (2.0 * (1.0 - kb));
+    let red_diff = (r - luma) / (2.0 * (1.0 - kr));
+    let (y, cb, cr) = match encoding.range {
+        YuvRange::Limited => (16.0 + luma * 219.0 / 255.0, 128.0 + blue_diff * 224.0 / 255.0, 128.0 + red_diff * 224.0 / 255.0),
+        YuvRange::Full => (luma, 128.0 + blue_diff, 128.0 + red_diff),
+    };
+    [y, cb, cr].map(|v| v.round().clamp(0.0, 255.0) as u8)
+}

@@ -1,0 +1,130 @@
+use super::*;
+
+/// Deterministic pseudo-random bytes (xorshift), so failures reproduce.
+fn noise(len: usize, seed: u64) -> Vec<u8> {
+    let mut state = seed | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+const ENCODINGS: [YuvEncoding; 4] = [
+    YuvEncoding { matrix: YuvMatrix::Bt601, range: YuvRange::Limited },
+    YuvEncoding { matrix: YuvMatrix::Bt601, range: YuvRange::Full },
+    YuvEncoding { matrix: YuvMatrix::Bt709, range: YuvRange::Limited },
+    YuvEncoding { matrix: YuvMatrix::Bt709, range: YuvRange::Full },
+];
+
+fn max_abs_diff(a: &RgbImage, b: &RgbImage) -> u8 {
+    a.as_raw().iter().zip(b.as_raw()).map(|(x, y)| x.abs_diff(*y)).max().unwrap_or(0)
+}
+
+/// Sizes that exercise SIMD bodies and scalar tails, with padded strides as drivers deliver them.
+const SIZES: [(u32, u32, u32); 4] = [(64, 48, 0), (62, 10, 6), (6, 4, 0), (638, 6, 130)];
+
+/// The fast paths agree with the scalar reference on random frames, every format, every encoding.
+/// YUV: within 3 levels (yuvutils computes in fixed point; its BT.709 limited-range path is off by up
+/// to 3 on saturated colours, BT.601 by up to 2); the others exactly.
+#[test]
+fn fast_paths_match_scalar_reference() {
+    for format in PixelFormat::ALL {
+        for (i, &(width, height, padding)) in SIZES.iter().enumerate() {
+            let layout = FrameLayout {
+                format,
+                width,
+                height,
+                stride: width * format.bytes_per_pixel() as u32 + padding,
+            };
+            let full_noise = noise(layout.required_len(), 7 + i as u64);
+            // Limited-range frames hold legal values (16..=235): below black, yuvutils' SIMD body and its
+            // scalar tail disagree with each other (one clips footroom, the other does not).
+            let legal_noise: Vec<u8> = full_noise.iter().map(|&v| 16 + (v as u16 * 219 / 255) as u8).collect();
+            let encodings: &[YuvEncoding] = if format.is_yuv() { &ENCODINGS } else { &ENCODINGS[..1] };
+            for &encoding in encodings {
+                let src = if format.is_yuv() && encoding.range == YuvRange::Limited { &legal_noise } else { &full_noise };
+                let reference = scalar::to_rgb(&layout, encoding, src).unwrap();
+                let mut fast = RgbImage::new(1, 1);
+                to_rgb(&layout, encoding, src, &mut fast).unwrap();
+                let diff = max_abs_diff(&reference, &fast);
+                let allowed = if format.is_yuv() { 3 } else { 0 };
+                assert!(
+                    diff <= allowed,
+                    "{format} {width}x{height} stride {} {encoding:?}: max |fast - scalar| = {diff} > {allowed}",
+                    layout.stride
+                );
+            }
+        }
+    }
+}
+
+/// The reference itself: primaries and greys encoded with the standards' equations come back.
+#[test]
+fn scalar_reference_round_trips_known_colours() {
+    let colours = [[255, 0, 0], [0, 255, 0], [0, 0, 255], [128, 128, 128], [0, 0, 0], [255, 255, 255], [200, 150, 100]];
+    for encoding in ENCODINGS {
+        for rgb in colours {
+            let [y, cb, cr] = scalar::rgb_to_yuv_pixel(rgb, encoding);
+            let back = scalar::yuv_to_rgb_pixel(y, cb, cr, encoding);
+            for c in 0..3 {
+                assert!(back[c].abs_diff(rgb[c]) <= 2, "{encoding:?} {rgb:?} -> {:?} -> {back:?}", [y, cb, cr]);
+            }
+        }
+    }
+    // Well-known anchors: BT.601 limited black is Y=16, white Y=235, both with neutral chroma.
+    let bt601 = ENCODINGS[0];
+    assert_eq!(scalar::rgb_to_yuv_pixel([0, 0, 0], bt601), [16, 128, 128]);
+    assert_eq!(scalar::rgb_to_yuv_pixel([255, 255, 255], bt601), [235, 128, 128]);
+}
+
+/// Each byte of a packed or planar frame lands on the pixel it describes.
+#[test]
+fn layouts_place_chroma_and_luma_where_v4l2_puts_them() {
+    let enc = ENCODINGS[1]; // full range: Y passes through when chroma is neutral
+    // YUYV: two pixels of different luma sharing neutral chroma.
+    let layout = FrameLayout::packed(PixelFormat::Yuyv, 2, 1);
+    let mut out = RgbImage::new(1, 1);
+    to_rgb(&layout, enc, &[10, 128, 200, 128], &mut out).unwrap();
+    assert_eq!(out.as_raw(), &[10, 10, 10, 200, 200, 200]);
+    let layout = FrameLayout::packed(PixelFormat::Uyvy, 2, 1);
+    to_rgb(&layout, enc, &[128, 10, 128, 200], &mut out).unwrap();
+    assert_eq!(out.as_raw(), &[10, 10, 10, 200, 200, 200]);
+    // NV12 2x2: four lumas, one neutral chroma pair after the luma plane.
+    let layout = FrameLayout::packed(PixelFormat::Nv12, 2, 2);
+    to_rgb(&layout, enc, &[1, 2, 3, 4, 128, 128], &mut out).unwrap();
+    assert_eq!(out.as_raw(), &[1, 1, 1, 2, 2, 2, 3, 3, 3, 4, 4, 4]);
+    let layout = FrameLayout::packed(PixelFormat::Bgr24, 1, 1);
+    to_rgb(&layout, enc, &[1, 2, 3], &mut out).unwrap();
+    assert_eq!(out.as_raw(), &[3, 2, 1]);
+}
+
+#[test]
+fn bad_layouts_are_errors_not_panics() {
+    let mut out = RgbImage::new(1, 1);
+    let short = FrameLayout::packed(PixelFormat::Yuyv, 4, 2);
+    assert_eq!(
+        to_rgb(&short, YuvEncoding::default(), &[0; 15], &mut out),
+        Err(PixelError::BufferTooShort { format: PixelFormat::Yuyv, width: 4, height: 2, expected: 16, actual: 15 })
+    );
+    let narrow = FrameLayout { stride: 7, ..short };
+    assert!(matches!(to_rgb(&narrow, YuvEncoding::default(), &[0; 64], &mut out), Err(PixelError::StrideTooSmall { .. })));
+    let odd = FrameLayout::packed(PixelFormat::Nv12, 4, 3);
+    let message = to_rgb(&odd, YuvEncoding::default(), &[0; 64], &mut out).unwrap_err().to_string();
+    assert_eq!(message, "NV12 frame 4x3: chroma subsampling needs an even width and height");
+}
+
+#[test]
+fn formats_parse_from_names_and_fourccs() {
+    for format in PixelFormat::ALL {
+        assert_eq!(format.name().parse::<PixelFormat>().unwrap(), format);
+        assert_eq!(PixelFormat::from_fourcc(format.fourcc()), Some(format));
+    }
+    assert_eq!("yuy2".parse::<PixelFormat>().unwrap(), PixelFormat::Yuyv);
+    assert!("MJPG".parse::<PixelFormat>().unwrap_err().to_string().contains("unknown pixel format `MJPG`"));
+}
+
+
