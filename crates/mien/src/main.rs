@@ -1,7 +1,11 @@
 //! `mien`: the device binary. Thin command-line layer over `mien-runtime`.
 
 mod bench;
+#[cfg(target_os = "linux")]
+mod capture;
 mod classify;
+#[cfg(target_os = "linux")]
+mod devices;
 mod eval;
 mod info;
 
@@ -19,7 +23,10 @@ Examples:
   mien bench plan.mien --threads 2 --runs 20 --json
   mien eval plan.mien fer2013/public_test --json
   mien eval int8.mien --against f32.mien fer2013/public_test
-  mien eval plan.mien jaffe/ --label-map AN=angry,DI=disgust,FE=fear,HA=happy,NE=neutral,SA=sad,SU=surprise";
+  mien eval plan.mien jaffe/ --label-map AN=angry,DI=disgust,FE=fear,HA=happy,NE=neutral,SA=sad,SU=surprise
+  mien devices                              # cameras, their formats, sizes and frame rates
+  mien capture --device C920 --format YUYV --size 640x480 --count 10 --save frames/
+  mien capture --count 100 --classify models/vit-s14-fer/vit-s14-fer-int8.mien --json";
 
 /// On-device facial expression recognition with a Vision Transformer.
 #[derive(Parser, Debug)]
@@ -42,6 +49,12 @@ enum Command {
     Bench(bench::BenchArgs),
     /// Accuracy of a plan on DIR/<label>/* images, or its drift against another plan (--against).
     Eval(eval::EvalArgs),
+    /// List V4L2 cameras with their formats, frame sizes and frame rates.
+    #[cfg(target_os = "linux")]
+    Devices(devices::DevicesArgs),
+    /// Capture frames from a camera: report format, size, rate and dropped frames; save or classify them.
+    #[cfg(target_os = "linux")]
+    Capture(capture::CaptureArgs),
 }
 
 /// Options shared by the commands that run a plan.
@@ -91,6 +104,10 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
+        #[cfg(target_os = "linux")]
+        Command::Devices(args) => devices::run(args),
+        #[cfg(target_os = "linux")]
+        Command::Capture(args) => capture::run(args),
     };
     match result {
         Ok(code) => code,

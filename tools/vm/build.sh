@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Builds a bootable initramfs that runs mien against the kernel's vivid V4L2 driver:
+#   busybox (static) + vivid.ko and its dependencies from Debian's kernel package + the mien binary and
+#   the C libraries it links + a plan + an /init that loads vivid, runs tools/vm/guest-test.sh and
+#   powers off. tools/vm/run.sh boots it.
+#
+#   tools/vm/build.sh --arch arm64 --binary target/aarch64-unknown-linux-gnu/debug/mien \
+#       --plan models/tiny-vit/tiny-vit-int8.mien --out target/vm/arm64
+#
+# Debian packages (kernel, busybox) are downloaded once into $MIEN_CACHE/vm/<arch> (default
+# ~/.cache/mien/vm), never into the repository. Host needs: apt-get, dpkg, depmod (kmod), cpio, gzip.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+arch=arm64 binary="" plan="" out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --arch) arch="$2"; shift 2 ;;
+    --binary) binary="$2"; shift 2 ;;
+    --plan) plan="$2"; shift 2 ;;
+    --out) out="$2"; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    *) echo "tools/vm/build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+  esac
+done
+case "$arch" in
+  arm64) libroot=/usr/aarch64-linux-gnu; readelf=aarch64-linux-gnu-readelf ;;
+  amd64) libroot=/; readelf=readelf ;;
+  *) echo "tools/vm/build.sh: --arch: expected arm64 or amd64, got '$arch'" >&2; exit 2 ;;
+esac
+[ -n "$binary" ] && [ -x "$binary" ] || { echo "tools/vm/build.sh: --binary: '$binary' is not an executable mien binary" >&2; exit 2; }
+[ -n "$plan" ] && [ -e "$plan" ] || { echo "tools/vm/build.sh: --plan: '$plan' does not exist" >&2; exit 2; }
+[ -n "$out" ] || { echo "tools/vm/build.sh: --out DIR is required" >&2; exit 2; }
+for tool in apt-get dpkg cpio gzip "$readelf"; do
+  command -v "$tool" >/dev/null || { echo "tools/vm/build.sh: '$tool' not found (apt-get install qemu-system-arm cpio kmod binutils)" >&2; exit 2; }
+done
+depmod=$(command -v depmod || echo /sbin/depmod)
+[ -x "$depmod" ] || { echo "tools/vm/build.sh: depmod not found (apt-get install kmod)" >&2; exit 2; }
+
+cache="${MIEN_CACHE:-$HOME/.cache/mien}/vm/$arch"
+mkdir -p "$cache/lists/partial" "$cache/debs"
+apt_opts=(-o "APT::Architecture=$arch" -o "APT::Architectures=$arch" -o "Dir::State::Lists=$cache/lists"
+          -o "Dir::Cache=$cache/apt-cache" -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
+mkdir -p "$cache/apt-cache/archives/partial"
+
+# Newest unsigned kernel image the mirror lists (versions move; never hard-code one).
+if [ ! -f "$cache/kernel.deb" ] || [ ! -f "$cache/busybox.deb" ]; then
+  echo "vm: fetching Debian $arch package lists" >&2
+  apt-get "${apt_opts[@]}" -qq update
+  kpkg=$(apt-cache "${apt_opts[@]}" pkgnames linux-image- | grep -E "^linux-image-[0-9.]+-[0-9]+-$arch-unsigned\$" | sort -V | tail -1)
+  [ -n "$kpkg" ] || { echo "tools/vm/build.sh: no linux-image-*-$arch-unsigned package listed" >&2; exit 1; }
+  echo "vm: downloading $kpkg and busybox-static ($arch)" >&2
+  (cd "$cache/debs" && rm -f ./*.deb && apt-get "${apt_opts[@]}" -qq download "$kpkg" busybox-static)
+  mv "$cache/debs"/linux-image-*.deb "$cache/kernel.deb.partial" && mv "$cache/kernel.deb.partial" "$cache/kernel.deb"
+  mv "$cache/debs"/busybox-static*.deb "$cache/busybox.deb"
+fi
+if [ ! -d "$cache/kernel/boot" ]; then
+  rm -rf "$cache/kernel.partial"
+  dpkg -x "$cache/kernel.deb" "$cache/kernel.partial"
+  mv "$cache/kernel.partial" "$cache/kernel"
+fi
+kver=$(ls "$cache/kernel/lib/modules" | head -1)
+[ -f "$cache/kernel/lib/modules/$kver/modules.dep" ] || "$depmod" -b "$cache/kernel" "$kver"
+
+rm -rf "$out/initrd"
+mkdir -p "$out/initrd"/{bin,dev,proc,sys,tmp,lib/modules,mien}
+root="$out/initrd"
+dpkg --fsys-tarfile "$cache/busybox.deb" | tar -x -C "$out" ./bin/busybox 2>/dev/null || dpkg -x "$cache/busybox.deb" "$out/busybox-deb"
+if [ -f "$out/bin/busybox" ]; then mv "$out/bin/busybox" "$root/bin/busybox"; rmdir "$out/bin" 2>/dev/null || true
+else mv "$out/busybox-deb/bin/busybox" "$root/bin/busybox"; rm -rf "$out/busybox-deb"; fi
+ln -sf busybox "$root/bin/sh"
+
+# vivid and what it needs, in load order (modules.dep lists dependencies; the last one loads first).
+moddir="$cache/kernel/lib/modules/$kver"
+line=$(grep -E '/vivid\.ko(\.xz|\.zst)?:' "$moddir/modules.dep") || { echo "tools/vm/build.sh: vivid is not in $kver's modules.dep" >&2; exit 1; }
+vivid=${line%%:*}
+deps=${line#*:}
+order=""
+for m in $deps; do order="$m $order"; done
+order="$order $vivid"
+: > "$root/lib/modules/load-order"
+for m in $order; do
+  name=$(basename "$m"); name=${name%.xz}; name=${name%.zst}
+  case "$m" in
+    *.xz) xz -dc "$moddir/$m" > "$root/lib/modules/$name" ;;
+    *.zst) zstd -qdc "$moddir/$m" > "$root/lib/modules/$name" ;;
+    *) cp "$moddir/$m" "$root/lib/modules/$name" ;;
+  esac
+  echo "$name" >> "$root/lib/modules/load-order"
+done
+
+# The binary and its shared libraries (ELF interpreter included) from the target's C library.
+cp "$binary" "$root/mien/mien"
+interp=$("$readelf" -l "$binary" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+needed=$("$readelf" -d "$binary" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p')
+find_lib() {
+  for d in "$libroot/lib" "$libroot/lib64" "$libroot/lib/x86_64-linux-gnu" "$libroot/usr/lib/x86_64-linux-gnu"; do
+    [ -e "$d/$1" ] && { echo "$d/$1"; return; }
+  done
+  echo "tools/vm/build.sh: shared library $1 not found under $libroot" >&2; exit 1
+}
+if [ -n "$interp" ]; then
+  mkdir -p "$root$(dirname "$interp")"
+  cp -L "$(find_lib "$(basename "$interp")")" "$root$interp"
+fi
+for lib in $needed; do cp -L "$(find_lib "$lib")" "$root/lib/$lib"; done
+[ -d "$root/lib64" ] && for lib in $needed; do ln -sf "../lib/$lib" "$root/lib64/$lib"; done
+
+cp "$plan" "$root/mien/plan.mien"
+cp "$here/guest-test.sh" "$root/mien/guest-test.sh"
+cp "$here/init" "$root/init"
+chmod +x "$root/init" "$root/mien/guest-test.sh"
+(cd "$root" && find . | cpio -o -H newc --quiet | gzip -1 > "../initrd.gz.partial")
+mv "$out/initrd.gz.partial" "$out/initrd.gz"
+cp "$cache/kernel/boot/vmlinuz-$kver" "$out/vmlinuz"
+echo "$kver" > "$out/kernel-version"
+echo "vm: $out/initrd.gz ($(du -h "$out/initrd.gz" | cut -f1)), kernel $kver" >&2
