@@ -123,7 +123,7 @@ impl Camera {
             if source.kind() == std::io::ErrorKind::TimedOut {
                 CaptureError::Timeout { path: path.clone(), timeout_ms }
             } else {
-                CaptureError::Stream { path: path.clone(), source }
+                CaptureError::Stream { path: path.clone(), cause: source }
             }
         };
         if self.resync {
@@ -147,10 +147,10 @@ impl Camera {
         let used = if meta.bytesused > 0 { (meta.bytesused as usize).min(data.len()) } else { data.len() };
         let data = &data[..used];
         let layout = self.info.layout;
-        layout.check(data.len()).map_err(|source| CaptureError::BadFrame {
+        layout.check(data.len()).map_err(|problem| CaptureError::BadFrame {
             path: path.clone(),
             sequence: meta.sequence,
-            source,
+            problem,
         })?;
         let timestamp = Duration::from_secs(meta.timestamp.sec.max(0) as u64)
             + Duration::from_micros(meta.timestamp.usec.max(0) as u64);
@@ -159,17 +159,17 @@ impl Camera {
 }
 
 fn open_node(path: &Path) -> Result<(Device, v4l::Capabilities), CaptureError> {
-    let device = Device::with_path(path).map_err(|source| CaptureError::Open { path: path.to_path_buf(), source })?;
+    let device = Device::with_path(path).map_err(|source| CaptureError::Open { path: path.to_path_buf(), cause: source })?;
     let caps = device
         .query_caps()
-        .map_err(|source| CaptureError::Configure { path: path.to_path_buf(), what: "VIDIOC_QUERYCAP", source })?;
+        .map_err(|source| CaptureError::Configure { path: path.to_path_buf(), what: "VIDIOC_QUERYCAP", cause: source })?;
     Ok((device, caps))
 }
 
 fn offered_formats(path: &Path, device: &Device) -> Result<Vec<FourCC>, CaptureError> {
     let formats = device
         .enum_formats()
-        .map_err(|source| CaptureError::Configure { path: path.to_path_buf(), what: "VIDIOC_ENUM_FMT", source })?;
+        .map_err(|source| CaptureError::Configure { path: path.to_path_buf(), what: "VIDIOC_ENUM_FMT", cause: source })?;
     Ok(formats.into_iter().map(|f| f.fourcc).collect())
 }
 
@@ -238,7 +238,7 @@ fn encoding_of(format: &v4l::Format) -> YuvEncoding {
 }
 
 fn configure(path: &Path, device: Device, request: &CaptureRequest) -> Result<Camera, CaptureError> {
-    let failed = |what: &'static str| move |source| CaptureError::Configure { path: path.to_path_buf(), what, source };
+    let failed = |what: &'static str| move |cause| CaptureError::Configure { path: path.to_path_buf(), what, cause };
     let caps = device.query_caps().map_err(failed("VIDIOC_QUERYCAP"))?;
     let offered = offered_formats(path, &device)?;
     let offered_names = || offered.iter().copied().map(fourcc_string).collect::<Vec<_>>();

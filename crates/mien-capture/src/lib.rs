@@ -23,6 +23,7 @@ pub use pixel::{FrameLayout, PixelError, PixelFormat, YuvEncoding, YuvMatrix, Yu
 use std::path::PathBuf;
 
 /// Why a camera could not be listed, opened, configured or read.
+/// The OS errors are part of each message rather than chained sources, so a report prints them once.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// No V4L2 video node exists at all.
@@ -43,12 +44,12 @@ pub enum CaptureError {
         available: Vec<String>,
     },
     /// The device node could not be opened.
-    #[error("{}: cannot open: {source}", .path.display())]
+    #[error("{}: cannot open: {cause}", .path.display())]
     Open {
         /// Device node.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The node is not a streaming video capture device (e.g. an output, radio or metadata node).
     #[error("{}: `{card}` is not a streaming video capture device", .path.display())]
@@ -77,22 +78,22 @@ pub enum CaptureError {
         offered: Vec<String>,
     },
     /// An ioctl while configuring the device failed.
-    #[error("{}: {what}: {source}", .path.display())]
+    #[error("{}: {what}: {cause}", .path.display())]
     Configure {
         /// Device node.
         path: PathBuf,
         /// What was being done.
         what: &'static str,
         /// The OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Streaming failed (device unplugged, driver error).
-    #[error("{}: streaming failed: {source}", .path.display())]
+    #[error("{}: streaming failed: {cause}", .path.display())]
     Stream {
         /// Device node.
         path: PathBuf,
         /// The OS error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// No frame arrived within the timeout.
     #[error("{}: no frame within {} ms", .path.display(), .timeout_ms)]
@@ -103,26 +104,26 @@ pub enum CaptureError {
         timeout_ms: u64,
     },
     /// A dequeued buffer does not hold a whole frame of the negotiated layout.
-    #[error("{}: frame {sequence}: {source}", .path.display())]
+    #[error("{}: frame {sequence}: {problem}", .path.display())]
     BadFrame {
         /// Device node.
         path: PathBuf,
         /// The driver's frame sequence number.
         sequence: u32,
         /// What is wrong with it.
-        source: PixelError,
+        problem: PixelError,
     },
 }
 
 impl CaptureError {
     /// Whether the device is gone (unplugged): ENODEV from any call.
     pub fn is_disconnect(&self) -> bool {
-        let source = match self {
-            CaptureError::Open { source, .. }
-            | CaptureError::Configure { source, .. }
-            | CaptureError::Stream { source, .. } => source,
+        let cause = match self {
+            CaptureError::Open { cause, .. } | CaptureError::Configure { cause, .. } | CaptureError::Stream { cause, .. } => {
+                cause
+            }
             _ => return false,
         };
-        source.raw_os_error() == Some(19)
+        cause.raw_os_error() == Some(19)
     }
 }

@@ -145,8 +145,8 @@ pub fn run(args: CaptureArgs) -> Result<ExitCode> {
     while index < args.count {
         let frame = match camera.next_frame() {
             Ok(frame) => frame,
-            Err(CaptureError::BadFrame { path, sequence, source }) => {
-                tracing::warn!("{}: skipping frame {sequence}: {source}", path.display());
+            Err(CaptureError::BadFrame { path, sequence, problem }) => {
+                tracing::warn!("{}: skipping frame {sequence}: {problem}", path.display());
                 bad_frames += 1;
                 if bad_frames > args.count {
                     bail!("{}: {bad_frames} frames in a row were not whole frames", path.display());

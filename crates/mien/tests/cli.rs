@@ -183,3 +183,37 @@ fn info_and_bench_report_the_int8_path() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--int8-path"));
 }
+
+/// Camera errors are one line naming the device or flag, with a non-zero exit and no panic. (Streaming
+/// from a real driver is tests/vm_vivid.rs, in an emulated board with vivid.)
+#[test]
+fn capture_errors_are_one_line() {
+    let out = mien(&[os("capture"), os("--device"), os("/nonexistent/video9"), os("--count"), os("1")]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(stderr.trim(), "mien: /nonexistent/video9: cannot open: No such file or directory (os error 2)");
+
+    let out = mien(&[os("capture"), os("--size"), os("640by480")]);
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected WIDTHxHEIGHT such as 640x480, got `640by480`"));
+
+    let out = mien(&[os("capture"), os("--format"), os("MJPG")]);
+    assert_eq!(out.status.code(), Some(2), "usage error");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown pixel format `MJPG`"));
+
+    let out = mien(&[os("capture"), os("--count"), os("0")]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(String::from_utf8_lossy(&out.stderr).trim(), "mien: --count: expected at least 1 frame");
+}
+
+/// `devices --json` is always a JSON array (empty on a machine without cameras, such as CI).
+#[test]
+fn devices_json_is_an_array() {
+    let out = mien(&[os("devices"), os("--json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for device in list.as_array().expect("an array") {
+        assert!(device["path"].as_str().unwrap().starts_with("/dev/video"), "{device}");
+        assert!(device["capture"].is_boolean(), "{device}");
+    }
+}
