@@ -88,8 +88,8 @@ fn grid_rgb(image: &RgbImage) -> Vec<[f64; 3]> {
     let (w, h) = image.dimensions();
     for (x, y, pixel) in image.enumerate_pixels() {
         let cell = &mut sums[((y * CELLS / h) * CELLS + x * CELLS / w) as usize];
-        for c in 0..3 {
-            cell[c] += u64::from(pixel.0[c]);
+        for (sum, &v) in cell.iter_mut().zip(pixel.0.iter()) {
+            *sum += u64::from(v);
         }
         cell[3] += 1;
     }
