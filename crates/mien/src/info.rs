@@ -1,5 +1,6 @@
 //! `mien info`.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -12,15 +13,43 @@ use crate::RunArgs;
 /// Arguments of `mien info`.
 #[derive(Args, Debug)]
 pub struct InfoArgs {
-    #[command(flatten)]
-    run: RunArgs,
-    /// Print JSON: manifest, op_counts, matmul_kernels, timings.
+    /// The plan: a NAME.mien file or a plan directory (not needed with --cpu).
+    #[arg(required_unless_present = "cpu")]
+    plan: Option<PathBuf>,
+    /// Only the CPU: architecture and the features tract's kernel choice depends on (NEON, dotprod, fp16,
+    /// i8mm; AVX2, FMA, AVX-512 VNNI).
+    #[arg(long)]
+    cpu: bool,
+    /// Inference threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// How int8 plans run their matmuls: auto, integer or dequantized (see `mien classify --help`).
+    #[arg(long, default_value = "auto", value_name = "auto|integer|dequantized")]
+    int8_path: mien_runtime::Int8Path,
+    /// Print JSON: manifest, op_counts, matmul_kernels, int8_path, cpu, timings (with --cpu: cpu only).
     #[arg(long)]
     json: bool,
 }
 
+fn cpu_json() -> serde_json::Value {
+    let (arch, features) = mien_runtime::cpu::features();
+    json!({"arch": arch, "features": features.into_iter().collect::<std::collections::BTreeMap<_, _>>()})
+}
+
 pub fn run(args: InfoArgs) -> Result<ExitCode> {
-    let classifier = Classifier::load(&args.run.plan, &args.run.options())?;
+    let plan = match (&args.plan, args.cpu) {
+        (Some(plan), false) => plan,
+        _ => {
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&json!({"cpu": cpu_json()}))?);
+            } else {
+                println!("cpu         {}", mien_runtime::cpu::summary());
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+    };
+    let options = RunArgs { plan: plan.clone(), threads: args.threads, int8_path: args.int8_path }.options();
+    let classifier = Classifier::load(plan, &options)?;
     let m = classifier.manifest();
     let ops = classifier.op_counts();
     let kernels = classifier.matmul_kernels();
@@ -32,10 +61,7 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
             "op_counts": ops,
             "matmul_kernels": kernels,
             "int8_path": crate::int8_path_json(&classifier),
-            "cpu": {
-                "arch": mien_runtime::cpu::features().0,
-                "features": mien_runtime::cpu::features().1.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
-            },
+            "cpu": cpu_json(),
             "threads": classifier.threads(),
             "verify_ms": t.verify_ms,
             "load_ms": t.load_ms,

@@ -19,6 +19,7 @@ Examples:
   mien classify models/vit-s14-fer/vit-s14-fer-int8.mien tests/data/photos/astronaut.png
   mien classify plan.mien photos/*.jpg --json
   mien info plan.mien                      # manifest, CPU features, kernels, int8 path
+  mien info --cpu --json                   # just the CPU features kernel choice depends on
   mien bench int8.mien --int8-path integer # force tract's integer kernels
   mien bench plan.mien --threads 2 --runs 20 --json
   mien eval plan.mien fer2013/public_test --json

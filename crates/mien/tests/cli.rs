@@ -217,3 +217,29 @@ fn devices_json_is_an_array() {
         assert!(device["capture"].is_boolean(), "{device}");
     }
 }
+
+/// `info --cpu` needs no plan and names the features kernel choice depends on (under qemu: the emulated
+/// core's, e.g. dotprod on cortex-a76 but not on cortex-a72).
+#[test]
+fn info_cpu_without_a_plan() {
+    let out = mien(&[os("info"), os("--cpu"), os("--json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let arch = value["cpu"]["arch"].as_str().unwrap();
+    let features = value["cpu"]["features"].as_object().unwrap();
+    match arch {
+        "aarch64" => {
+            assert_eq!(features["neon"], true);
+            match std::env::var("QEMU_CPU").as_deref() {
+                Ok("cortex-a76") => assert_eq!(features["dotprod"], true, "{value}"),
+                Ok("cortex-a72") => assert_eq!(features["dotprod"], false, "{value}"),
+                _ => {}
+            }
+        }
+        "armv7" => assert!(features.contains_key("neon")),
+        "x86_64" => assert!(features.contains_key("avx2")),
+        other => panic!("unexpected arch {other}"),
+    }
+    let out = mien(&[os("info")]);
+    assert_eq!(out.status.code(), Some(2), "a plan is required without --cpu");
+}
