@@ -140,7 +140,7 @@ impl Camera {
             }
         };
         if let Some(last) = self.last_sequence {
-            self.dropped += u64::from(meta.sequence.wrapping_sub(last).saturating_sub(1));
+            self.dropped += frames_skipped(last, meta.sequence);
         }
         self.last_sequence = Some(meta.sequence);
         self.frames += 1;
@@ -328,4 +328,31 @@ fn configure(path: &Path, device: Device, request: &CaptureRequest) -> Result<Ca
 
 fn fps_of(interval: v4l::Fraction) -> Option<f64> {
     (interval.numerator > 0 && interval.denominator > 0).then(|| interval.denominator as f64 / interval.numerator as f64)
+}
+
+/// Frames the driver numbered between two consecutive dequeues. Its 32-bit counter may wrap; a number
+/// that repeats or goes back (a driver restarting its count) is not counted as drops.
+fn frames_skipped(last: u32, current: u32) -> u64 {
+    let gap = current.wrapping_sub(last);
+    if gap == 0 || gap > u32::MAX / 2 {
+        0
+    } else {
+        u64::from(gap - 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropped_frames_come_from_sequence_gaps_across_the_wrap() {
+        assert_eq!(frames_skipped(4, 5), 0);
+        assert_eq!(frames_skipped(4, 9), 4);
+        assert_eq!(frames_skipped(u32::MAX, 0), 0);
+        assert_eq!(frames_skipped(u32::MAX - 1, 2), 3);
+        // Repeated or backwards numbers (a driver restarting its count) are not drops.
+        assert_eq!(frames_skipped(7, 7), 0);
+        assert_eq!(frames_skipped(100, 0), 0);
+    }
 }
