@@ -6,6 +6,20 @@ use std::sync::OnceLock;
 
 use serde_json::Value;
 
+/// Whether this run is CI (`CI=true` or `1`), where missing prerequisites fail instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+}
+
+/// Fails in CI; elsewhere prints why `test` is skipped and returns None.
+pub fn missing<T>(test: &str, what: &str) -> Option<T> {
+    if in_ci() {
+        panic!("CI=true and {what}");
+    }
+    eprintln!("SKIPPED {test}: {what} (CI would fail here)");
+    None
+}
+
 /// The repository root.
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -113,4 +113,5 @@ chmod +x "$root/init" "$root/mien/guest-test.sh"
 mv "$out/initrd.gz.partial" "$out/initrd.gz"
 cp "$cache/kernel/boot/vmlinuz-$kver" "$out/vmlinuz"
 echo "$kver" > "$out/kernel-version"
+echo "$arch" > "$out/arch"
 echo "vm: $out/initrd.gz ($(du -h "$out/initrd.gz" | cut -f1)), kernel $kver" >&2

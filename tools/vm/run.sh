@@ -13,8 +13,8 @@ while [ $# -gt 0 ]; do
     *) echo "tools/vm/run.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
-[ -f "$dir/initrd.gz" ] && [ -f "$dir/vmlinuz" ] || { echo "tools/vm/run.sh: --dir: '$dir' has no initrd.gz/vmlinuz (run tools/vm/build.sh)" >&2; exit 2; }
-if file -b "$dir/vmlinuz" 2>/dev/null | grep -qi x86 || [ "$(basename "$dir")" = amd64 ]; then
+[ -f "$dir/initrd.gz" ] && [ -f "$dir/vmlinuz" ] && [ -f "$dir/arch" ] || { echo "tools/vm/run.sh: --dir: '$dir' has no initrd.gz/vmlinuz/arch (run tools/vm/build.sh)" >&2; exit 2; }
+if [ "$(cat "$dir/arch")" = amd64 ]; then
   exec timeout "$timeout_s" qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 1024 -kernel "$dir/vmlinuz" \
     -initrd "$dir/initrd.gz" -append "console=ttyS0 loglevel=3 panic=-1" -nographic -no-reboot
 fi

@@ -13,7 +13,7 @@ use v4l::video::capture::Parameters;
 use v4l::video::Capture;
 use v4l::{Device, FourCC};
 
-use crate::device::{fourcc_string, is_streaming_capture, video_nodes};
+use crate::device::{fourcc_string, fps_of, is_streaming_capture, video_nodes};
 use crate::pixel::{self, FrameLayout, PixelFormat, YuvEncoding, YuvMatrix, YuvRange};
 use crate::CaptureError;
 
@@ -326,9 +326,6 @@ fn configure(path: &Path, device: Device, request: &CaptureRequest) -> Result<Ca
     })
 }
 
-fn fps_of(interval: v4l::Fraction) -> Option<f64> {
-    (interval.numerator > 0 && interval.denominator > 0).then(|| interval.denominator as f64 / interval.numerator as f64)
-}
 
 /// Frames the driver numbered between two consecutive dequeues. Its 32-bit counter may wrap; a number
 /// that repeats or goes back (a driver restarting its count) is not counted as drops.

@@ -102,8 +102,10 @@ pub(crate) fn fourcc_string(code: v4l::FourCC) -> String {
     code.repr.iter().map(|&b| if b.is_ascii_graphic() { b as char } else { '?' }).collect()
 }
 
-fn fps_of(fraction: v4l::Fraction) -> Option<f64> {
-    (fraction.numerator > 0).then(|| fraction.denominator as f64 / fraction.numerator as f64)
+/// Frames per second of a V4L2 frame interval (seconds per frame), when it is a valid fraction.
+pub(crate) fn fps_of(interval: v4l::Fraction) -> Option<f64> {
+    (interval.numerator > 0 && interval.denominator > 0)
+        .then(|| interval.denominator as f64 / interval.numerator as f64)
 }
 
 /// Queries one node; errors become [`DeviceInfo::error`] so that one broken node does not hide the rest.

@@ -67,33 +67,26 @@ fn save_png(dir: &Path, index: u64, frame: &RgbImage) -> Result<PathBuf> {
     Ok(path)
 }
 
-/// Mean of each channel: tells a black (lens cap) or washed-out frame at a glance, and lets tests compare
-/// the same scene captured in different pixel formats.
-fn mean_rgb(image: &RgbImage) -> [f64; 3] {
-    let mut sums = [0u64; 3];
-    for pixel in image.pixels() {
-        for (sum, &v) in sums.iter_mut().zip(pixel.0.iter()) {
-            *sum += u64::from(v);
-        }
-    }
-    let n = (image.width() as u64 * image.height() as u64).max(1) as f64;
-    sums.map(|s| s as f64 / n)
-}
+/// Cells per side of the colour grid.
+const GRID_CELLS: u32 = 4;
 
-/// Mean colour of each cell of a 4x4 grid, row by row (a 16-pixel thumbnail): shows framing and colour
-/// in a log without saving images, and lets tests compare formats region by region.
-fn grid_rgb(image: &RgbImage) -> Vec<[f64; 3]> {
-    const CELLS: u32 = 4;
-    let mut sums = vec![[0u64; 4]; (CELLS * CELLS) as usize];
+/// Mean colour of the frame and of each cell of a 4x4 grid, row by row (a 16-pixel thumbnail), in one
+/// pass: the mean tells a black (lens cap) or washed-out frame at a glance, the grid shows framing and
+/// lets tests compare pixel formats region by region.
+fn colour_summary(image: &RgbImage) -> ([f64; 3], Vec<[f64; 3]>) {
+    let mut cells = vec![[0u64; 4]; (GRID_CELLS * GRID_CELLS) as usize];
     let (w, h) = image.dimensions();
     for (x, y, pixel) in image.enumerate_pixels() {
-        let cell = &mut sums[((y * CELLS / h) * CELLS + x * CELLS / w) as usize];
+        let cell = &mut cells[((y * GRID_CELLS / h) * GRID_CELLS + x * GRID_CELLS / w) as usize];
         for (sum, &v) in cell.iter_mut().zip(pixel.0.iter()) {
             *sum += u64::from(v);
         }
         cell[3] += 1;
     }
-    sums.iter().map(|s| [0, 1, 2].map(|c| (s[c] as f64 / s[3].max(1) as f64 * 10.0).round() / 10.0)).collect()
+    let total = cells.iter().fold([0u64; 4], |acc, c| [0, 1, 2, 3].map(|i| acc[i] + c[i]));
+    let mean = [0, 1, 2].map(|c| total[c] as f64 / total[3].max(1) as f64);
+    let grid = cells.iter().map(|s| [0, 1, 2].map(|c| (s[c] as f64 / s[3].max(1) as f64 * 10.0).round() / 10.0)).collect();
+    (mean, grid)
 }
 
 pub fn run(args: CaptureArgs) -> Result<ExitCode> {
@@ -158,8 +151,7 @@ pub fn run(args: CaptureArgs) -> Result<ExitCode> {
         first_frame_at.get_or_insert_with(Instant::now);
         let (sequence, timestamp) = (frame.sequence, frame.timestamp);
         frame.to_rgb(&mut rgb)?;
-        let mean_rgb = mean_rgb(&rgb);
-        let grid = grid_rgb(&rgb);
+        let (mean_rgb, grid) = colour_summary(&rgb);
         let saved_path = match &args.save {
             Some(dir) => {
                 saved += 1;
