@@ -77,3 +77,26 @@ pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
 }
+
+/// mien's cache folder: `$MIEN_CACHE`, else `~/.cache/mien`.
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("MIEN_CACHE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/mien"))
+}
+
+/// A face photo fetched by tools/fetch_test_photos.sh (single_face.jpg, multi_face.jpg, astronaut.png);
+/// None (after saying why) when absent outside CI.
+pub fn photo(test: &str, name: &str) -> Option<PathBuf> {
+    let path = cache_dir().join("photos").join(name);
+    if path.is_file() {
+        Some(path)
+    } else {
+        missing(test, &format!("{} is missing (run tools/fetch_test_photos.sh)", path.display()))
+    }
+}
+
+/// The committed face detector plan.
+pub fn detector_plan() -> PathBuf {
+    root().join("models/blazeface/blazeface-short.mien")
+}

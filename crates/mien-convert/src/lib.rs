@@ -16,7 +16,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use mien_plan::{
-    ColorOrder, DType, InputSpec, Layout, Manifest, ModelInfo, OutputSpec, PlanError, PlanWriter, Precision,
+    ColorOrder, DType, DetectorSpec, InputSpec, Layout, Manifest, ModelInfo, OutputSpec, PlanError, PlanWriter, Precision,
     Preprocessing, ResampleFilter, FORMAT_VERSION, TRACT_VERSION,
 };
 use sha2::Digest;
@@ -151,6 +151,8 @@ pub struct ConvertOptions {
     pub precision: Precision,
     /// Calibration and validation for `Precision::Int8`.
     pub int8: Option<QuantizeSettings>,
+    /// Makes a detector plan: how its output decodes into boxes.
+    pub detector: Option<DetectorSpec>,
 }
 
 impl ConvertOptions {
@@ -175,6 +177,7 @@ impl ConvertOptions {
             threads: 0,
             precision: Precision::F32,
             int8: None,
+            detector: None,
         }
     }
 }
@@ -288,6 +291,7 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
             channels: options.channels,
             size_flag: options.size,
             size_config: hints.size,
+            detector: options.detector.is_some(),
         },
     )?;
     if let (Some(cfg), None) = (hints.size, options.size) {
@@ -298,7 +302,8 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
             ));
         }
     }
-    let classes: usize = fixed.output_shape.iter().product();
+    // A detector's output is anchors x values, with one label ("face") for what it finds.
+    let classes: usize = if options.detector.is_some() { 1 } else { fixed.output_shape.iter().product() };
 
     let labels = match (&options.labels, &hints.labels) {
         (Some(source), _) => read_labels(source)?,
@@ -356,6 +361,7 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
         precision: Precision::F32,
         verification: None,
         quantization: None,
+        detector: options.detector.clone(),
         created_by: format!("mien-convert {}", env!("CARGO_PKG_VERSION")),
         files: vec![],
     };

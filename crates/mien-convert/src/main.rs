@@ -128,6 +128,10 @@ struct Cli {
     /// tried per layer and kept where it lowers the error; its product with the weight becomes a bias).
     #[arg(long)]
     no_shift: bool,
+    /// Make a detector plan: a JSON file with the anchor and decoding parameters (mien.json's
+    /// `detector` section; see models/blazeface/detector.json). Labels default to `face`.
+    #[arg(long, value_name = "FILE")]
+    detector: Option<PathBuf>,
     /// Print a JSON report on stdout instead of text.
     #[arg(long)]
     json: bool,
@@ -240,6 +244,12 @@ fn run(cli: Cli) -> Result<()> {
         }
     }
     let mut options = ConvertOptions::new(&cli.model, &cli.output);
+    if let Some(path) = &cli.detector {
+        let text = std::fs::read_to_string(path).with_context(|| format!("--detector {}", path.display()))?;
+        let spec: mien_plan::DetectorSpec = serde_json::from_str(&text)
+            .map_err(|e| anyhow::anyhow!("--detector {}: expected the detector section of mien.json: {e}", path.display()))?;
+        options.detector = Some(spec);
+    }
     options.name = cli.name;
     options.labels = labels;
     options.size = cli.size;

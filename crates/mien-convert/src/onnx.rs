@@ -19,6 +19,8 @@ pub struct InputHints {
     pub size_flag: Option<(usize, usize)>,
     /// Size from preprocessor_config.json: used when the model's size is dynamic.
     pub size_config: Option<(usize, usize)>,
+    /// A detector: its output is per-anchor values, not class logits (the manifest checks its shape).
+    pub detector: bool,
 }
 
 /// An ONNX model with its input fixed to `[1, C, H, W]` / `[1, H, W, C]`, typed and decluttered.
@@ -204,7 +206,7 @@ pub fn load_and_fix(path: &Path, hints: &InputHints) -> Result<FixedModel, Conve
         return Err(not_classifier(path, format!("output {output_name:?} is {:?}, not float logits", output_fact.datum_type)));
     }
     let classes: usize = output_shape.iter().product();
-    if output_shape.iter().filter(|d| **d > 1).count() > 1 || classes < 2 {
+    if !hints.detector && (output_shape.iter().filter(|d| **d > 1).count() > 1 || classes < 2) {
         return Err(not_classifier(
             path,
             format!("output {output_name:?} has shape {output_shape:?}; expected class logits like [1, N]"),

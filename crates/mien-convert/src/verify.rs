@@ -4,7 +4,7 @@ use std::path::Path;
 
 use mien_image::RgbImage;
 use mien_plan::Verification;
-use mien_runtime::{Classifier, RuntimeOptions};
+use mien_runtime::{Model as PlanModel, RuntimeOptions};
 use tract_onnx::prelude::*;
 
 use crate::onnx::FixedModel;
@@ -65,7 +65,7 @@ fn argmax(v: &[f32]) -> usize {
     mien_runtime::top_k(v, 1)[0].0
 }
 
-/// Runs the staged plan (through [`Classifier`], exactly as the device will) and the source model on
+/// Runs the staged plan (through the runtime's [`PlanModel`], exactly as the device will) and the source model on
 /// the same inputs.
 pub fn verify(
     fixed: &FixedModel,
@@ -74,7 +74,7 @@ pub fn verify(
     options: &ConvertOptions,
     int8_path: mien_runtime::Int8Path,
 ) -> Result<VerifyReport, ConvertError> {
-    let classifier = Classifier::load(plan_dir, &RuntimeOptions { threads: options.threads, int8_path })?;
+    let plan = PlanModel::load(plan_dir, &RuntimeOptions { threads: options.threads, int8_path })?;
     let mut images: Vec<RgbImage> = (0..options.verify_inputs)
         .map(|i| synthetic_image(fixed.size.0, fixed.size.1, i as u32 + 1))
         .collect();
@@ -94,8 +94,8 @@ pub fn verify(
     let mut max_abs_diff = 0f32;
     let mut agree = 0usize;
     for image in &images {
-        let input = classifier.preprocessor().run(image);
-        let ours = classifier.run_logits(&input)?;
+        let input = plan.preprocessor().run(image);
+        let ours = plan.run(&input)?;
         let tensor = Tensor::from_shape(&fixed.input_shape, &input).map_err(tract_err)?;
         let theirs = reference.run(tvec!(tensor.into_tvalue())).map_err(tract_err)?;
         let theirs = theirs[0].cast_to::<f32>().map_err(tract_err)?;

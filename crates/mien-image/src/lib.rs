@@ -18,6 +18,7 @@
 #![warn(missing_docs)]
 
 mod decode;
+mod geometry;
 mod error;
 mod ifd;
 mod orientation;
@@ -28,6 +29,7 @@ use std::path::Path;
 use std::str::FromStr;
 
 pub use error::ImageError;
+pub use geometry::{crop_rgb, PixelRect, Rect};
 pub use image::{GrayImage, RgbImage};
 
 /// A resampling filter, with Pillow's semantics (`PIL.Image.Resampling`).

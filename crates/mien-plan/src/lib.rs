@@ -15,7 +15,7 @@ use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 pub use manifest::{
-    ColorOrder, DType, Drift, FileEntry, FloatLayer, InputSpec, Layout, Manifest, ModelInfo, OutputSpec,
+    AnchorLayer, ColorOrder, DetectorSpec, DType, Drift, FileEntry, FloatLayer, InputSpec, Layout, Manifest, ModelInfo, OutputSpec,
     Precision, Preprocessing, Quantization, ResampleFilter, Verification, FORMAT_VERSION, TRACT_VERSION,
 };
 pub use writer::{PlanKind, PlanWriter};

@@ -38,11 +38,59 @@ pub struct Manifest {
     /// How an int8 plan was quantized and how far it drifts from the float model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<Quantization>,
+    /// Present on detector plans: how to turn the raw output into boxes. Classifier plans omit it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detector: Option<DetectorSpec>,
     /// Tool and version that wrote the plan, e.g. `mien-convert 0.1.0`.
     pub created_by: String,
     /// Every graph file of the plan with its size and checksum, so truncation and tampering are caught
     /// before tract parses anything.
     pub files: Vec<FileEntry>,
+}
+
+/// How a single-shot detector's output decodes into boxes (MediaPipe BlazeFace's scheme).
+///
+/// The graph's one output is `[1, anchors, 4 + 2 * keypoints + 1]`: per anchor the box offsets
+/// (centre x, centre y, width, height, in input pixels relative to the anchor), the keypoints' (x, y)
+/// offsets, and last the face score as a logit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DetectorSpec {
+    /// Anchor grids, one per feature map, in output order.
+    pub anchor_layers: Vec<AnchorLayer>,
+    /// Anchor centre within its cell, as a fraction of the stride (0.5: the cell centre).
+    pub anchor_offset: f32,
+    /// Keypoints per detection (BlazeFace: eyes, nose tip, mouth, ear tragions = 6).
+    pub keypoints: usize,
+    /// Score logits are clamped to ±this before the sigmoid, as MediaPipe does.
+    pub score_clip: f32,
+    /// Default minimum face score (after the sigmoid).
+    pub min_score: f32,
+    /// Default IoU above which overlapping detections are merged.
+    pub nms_iou: f32,
+}
+
+/// One feature map's anchors: a square grid of `input_size / stride` cells, `per_cell` anchors each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorLayer {
+    /// Input pixels per cell.
+    pub stride: usize,
+    /// Anchors per cell (all unit size: BlazeFace uses fixed anchor sizes).
+    pub per_cell: usize,
+}
+
+impl DetectorSpec {
+    /// Values per anchor in the output: box, keypoints, score.
+    pub fn values_per_anchor(&self) -> usize {
+        4 + 2 * self.keypoints + 1
+    }
+
+    /// Total anchors for an input of `height` x `width` pixels.
+    pub fn anchor_count(&self, height: usize, width: usize) -> usize {
+        self.anchor_layers
+            .iter()
+            .map(|l| height.div_ceil(l.stride) * width.div_ceil(l.stride) * l.per_cell)
+            .sum()
+    }
 }
 
 /// Provenance of the converted model.
@@ -337,18 +385,10 @@ impl Manifest {
                 ),
             ));
         }
-        let logits: usize = self.output.shape.iter().product();
-        if self.output.shape.is_empty() || logits != self.labels.len() {
-            return Err(invalid(
-                "labels",
-                format!(
-                    "{} labels to match output {:?} shape {:?}, found {}",
-                    logits,
-                    self.output.name,
-                    self.output.shape,
-                    self.labels.len()
-                ),
-            ));
+        if let Some(detector) = &self.detector {
+            self.validate_detector(detector)?;
+        } else {
+            self.validate_logits()?;
         }
         if !pre.rescale_factor.is_finite() || pre.rescale_factor <= 0.0 {
             return Err(invalid("preprocessing.rescale_factor", "a finite positive number"));
@@ -367,6 +407,55 @@ impl Manifest {
         if pre.std.contains(&0.0) {
             return Err(invalid("preprocessing.std", "non-zero values"));
         }
+        self.validate_files()
+    }
+
+    fn validate_logits(&self) -> Result<(), PlanError> {
+        let logits: usize = self.output.shape.iter().product();
+        if self.output.shape.is_empty() || logits != self.labels.len() {
+            return Err(invalid(
+                "labels",
+                format!(
+                    "{} labels to match output {:?} shape {:?}, found {}",
+                    logits,
+                    self.output.name,
+                    self.output.shape,
+                    self.labels.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_detector(&self, detector: &DetectorSpec) -> Result<(), PlanError> {
+        if self.labels.len() != 1 {
+            return Err(invalid("labels", format!("one label on a detector plan, found {}", self.labels.len())));
+        }
+        if detector.anchor_layers.is_empty() || detector.anchor_layers.iter().any(|l| l.stride == 0 || l.per_cell == 0) {
+            return Err(invalid("detector.anchor_layers", "at least one layer, each with a non-zero stride and per_cell"));
+        }
+        for (field, value, range) in [
+            ("detector.anchor_offset", detector.anchor_offset, 0.0..=1.0),
+            ("detector.min_score", detector.min_score, 0.0..=1.0),
+            ("detector.nms_iou", detector.nms_iou, 0.0..=1.0),
+            ("detector.score_clip", detector.score_clip, 0.0..=1000.0),
+        ] {
+            if !range.contains(&value) {
+                return Err(invalid(field, format!("a number in {range:?}, found {value}")));
+            }
+        }
+        let pre = &self.preprocessing;
+        let expected = vec![1, detector.anchor_count(pre.height, pre.width), detector.values_per_anchor()];
+        if self.output.shape != expected {
+            return Err(invalid(
+                "output.shape",
+                format!("{expected:?} (1, anchors, 4 + 2 x keypoints + 1) for this detector, found {:?}", self.output.shape),
+            ));
+        }
+        Ok(())
+    }
+
+    fn validate_files(&self) -> Result<(), PlanError> {
         if !self.files.iter().any(|f| f.path == "graph.nnef") {
             return Err(invalid("files", "an entry for graph.nnef"));
         }
@@ -435,6 +524,7 @@ pub(crate) mod tests {
             precision: Precision::F32,
             verification: None,
             quantization: None,
+            detector: None,
             created_by: "test".into(),
             files: vec![FileEntry { path: "graph.nnef".into(), size: 1, crc32: "00000000".into() }],
         }

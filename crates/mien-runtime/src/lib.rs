@@ -46,6 +46,12 @@ pub enum RuntimeError {
         /// What differs.
         message: String,
     },
+    /// A detector plan was given where a classifier is needed.
+    #[error("{path}: this is a detector plan (mien.json has a detector section), not a classifier")]
+    NotAClassifier {
+        /// The plan.
+        path: String,
+    },
     /// An input tensor of the wrong size was given.
     #[error("input has {found} values, the plan expects {expected}")]
     InputSize {
@@ -106,8 +112,9 @@ pub struct Classification {
     pub logits: Vec<f32>,
 }
 
-/// A loaded, CPU-optimized plan ready to classify images.
-pub struct Classifier {
+/// A loaded, CPU-optimized plan: any mien plan, classifier or detector. It runs preprocessed inputs
+/// and returns the flat output; [`Classifier`] adds labels and softmax on top.
+pub struct Model {
     plan: Plan,
     runnable: Arc<TypedRunnableModel>,
     optimized: Arc<TypedModel>,
@@ -127,15 +134,15 @@ pub struct Int8Choice {
     pub reason: &'static str,
 }
 
-impl std::fmt::Debug for Classifier {
+impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Classifier").field("plan", &self.plan.path()).field("threads", &self.threads).finish()
+        f.debug_struct("Model").field("plan", &self.plan.path()).field("threads", &self.threads).finish()
     }
 }
 
-impl Classifier {
+impl Model {
     /// Opens, verifies, loads and optimizes a plan.
-    pub fn load(path: impl AsRef<Path>, options: &RuntimeOptions) -> Result<Classifier, RuntimeError> {
+    pub fn load(path: impl AsRef<Path>, options: &RuntimeOptions) -> Result<Model, RuntimeError> {
         let start = Instant::now();
         let plan = Plan::open(path.as_ref())?;
         let verify_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -176,7 +183,7 @@ impl Classifier {
         let preprocessor = Preprocessor::new(&manifest.preprocessing, &manifest.input);
         tracing::debug!(cpu = %cpu::summary(), kernels = ?kernel_names(&optimized), "kernels chosen");
         tracing::debug!(plan = %plan_name, verify_ms, load_ms, optimize_ms, threads, rss_mb = current_rss_mb(), peak_rss_mb = peak_rss_mb(), "plan ready");
-        Ok(Classifier {
+        Ok(Model {
             plan,
             runnable,
             optimized,
@@ -203,11 +210,6 @@ impl Classifier {
         &self.plan
     }
 
-    /// Class labels in output order.
-    pub fn labels(&self) -> &[String] {
-        &self.plan.manifest().labels
-    }
-
     /// Threads used for inference.
     pub fn threads(&self) -> usize {
         self.threads
@@ -223,8 +225,8 @@ impl Classifier {
         &self.preprocessor
     }
 
-    /// Runs the graph on a preprocessed input and returns the logits.
-    pub fn run_logits(&self, input: &[f32]) -> Result<Vec<f32>, RuntimeError> {
+    /// Runs the graph on a preprocessed input and returns its output, flattened.
+    pub fn run(&self, input: &[f32]) -> Result<Vec<f32>, RuntimeError> {
         let expected = self.preprocessor.len();
         if input.len() != expected {
             return Err(RuntimeError::InputSize { expected, found: input.len() });
@@ -235,27 +237,13 @@ impl Classifier {
             self.runnable.run(tvec!(tensor.into_tvalue()))
         })
         .map_err(|e| self.run_error(e))?;
-        let logits = outputs[0].cast_to::<f32>().map_err(|e| self.run_error(e))?;
-        let logits = logits.to_plain_array_view::<f32>().map_err(|e| self.run_error(e))?;
-        Ok(logits.iter().copied().collect())
+        let output = outputs[0].cast_to::<f32>().map_err(|e| self.run_error(e))?;
+        let output = output.to_plain_array_view::<f32>().map_err(|e| self.run_error(e))?;
+        Ok(output.iter().copied().collect())
     }
 
     fn run_error(&self, e: TractError) -> RuntimeError {
         RuntimeError::Tract { path: self.plan.path().display().to_string(), stage: "run", message: one_line(&e) }
-    }
-
-    /// Classifies a preprocessed input.
-    pub fn classify_input(&self, input: &[f32]) -> Result<Classification, RuntimeError> {
-        let logits = self.run_logits(input)?;
-        let probabilities = softmax(&logits);
-        let (index, score) = top_k(&probabilities, 1)[0];
-        Ok(Classification { index, label: self.labels()[index].clone(), score, probabilities, logits })
-    }
-
-    /// Preprocesses and classifies an RGB image.
-    pub fn classify(&self, image: &RgbImage) -> Result<Classification, RuntimeError> {
-        let input = self.preprocessor.run(image);
-        self.classify_input(&input)
     }
 
     /// Number of nodes of each op type in the optimized graph.
@@ -270,6 +258,55 @@ impl Classifier {
     /// Matrix-multiplication kernels tract chose on this CPU, with the number of matmuls using each.
     pub fn matmul_kernels(&self) -> BTreeMap<String, usize> {
         kernel_names(&self.optimized)
+    }
+}
+
+/// A classifier plan: a [`Model`] whose output is one logit per label. Derefs to the model for
+/// manifest, timings, kernels and raw runs.
+#[derive(Debug)]
+pub struct Classifier {
+    model: Model,
+}
+
+impl std::ops::Deref for Classifier {
+    type Target = Model;
+    fn deref(&self) -> &Model {
+        &self.model
+    }
+}
+
+impl Classifier {
+    /// Opens, verifies, loads and optimizes a classifier plan; detector plans are refused.
+    pub fn load(path: impl AsRef<Path>, options: &RuntimeOptions) -> Result<Classifier, RuntimeError> {
+        let model = Model::load(path, options)?;
+        if model.manifest().detector.is_some() {
+            return Err(RuntimeError::NotAClassifier { path: model.plan().path().display().to_string() });
+        }
+        Ok(Classifier { model })
+    }
+
+    /// Class labels in output order.
+    pub fn labels(&self) -> &[String] {
+        &self.model.manifest().labels
+    }
+
+    /// Runs the graph on a preprocessed input and returns the logits.
+    pub fn run_logits(&self, input: &[f32]) -> Result<Vec<f32>, RuntimeError> {
+        self.model.run(input)
+    }
+
+    /// Classifies a preprocessed input.
+    pub fn classify_input(&self, input: &[f32]) -> Result<Classification, RuntimeError> {
+        let logits = self.run_logits(input)?;
+        let probabilities = softmax(&logits);
+        let (index, score) = top_k(&probabilities, 1)[0];
+        Ok(Classification { index, label: self.labels()[index].clone(), score, probabilities, logits })
+    }
+
+    /// Preprocesses and classifies an RGB image.
+    pub fn classify(&self, image: &RgbImage) -> Result<Classification, RuntimeError> {
+        let input = self.preprocessor().run(image);
+        self.classify_input(&input)
     }
 }
 
@@ -305,11 +342,11 @@ fn check_graph(plan: &Plan, model: &TypedModel) -> Result<(), String> {
     }
     let output_fact = model.outlet_fact(model.outputs[0]).map_err(|e| one_line(&e))?;
     let output_len: Option<usize> = output_fact.shape.as_concrete().map(|s| s.iter().product());
-    if output_len != Some(manifest.labels.len()) {
+    let expected: usize = manifest.output.shape.iter().product();
+    if output_len != Some(expected) {
         return Err(format!(
-            "output shape is {:?}, which does not hold the {} labels of mien.json",
-            output_fact.shape,
-            manifest.labels.len()
+            "output shape is {:?}, mien.json says {:?}",
+            output_fact.shape, manifest.output.shape
         ));
     }
     Ok(())
