@@ -551,6 +551,52 @@ pub(crate) mod tests {
         assert!(err.contains("labels") && err.contains("3 labels"), "{err}");
     }
 
+    fn detector_sample() -> Manifest {
+        let mut m = sample();
+        m.labels = vec!["face".into()];
+        m.detector = Some(DetectorSpec {
+            anchor_layers: vec![AnchorLayer { stride: 8, per_cell: 2 }, AnchorLayer { stride: 16, per_cell: 6 }],
+            anchor_offset: 0.5,
+            keypoints: 6,
+            score_clip: 100.0,
+            min_score: 0.5,
+            nms_iou: 0.3,
+        });
+        // 32x32 input: 4*4*2 + 2*2*6 = 56 anchors of 4 + 12 + 1 values.
+        m.output.shape = vec![1, 56, 17];
+        m
+    }
+
+    #[test]
+    fn detector_output_must_match_its_anchors() {
+        let m = detector_sample();
+        m.validate().unwrap();
+        let back = Manifest::from_json(&m.to_json()).unwrap();
+        assert_eq!(back.detector, m.detector);
+
+        let mut wrong = m.clone();
+        wrong.output.shape = vec![1, 896, 17];
+        let err = wrong.validate().unwrap_err().to_string();
+        assert!(err.contains("output.shape") && err.contains("[1, 56, 17]"), "{err}");
+
+        let mut two_labels = m.clone();
+        two_labels.labels.push("cat".into());
+        assert!(two_labels.validate().unwrap_err().to_string().contains("one label on a detector plan"));
+
+        let mut no_layers = m.clone();
+        no_layers.detector.as_mut().unwrap().anchor_layers.clear();
+        assert!(no_layers.validate().unwrap_err().to_string().contains("detector.anchor_layers"));
+
+        let mut bad_score = m;
+        bad_score.detector.as_mut().unwrap().min_score = 1.5;
+        assert!(bad_score.validate().unwrap_err().to_string().contains("detector.min_score"));
+    }
+
+    #[test]
+    fn classifier_manifests_have_no_detector_section() {
+        assert!(!sample().to_json().contains("detector"));
+    }
+
     #[test]
     fn shape_must_match_layout_and_size() {
         let mut m = sample();
