@@ -70,7 +70,7 @@ pub enum CaptureError {
         offered: Vec<String>,
     },
     /// None of the device's formats is one mien converts.
-    #[error("{}: offers no format mien converts (it offers {}; mien reads YUYV, UYVY, NV12, GREY, RGB24, BGR24)", .path.display(), .offered.join(", "))]
+    #[error("{}: offers no format mien converts (it offers {}; mien reads YUYV, UYVY, NV12, I420, MJPEG, GREY, RGB24, BGR24)", .path.display(), .offered.join(", "))]
     NoUsableFormat {
         /// Device node.
         path: PathBuf,

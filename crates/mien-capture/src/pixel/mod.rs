@@ -29,15 +29,22 @@ pub enum PixelFormat {
     Rgb24,
     /// Packed B G R.
     Bgr24,
+    /// Planar 4:2:0 (I420, V4L2 `YU12`): a Y plane, then U and V planes at half resolution with half
+    /// the stride. Also what Y4M files hold.
+    Yu12,
+    /// Motion JPEG: each frame a JPEG image (most USB webcams reach their full frame rate only in it).
+    Mjpeg,
 }
 
 impl PixelFormat {
     /// Every supported format, in the order mien prefers them when the user does not choose: formats
     /// cameras deliver natively first, then the ones that cost a conversion in the driver.
-    pub const ALL: [PixelFormat; 6] = [
+    pub const ALL: [PixelFormat; 8] = [
         PixelFormat::Yuyv,
         PixelFormat::Nv12,
+        PixelFormat::Yu12,
         PixelFormat::Uyvy,
+        PixelFormat::Mjpeg,
         PixelFormat::Rgb24,
         PixelFormat::Bgr24,
         PixelFormat::Grey,
@@ -52,6 +59,8 @@ impl PixelFormat {
             PixelFormat::Grey => *b"GREY",
             PixelFormat::Rgb24 => *b"RGB3",
             PixelFormat::Bgr24 => *b"BGR3",
+            PixelFormat::Yu12 => *b"YU12",
+            PixelFormat::Mjpeg => *b"MJPG",
         }
     }
 
@@ -62,15 +71,21 @@ impl PixelFormat {
 
     /// Whether this is a YUV format (its conversion depends on [`YuvEncoding`]).
     pub fn is_yuv(self) -> bool {
-        matches!(self, PixelFormat::Yuyv | PixelFormat::Uyvy | PixelFormat::Nv12)
+        matches!(self, PixelFormat::Yuyv | PixelFormat::Uyvy | PixelFormat::Nv12 | PixelFormat::Yu12)
+    }
+
+    /// Whether frames are compressed (variable size, no stride).
+    pub fn is_compressed(self) -> bool {
+        self == PixelFormat::Mjpeg
     }
 
     /// Bytes per pixel of the first plane, which with the width gives the smallest row stride.
     pub fn bytes_per_pixel(self) -> usize {
         match self {
             PixelFormat::Yuyv | PixelFormat::Uyvy => 2,
-            PixelFormat::Nv12 | PixelFormat::Grey => 1,
+            PixelFormat::Nv12 | PixelFormat::Yu12 | PixelFormat::Grey => 1,
             PixelFormat::Rgb24 | PixelFormat::Bgr24 => 3,
+            PixelFormat::Mjpeg => 0,
         }
     }
 
@@ -83,6 +98,8 @@ impl PixelFormat {
             PixelFormat::Grey => "GREY",
             PixelFormat::Rgb24 => "RGB24",
             PixelFormat::Bgr24 => "BGR24",
+            PixelFormat::Yu12 => "I420",
+            PixelFormat::Mjpeg => "MJPEG",
         }
     }
 }
@@ -95,7 +112,7 @@ impl fmt::Display for PixelFormat {
 
 /// A pixel format name that mien does not know.
 #[derive(Debug, Error)]
-#[error("unknown pixel format `{0}` (expected one of YUYV, UYVY, NV12, GREY, RGB24, BGR24)")]
+#[error("unknown pixel format `{0}` (expected one of YUYV, UYVY, NV12, I420, MJPEG, GREY, RGB24, BGR24)")]
 pub struct ParsePixelFormatError(String);
 
 impl FromStr for PixelFormat {
@@ -109,6 +126,8 @@ impl FromStr for PixelFormat {
             "GREY" | "GRAY" | "Y8" => Some(PixelFormat::Grey),
             "RGB24" | "RGB3" | "RGB" => Some(PixelFormat::Rgb24),
             "BGR24" | "BGR3" | "BGR" => Some(PixelFormat::Bgr24),
+            "I420" | "YU12" | "YUV420" => Some(PixelFormat::Yu12),
+            "MJPEG" | "MJPG" | "JPEG" => Some(PixelFormat::Mjpeg),
             _ => None,
         };
         found.ok_or(ParsePixelFormatError(s.to_string()))
@@ -194,7 +213,7 @@ pub enum PixelError {
         actual: usize,
     },
     /// A 4:2:2 or 4:2:0 frame whose width (or, for NV12, height) is odd.
-    #[error("{format} frame {width}x{height}: chroma subsampling needs an even width{}", if *.format == PixelFormat::Nv12 { " and height" } else { "" })]
+    #[error("{format} frame {width}x{height}: chroma subsampling needs an even width{}", if matches!(.format, PixelFormat::Nv12 | PixelFormat::Yu12) { " and height" } else { "" })]
     OddSize {
         /// Pixel format.
         format: PixelFormat,
@@ -202,6 +221,14 @@ pub enum PixelError {
         width: u32,
         /// Height in pixels.
         height: u32,
+    },
+    /// A compressed frame that does not decode, or decodes to another size.
+    #[error("corrupt {format} frame: {message}")]
+    Corrupt {
+        /// Pixel format.
+        format: PixelFormat,
+        /// The decoder's complaint.
+        message: String,
     },
     /// The conversion library rejected the frame (should not happen once the layout checks pass).
     #[error("{format} conversion failed: {message}")]
@@ -224,6 +251,9 @@ impl FrameLayout {
         let plane = self.stride as usize * self.height as usize;
         match self.format {
             PixelFormat::Nv12 => plane + self.stride as usize * (self.height as usize).div_ceil(2),
+            PixelFormat::Yu12 => plane + 2 * (self.stride as usize / 2) * (self.height as usize).div_ceil(2),
+            // A JPEG has no fixed size; it cannot be empty.
+            PixelFormat::Mjpeg => 1,
             _ => plane,
         }
     }
@@ -239,9 +269,10 @@ impl FrameLayout {
                 minimum,
             });
         }
-        let odd_width = matches!(self.format, PixelFormat::Yuyv | PixelFormat::Uyvy | PixelFormat::Nv12)
-            && self.width % 2 == 1;
-        let odd_height = self.format == PixelFormat::Nv12 && self.height % 2 == 1;
+        let odd_width =
+            matches!(self.format, PixelFormat::Yuyv | PixelFormat::Uyvy | PixelFormat::Nv12 | PixelFormat::Yu12)
+                && self.width % 2 == 1;
+        let odd_height = matches!(self.format, PixelFormat::Nv12 | PixelFormat::Yu12) && self.height % 2 == 1;
         if odd_width || odd_height {
             return Err(PixelError::OddSize { format: self.format, width: self.width, height: self.height });
         }
@@ -259,9 +290,30 @@ impl FrameLayout {
     }
 }
 
+/// Decodes one Motion-JPEG frame into RGB. `simd: false` keeps zune-jpeg to its portable code
+/// (the scalar reference the tests compare against).
+pub(crate) fn decode_mjpeg(layout: &FrameLayout, src: &[u8], out: &mut RgbImage, simd: bool) -> Result<(), PixelError> {
+    use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
+    let corrupt = |message: String| PixelError::Corrupt { format: PixelFormat::Mjpeg, message };
+    let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB).set_use_unsafe(simd);
+    let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(src), options);
+    decoder.decode_headers().map_err(|e| corrupt(e.to_string()))?;
+    let (width, height) = decoder.dimensions().ok_or_else(|| corrupt("no frame header".into()))?;
+    if (width, height) != (layout.width as usize, layout.height as usize) {
+        return Err(corrupt(format!("decodes to {width}x{height}, the stream is {}x{}", layout.width, layout.height)));
+    }
+    if out.dimensions() != (layout.width, layout.height) {
+        *out = RgbImage::new(layout.width, layout.height);
+    }
+    decoder.decode_into(out.as_mut()).map_err(|e| corrupt(e.to_string()))
+}
+
 /// Converts one frame to RGB, reusing `out`'s allocation when its size already matches.
 pub fn to_rgb(layout: &FrameLayout, encoding: YuvEncoding, src: &[u8], out: &mut RgbImage) -> Result<(), PixelError> {
     layout.check(src.len())?;
+    if layout.format == PixelFormat::Mjpeg {
+        return decode_mjpeg(layout, src, out, true);
+    }
     if out.dimensions() != (layout.width, layout.height) {
         *out = RgbImage::new(layout.width, layout.height);
     }
@@ -317,6 +369,23 @@ pub fn to_rgb(layout: &FrameLayout, encoding: YuvEncoding, src: &[u8], out: &mut
                 Ok(())
             }
         }
+        PixelFormat::Yu12 => {
+            let luma_len = stride as usize * height as usize;
+            let chroma_stride = stride / 2;
+            let chroma_len = chroma_stride as usize * (height as usize).div_ceil(2);
+            let planes = yuvutils_rs::YuvPlanarImage {
+                y_plane: &src[..luma_len],
+                y_stride: stride,
+                u_plane: &src[luma_len..luma_len + chroma_len],
+                u_stride: chroma_stride,
+                v_plane: &src[luma_len + chroma_len..luma_len + 2 * chroma_len],
+                v_stride: chroma_stride,
+                width,
+                height,
+            };
+            yuvutils_rs::yuv420_to_rgb(&planes, dst, rgb_stride, range, matrix).map_err(failed)
+        }
+        PixelFormat::Mjpeg => unreachable!("decoded above"),
         PixelFormat::Grey => {
             for (row, out_row) in src.chunks(stride as usize).zip(dst.chunks_exact_mut(rgb_stride as usize)) {
                 for (&y, px) in row[..width as usize].iter().zip(out_row.chunks_exact_mut(3)) {

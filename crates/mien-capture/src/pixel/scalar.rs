@@ -33,10 +33,17 @@ pub fn yuv_to_rgb_pixel(y: u8, cb: u8, cr: u8, encoding: YuvEncoding) -> [u8; 3]
 
 /// Converts one frame to RGB. Chroma is taken from the sample covering each pixel (no interpolation),
 /// as V4L2 cameras site it.
+/// Motion JPEG goes through zune-jpeg's portable (non-SIMD) code.
 pub fn to_rgb(layout: &FrameLayout, encoding: YuvEncoding, src: &[u8]) -> Result<RgbImage, PixelError> {
     layout.check(src.len())?;
     let stride = layout.stride as usize;
     let mut out = RgbImage::new(layout.width, layout.height);
+    if layout.format == PixelFormat::Mjpeg {
+        super::decode_mjpeg(layout, src, &mut out, false)?;
+        return Ok(out);
+    }
+    let luma_len = stride * layout.height as usize;
+    let chroma_len = stride / 2 * (layout.height as usize).div_ceil(2);
     for y in 0..layout.height as usize {
         let row = &src[y * stride..];
         for x in 0..layout.width as usize {
@@ -54,6 +61,11 @@ pub fn to_rgb(layout: &FrameLayout, encoding: YuvEncoding, src: &[u8]) -> Result
                     let chroma = &src[stride * layout.height as usize + (y / 2) * stride + (x / 2) * 2..];
                     yuv_to_rgb_pixel(row[x], chroma[0], chroma[1], encoding)
                 }
+                PixelFormat::Yu12 => {
+                    let at = (y / 2) * (stride / 2) + x / 2;
+                    yuv_to_rgb_pixel(row[x], src[luma_len + at], src[luma_len + chroma_len + at], encoding)
+                }
+                PixelFormat::Mjpeg => unreachable!("decoded above"),
                 PixelFormat::Grey => [row[x]; 3],
                 PixelFormat::Rgb24 => [row[x * 3], row[x * 3 + 1], row[x * 3 + 2]],
                 PixelFormat::Bgr24 => [row[x * 3 + 2], row[x * 3 + 1], row[x * 3]],
