@@ -1,0 +1,203 @@
+//! Where results go. Every output (terminal, JSON lines, and later HTTP or MQTT) is a [`Sink`]; the
+//! pipeline knows no other way out.
+
+use std::io::{IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::pipeline::{FrameResult, SCHEMA};
+use crate::runner::RunSummary;
+
+/// Something that happened besides a processed frame.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Notice {
+    /// The run started.
+    Started {
+        /// The source.
+        source: String,
+        /// Classifier plan.
+        classifier: String,
+        /// Detector plan.
+        detector: String,
+    },
+    /// An input was skipped (unreadable image, corrupt MJPEG frame, cut-off video frame).
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// The camera went away; mien is retrying.
+    CameraLost {
+        /// Why.
+        reason: String,
+    },
+    /// The camera is back.
+    CameraRestored {
+        /// What was reopened.
+        source: String,
+    },
+}
+
+/// A destination for results.
+pub trait Sink {
+    /// Called for every processed frame, faces or not.
+    fn frame(&mut self, result: &FrameResult) -> std::io::Result<()>;
+
+    /// Called for events other than frames.
+    fn notice(&mut self, notice: &Notice) -> std::io::Result<()> {
+        let _ = notice;
+        Ok(())
+    }
+
+    /// Called once at the end of a run.
+    fn finish(&mut self, summary: &RunSummary) -> std::io::Result<()> {
+        let _ = summary;
+        Ok(())
+    }
+}
+
+/// One JSON object per line: `frame` lines ([`FrameResult`]), `notice` lines, and a last `summary`
+/// line. Every line carries `schema` and `type`.
+pub struct JsonLinesSink<W: Write> {
+    out: W,
+}
+
+impl<W: Write> JsonLinesSink<W> {
+    /// Writes to `out` (flushed after every line, so readers see frames as they happen).
+    pub fn new(out: W) -> JsonLinesSink<W> {
+        JsonLinesSink { out }
+    }
+
+    fn line(&mut self, value: &impl Serialize) -> std::io::Result<()> {
+        serde_json::to_writer(&mut self.out, value)?;
+        self.out.write_all(b"\n")?;
+        self.out.flush()
+    }
+}
+
+#[derive(Serialize)]
+struct Tagged<'a, T: Serialize> {
+    schema: &'static str,
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(flatten)]
+    body: &'a T,
+}
+
+impl<W: Write> Sink for JsonLinesSink<W> {
+    fn frame(&mut self, result: &FrameResult) -> std::io::Result<()> {
+        self.line(result)
+    }
+
+    fn notice(&mut self, notice: &Notice) -> std::io::Result<()> {
+        self.line(&Tagged { schema: SCHEMA, kind: "notice", body: notice })
+    }
+
+    fn finish(&mut self, summary: &RunSummary) -> std::io::Result<()> {
+        self.line(&Tagged { schema: SCHEMA, kind: "summary", body: summary })
+    }
+}
+
+/// The default human view: on a terminal, a screen redrawn at most ten times a second with every
+/// face, its label and score, the frame rate and dropped frames; piped, one line per frame.
+pub struct TerminalSink<W: Write> {
+    out: W,
+    live: bool,
+    last_draw: Option<Instant>,
+    frames: u64,
+    started: Instant,
+    verbose: bool,
+}
+
+impl<W: Write> TerminalSink<W> {
+    /// A view on `out`; `live` redraws in place (use [`TerminalSink::stdout`] to decide from the
+    /// terminal), `verbose` adds per-stage timings.
+    pub fn new(out: W, live: bool, verbose: bool) -> TerminalSink<W> {
+        TerminalSink { out, live, last_draw: None, frames: 0, started: Instant::now(), verbose }
+    }
+}
+
+impl TerminalSink<std::io::Stdout> {
+    /// A view on standard output, live when it is a terminal.
+    pub fn stdout(verbose: bool) -> TerminalSink<std::io::Stdout> {
+        let out = std::io::stdout();
+        let live = out.is_terminal();
+        TerminalSink::new(out, live, verbose)
+    }
+}
+
+fn bar(score: f32) -> String {
+    let filled = (score.clamp(0.0, 1.0) * 20.0).round() as usize;
+    format!("{}{}", "#".repeat(filled), ".".repeat(20 - filled))
+}
+
+impl<W: Write> Sink for TerminalSink<W> {
+    fn frame(&mut self, r: &FrameResult) -> std::io::Result<()> {
+        self.frames += 1;
+        let elapsed = self.started.elapsed().as_secs_f64().max(1e-9);
+        let fps = self.frames as f64 / elapsed;
+        let timings = if self.verbose {
+            let t = &r.timings;
+            format!(
+                "  [detect {:.1} ms, crop {:.1} ms, classify {:.1} ms, track {:.2} ms]",
+                t.detect_ms, t.crop_ms, t.classify_ms, t.track_ms
+            )
+        } else {
+            String::new()
+        };
+        if !self.live {
+            let faces = if r.faces.is_empty() {
+                "no face".to_string()
+            } else {
+                r.faces.iter().map(|f| format!("#{} {} {:.2}", f.track, f.label, f.score)).collect::<Vec<_>>().join(", ")
+            };
+            let name = r.file.as_ref().map(|f| format!(" {}", f.display())).unwrap_or_default();
+            return writeln!(self.out, "frame {}{name}: {faces}{timings}", r.frame);
+        }
+        if self.last_draw.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+            return Ok(());
+        }
+        self.last_draw = Some(Instant::now());
+        let mut screen = String::new();
+        screen.push_str("\x1b[H\x1b[2J");
+        screen.push_str(&format!(
+            "mien  {}  {}x{}  frame {}  {fps:.1} fps  dropped {}\n\n",
+            r.source, r.width, r.height, r.frame, r.dropped
+        ));
+        if r.faces.is_empty() {
+            screen.push_str("  no face\n");
+        }
+        for f in &r.faces {
+            screen.push_str(&format!(
+                "  #{:<4} {:<10} {:.2} {}   box {:.0},{:.0} {:.0}x{:.0}\n",
+                f.track, f.label, f.score, bar(f.score), f.rect.x, f.rect.y, f.rect.width, f.rect.height
+            ));
+        }
+        if !timings.is_empty() {
+            screen.push_str(&format!("\n{timings}\n"));
+        }
+        screen.push_str("\nCtrl-C to stop\n");
+        self.out.write_all(screen.as_bytes())?;
+        self.out.flush()
+    }
+
+    fn notice(&mut self, notice: &Notice) -> std::io::Result<()> {
+        match notice {
+            Notice::Started { source, classifier, detector } => {
+                writeln!(self.out, "reading {source}; classifier {classifier}; detector {detector}")
+            }
+            Notice::Skipped { reason } => writeln!(self.out, "skipped: {reason}"),
+            Notice::CameraLost { reason } => writeln!(self.out, "camera lost: {reason}; retrying"),
+            Notice::CameraRestored { source } => writeln!(self.out, "camera back: {source}"),
+        }
+    }
+
+    fn finish(&mut self, s: &RunSummary) -> std::io::Result<()> {
+        writeln!(
+            self.out,
+            "{} frames in {:.1} s ({:.1} fps), {} faces, {} tracks, {} dropped, {} skipped; stopped: {}",
+            s.frames, s.elapsed_s, s.fps, s.faces, s.tracks, s.dropped, s.skipped, s.stopped_by
+        )
+    }
+}

@@ -1,0 +1,200 @@
+//! Video files: YUV4MPEG2 (`.y4m`, what ffmpeg writes with `-f yuv4mpegpipe`) and raw frames of a
+//! known format and size (`ffmpeg -f rawvideo -pix_fmt yuyv422`, `v4l2-ctl --stream-to`).
+
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use mien_capture::{pixel, FrameLayout, PixelFormat, YuvEncoding, YuvRange};
+use mien_image::RgbImage;
+
+use super::{FrameSource, SourceError, SourceEvent, SourceFrame};
+
+fn file_error(path: &Path, message: impl Into<String>) -> SourceError {
+    SourceError::File { path: path.to_path_buf(), message: message.into() }
+}
+
+/// Reads whole frames; `Ok(false)` at a clean end of file, an error for a frame cut short.
+fn read_frame(reader: &mut impl Read, buffer: &mut [u8], path: &Path, index: u64) -> Result<bool, SourceError> {
+    let mut filled = 0;
+    while filled < buffer.len() {
+        match reader.read(&mut buffer[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => {
+                return Err(file_error(path, format!("frame {index} is cut short: {filled} of {} bytes", buffer.len())));
+            }
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(file_error(path, e.to_string())),
+        }
+    }
+    Ok(true)
+}
+
+/// A YUV4MPEG2 file, 4:2:0 (any chroma siting) or mono.
+#[derive(Debug)]
+pub struct Y4mSource {
+    path: PathBuf,
+    reader: BufReader<File>,
+    layout: FrameLayout,
+    encoding: YuvEncoding,
+    frame_interval: Duration,
+    buffer: Vec<u8>,
+    next: u64,
+    ended: bool,
+}
+
+impl Y4mSource {
+    /// Opens a file and reads its header.
+    pub fn open(path: &Path) -> Result<Y4mSource, SourceError> {
+        let file = File::open(path).map_err(|e| file_error(path, e.to_string()))?;
+        let mut reader = BufReader::new(file);
+        let mut header = Vec::new();
+        reader.read_until(b'\n', &mut header).map_err(|e| file_error(path, e.to_string()))?;
+        let header = String::from_utf8_lossy(&header);
+        let mut fields = header.trim_end().split(' ');
+        if fields.next() != Some("YUV4MPEG2") {
+            return Err(file_error(path, "not a YUV4MPEG2 file (expected the header `YUV4MPEG2 W.. H.. ...`)"));
+        }
+        let (mut width, mut height, mut fps, mut format, mut range) = (0u32, 0u32, (25u32, 1u32), PixelFormat::Yu12, YuvRange::Limited);
+        for field in fields.filter(|f| !f.is_empty()) {
+            let (tag, value) = field.split_at(1);
+            let bad = |what: &str| file_error(path, format!("header field `{field}`: expected {what}"));
+            match tag {
+                "W" => width = value.parse().map_err(|_| bad("a width"))?,
+                "H" => height = value.parse().map_err(|_| bad("a height"))?,
+                "F" => {
+                    let (n, d) = value.split_once(':').ok_or_else(|| bad("a frame rate N:D"))?;
+                    fps = (n.parse().map_err(|_| bad("a frame rate N:D"))?, d.parse().map_err(|_| bad("a frame rate N:D"))?);
+                }
+                "C" => {
+                    format = match value {
+                        "420" | "420jpeg" | "420paldv" | "420mpeg2" => PixelFormat::Yu12,
+                        "mono" => PixelFormat::Grey,
+                        _ => return Err(bad("colour space 420, 420jpeg, 420mpeg2, 420paldv or mono")),
+                    }
+                }
+                "X" if value == "COLORRANGE=FULL" => range = YuvRange::Full,
+                _ => {}
+            }
+        }
+        if width == 0 || height == 0 || fps.0 == 0 || fps.1 == 0 {
+            return Err(file_error(path, "header lacks a width (W), height (H) or a non-zero frame rate (F)"));
+        }
+        let layout = FrameLayout::packed(format, width, height);
+        layout.check(usize::MAX).map_err(|e| file_error(path, e.to_string()))?;
+        Ok(Y4mSource {
+            path: path.to_path_buf(),
+            reader,
+            layout,
+            encoding: YuvEncoding { range, ..YuvEncoding::default() },
+            frame_interval: Duration::from_secs_f64(f64::from(fps.1) / f64::from(fps.0)),
+            buffer: vec![0; layout.required_len()],
+            next: 0,
+            ended: false,
+        })
+    }
+}
+
+impl FrameSource for Y4mSource {
+    fn describe(&self) -> String {
+        let fps = 1.0 / self.frame_interval.as_secs_f64();
+        format!("{} (Y4M {} {}x{}, {fps:.2} fps)", self.path.display(), self.layout.format, self.layout.width, self.layout.height)
+    }
+
+    fn next_event(&mut self, _stop: &AtomicBool) -> Result<SourceEvent, SourceError> {
+        if self.ended {
+            return Ok(SourceEvent::End);
+        }
+        let mut marker = Vec::new();
+        self.reader.read_until(b'\n', &mut marker).map_err(|e| file_error(&self.path, e.to_string()))?;
+        if marker.is_empty() {
+            self.ended = true;
+            return Ok(SourceEvent::End);
+        }
+        if !marker.starts_with(b"FRAME") {
+            self.ended = true;
+            return Err(file_error(&self.path, format!("frame {}: expected a FRAME marker", self.next)));
+        }
+        let index = self.next;
+        if !read_frame(&mut self.reader, &mut self.buffer, &self.path, index)? {
+            self.ended = true;
+            return Err(file_error(&self.path, format!("frame {index} has a FRAME marker but no data")));
+        }
+        self.next += 1;
+        let mut image = RgbImage::new(0, 0);
+        pixel::to_rgb(&self.layout, self.encoding, &self.buffer, &mut image).map_err(|e| file_error(&self.path, e.to_string()))?;
+        Ok(SourceEvent::Frame(SourceFrame { image, index, timestamp: self.frame_interval * index as u32, file: None }))
+    }
+}
+
+/// Frames of one uncompressed format and size, back to back.
+#[derive(Debug)]
+pub struct RawVideoSource {
+    path: PathBuf,
+    reader: BufReader<File>,
+    layout: FrameLayout,
+    encoding: YuvEncoding,
+    frame_interval: Duration,
+    buffer: Vec<u8>,
+    next: u64,
+    ended: bool,
+}
+
+impl RawVideoSource {
+    /// Opens `path` as frames of `format` at `width` x `height` (tight rows), timed at `fps`.
+    pub fn open(path: &Path, format: PixelFormat, width: u32, height: u32, fps: f64) -> Result<RawVideoSource, SourceError> {
+        if format.is_compressed() {
+            return Err(file_error(path, format!("raw video cannot be {format}; expected an uncompressed format")));
+        }
+        let layout = FrameLayout::packed(format, width, height);
+        layout.check(usize::MAX).map_err(|e| file_error(path, e.to_string()))?;
+        let file = File::open(path).map_err(|e| file_error(path, e.to_string()))?;
+        let frame_len = layout.required_len() as u64;
+        let file_len = file.metadata().map_err(|e| file_error(path, e.to_string()))?.len();
+        if file_len % frame_len != 0 {
+            tracing::warn!("{}: {file_len} bytes is not a whole number of {frame_len}-byte {format} {width}x{height} frames", path.display());
+        }
+        Ok(RawVideoSource {
+            path: path.to_path_buf(),
+            reader: BufReader::new(file),
+            layout,
+            encoding: YuvEncoding::default(),
+            frame_interval: Duration::from_secs_f64(1.0 / fps.max(0.001)),
+            buffer: vec![0; frame_len as usize],
+            next: 0,
+            ended: false,
+        })
+    }
+}
+
+impl FrameSource for RawVideoSource {
+    fn describe(&self) -> String {
+        format!("{} (raw {} {}x{})", self.path.display(), self.layout.format, self.layout.width, self.layout.height)
+    }
+
+    fn next_event(&mut self, _stop: &AtomicBool) -> Result<SourceEvent, SourceError> {
+        if self.ended {
+            return Ok(SourceEvent::End);
+        }
+        let index = self.next;
+        match read_frame(&mut self.reader, &mut self.buffer, &self.path, index) {
+            Ok(true) => {}
+            Ok(false) => {
+                self.ended = true;
+                return Ok(SourceEvent::End);
+            }
+            Err(e) => {
+                // A cut-off last frame (a recording stopped mid-write) is reported, not fatal.
+                self.ended = true;
+                return Ok(SourceEvent::Skipped { reason: e.to_string() });
+            }
+        }
+        self.next += 1;
+        let mut image = RgbImage::new(0, 0);
+        pixel::to_rgb(&self.layout, self.encoding, &self.buffer, &mut image).map_err(|e| file_error(&self.path, e.to_string()))?;
+        Ok(SourceEvent::Frame(SourceFrame { image, index, timestamp: self.frame_interval * index as u32, file: None }))
+    }
+}
