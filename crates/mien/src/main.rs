@@ -8,6 +8,7 @@ mod classify;
 mod devices;
 mod eval;
 mod info;
+mod live;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -27,7 +28,11 @@ Examples:
   mien eval plan.mien jaffe/ --label-map AN=angry,DI=disgust,FE=fear,HA=happy,NE=neutral,SA=sad,SU=surprise
   mien devices                              # cameras, their formats, sizes and frame rates
   mien capture --device C920 --format YUYV --size 640x480 --count 10 --save frames/
-  mien capture --count 100 --classify models/vit-s14-fer/vit-s14-fer-int8.mien --json";
+  mien capture --count 100 --classify models/vit-s14-fer/vit-s14-fer-int8.mien --json
+  mien run                                  # first camera, default models, live terminal view
+  mien run --source /dev/video2 --format MJPEG --size 1280x720 --json
+  mien run --source photos/ --json          # every image in a folder, one JSON line each
+  mien run --source clip.y4m --detector models/blazeface/blazeface-full.mien --save-crops crops/";
 
 /// On-device facial expression recognition with a Vision Transformer.
 #[derive(Parser, Debug)]
@@ -42,6 +47,9 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Live expression recognition: find every face in a camera's frames (or images, or a video file),
+    /// classify it, track it, smooth it, report it.
+    Run(live::LiveArgs),
     /// Classify image files (JPEG, PNG, BMP, TIFF) with a plan.
     Classify(classify::ClassifyArgs),
     /// Show a plan's manifest, its op counts and the kernels tract picks on this CPU.
@@ -101,6 +109,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result = match cli.command {
+        Command::Run(args) => live::run(args, cli.verbose > 0),
         Command::Classify(args) => classify::run(args),
         Command::Info(args) => info::run(args),
         Command::Bench(args) => bench::run(args),

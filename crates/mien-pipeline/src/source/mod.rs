@@ -1,6 +1,7 @@
 //! Where frames come from: V4L2 cameras, folders or lists of images, and video files, behind one
 //! interface so users without a camera, and the tests, run the same pipeline code.
 
+#[cfg(target_os = "linux")]
 mod camera;
 mod images;
 mod video;
@@ -11,6 +12,7 @@ use std::time::Duration;
 
 use mien_image::RgbImage;
 
+#[cfg(target_os = "linux")]
 pub use camera::{CameraSource, Reconnect};
 pub use images::ImageSource;
 pub use video::{RawVideoSource, Y4mSource};

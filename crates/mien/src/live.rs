@@ -1,0 +1,267 @@
+//! `mien run`: live expression recognition — every face found, classified, tracked, smoothed.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use mien_capture::{CaptureRequest, PixelFormat};
+use mien_detect::{DetectOptions, FaceDetector};
+use mien_pipeline::sink::{JsonLinesSink, Notice, Sink, TerminalSink};
+use mien_pipeline::source::{FrameSource, ImageSource, RawVideoSource, Y4mSource};
+use mien_pipeline::{Pipeline, PipelineConfig, RunOptions};
+use mien_runtime::{Classifier, RuntimeOptions};
+use mien_track::TrackerConfig;
+
+/// Arguments of `mien run`.
+#[derive(Args, Debug)]
+pub struct LiveArgs {
+    /// Expression classifier plan. Default: $MIEN_PLAN, else vit-s14-fer-int8.mien found under
+    /// ./models, the binary's ../share/mien/models, or /usr/share/mien/models.
+    #[arg(long, value_name = "PLAN")]
+    plan: Option<PathBuf>,
+    /// Face detector plan. Default: $MIEN_DETECTOR, else blazeface-short.mien found like --plan.
+    /// blazeface-full.mien finds faces farther away (groups), at about 2.5x the cost.
+    #[arg(long, value_name = "PLAN")]
+    detector: Option<PathBuf>,
+    /// What to read: a camera (/dev/videoN, or part of its name), a folder of images, an image, a .y4m
+    /// video, or a raw video with --raw-format and --raw-size. Default: the first camera that works.
+    #[arg(long, value_name = "SOURCE")]
+    source: Option<String>,
+    /// Camera pixel format (YUYV, MJPEG, NV12, I420, UYVY, RGB24, BGR24, GREY). Default: the first the
+    /// camera offers, in that order of preference.
+    #[arg(long)]
+    format: Option<PixelFormat>,
+    /// Camera frame size WIDTHxHEIGHT.
+    #[arg(long, value_parser = parse_size, value_name = "WxH")]
+    size: Option<(u32, u32)>,
+    /// Camera frame rate to ask for.
+    #[arg(long)]
+    fps: Option<u32>,
+    /// Raw video: the frames' pixel format.
+    #[arg(long, value_name = "FORMAT")]
+    raw_format: Option<PixelFormat>,
+    /// Raw video: the frames' size.
+    #[arg(long, value_parser = parse_size, value_name = "WxH")]
+    raw_size: Option<(u32, u32)>,
+    /// Raw video and image folders: frames per second of the timeline (tracks expire by it).
+    #[arg(long, default_value_t = 10.0, value_name = "FPS")]
+    file_fps: f64,
+    /// One JSON object per line on stdout: a "frame" line per processed frame (schema mien.run/1,
+    /// see README), "notice" lines, and a final "summary" line.
+    #[arg(long)]
+    json: bool,
+    /// Process at most this many frames per second (the newest frame is taken each time).
+    #[arg(long, value_name = "FPS")]
+    max_fps: Option<f64>,
+    /// Stop after this many processed frames.
+    #[arg(long, value_name = "N")]
+    max_frames: Option<u64>,
+    /// Ignore faces smaller than this (longer side, frame pixels).
+    #[arg(long, default_value_t = 40.0, value_name = "PX")]
+    min_face: f32,
+    /// Minimum detector score in [0, 1]. Default: the detector plan's (0.5 short range, 0.6 full range).
+    #[arg(long, value_name = "SCORE")]
+    min_score: Option<f32>,
+    /// Margin around each face before the square crop, as a fraction of the face box's longer side.
+    #[arg(long, default_value_t = 0.1)]
+    margin: f32,
+    /// Weight of the newest frame in each face's moving average, in (0, 1]; 1 turns smoothing off.
+    #[arg(long, default_value_t = 0.4)]
+    smoothing: f32,
+    /// The reported label changes only when another label's smoothed probability leads it by this much.
+    #[arg(long, default_value_t = 0.1)]
+    switch_margin: f32,
+    /// A face unseen for this long ends its track.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    track_expiry_ms: u64,
+    /// Save every face crop as DIR/frameNNNNNN-faceK-LABEL.png (debugging).
+    #[arg(long, value_name = "DIR")]
+    save_crops: Option<PathBuf>,
+    /// Stop with an error when the camera goes away, instead of retrying until it is back.
+    #[arg(long)]
+    exit_on_camera_loss: bool,
+    /// Camera: how long one frame may take to arrive before a warning.
+    #[arg(long, default_value_t = 5000, value_name = "MS")]
+    timeout_ms: u64,
+    /// Inference threads (0 = all cores).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// How int8 plans run their matmuls: auto, integer or dequantized (see `mien bench --help`).
+    #[arg(long, default_value = "auto", value_name = "auto|integer|dequantized")]
+    int8_path: mien_runtime::Int8Path,
+}
+
+fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let parsed = text.split_once(['x', 'X']).and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
+    match parsed {
+        Some((w, h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => Err(format!("expected WIDTHxHEIGHT such as 640x480, got `{text}`")),
+    }
+}
+
+/// Where a default plan is looked for, in order.
+fn default_plan_candidates(relative: &str) -> Vec<PathBuf> {
+    let mut candidates = vec![PathBuf::from("models").join(relative)];
+    if let Some(bin_dir) = std::env::current_exe().ok().and_then(|p| p.parent().map(Path::to_path_buf)) {
+        candidates.push(bin_dir.join("../share/mien/models").join(relative));
+        candidates.push(bin_dir.join("models").join(relative));
+    }
+    candidates.push(PathBuf::from("/usr/share/mien/models").join(relative));
+    // A development checkout, wherever it is run from.
+    candidates.push(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models").join(relative));
+    candidates
+}
+
+fn resolve_plan(given: Option<&Path>, env: &str, relative: &str, flag: &str) -> Result<PathBuf> {
+    if let Some(path) = given {
+        return Ok(path.to_path_buf());
+    }
+    if let Some(path) = std::env::var_os(env) {
+        return Ok(PathBuf::from(path));
+    }
+    let candidates = default_plan_candidates(relative);
+    match candidates.iter().find(|p| p.exists()) {
+        Some(found) => {
+            tracing::info!("{flag}: using {}", found.display());
+            Ok(found.clone())
+        }
+        None => bail!(
+            "{flag}: not given, ${env} not set, and no {relative} in {}; pass {flag} PLAN",
+            candidates.iter().map(|p| p.display().to_string()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "pgm", "ppm"];
+
+fn open_source(args: &LiveArgs) -> Result<Box<dyn FrameSource>> {
+    let interval = Duration::from_secs_f64(1.0 / args.file_fps.max(0.001));
+    if let Some(text) = &args.source {
+        let path = Path::new(text);
+        if path.is_dir() {
+            return Ok(Box::new(ImageSource::folder(path)?.with_frame_interval(interval)));
+        }
+        if path.is_file() {
+            let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
+            if let (Some(format), Some((w, h))) = (args.raw_format, args.raw_size) {
+                return Ok(Box::new(RawVideoSource::open(path, format, w, h, args.file_fps)?));
+            }
+            if args.raw_format.is_some() || args.raw_size.is_some() {
+                bail!("--raw-format and --raw-size go together (raw video has no header to say them)");
+            }
+            if extension == "y4m" {
+                return Ok(Box::new(Y4mSource::open(path)?));
+            }
+            if IMAGE_EXTENSIONS.contains(&extension.as_str()) {
+                return Ok(Box::new(ImageSource::files(vec![path.to_path_buf()], format!("image {}", path.display()))));
+            }
+            bail!(
+                "--source {text}: expected a camera, a folder of images, an image ({}), a .y4m video, or raw video with --raw-format and --raw-size",
+                IMAGE_EXTENSIONS.join(", ")
+            );
+        }
+        let looks_like_path = text.starts_with('/') || text.starts_with('.') || text.contains(std::path::MAIN_SEPARATOR);
+        if looks_like_path && !text.starts_with("/dev/") {
+            bail!("--source {text}: no such file or folder");
+        }
+    }
+    open_camera(args)
+}
+
+#[cfg(target_os = "linux")]
+fn open_camera(args: &LiveArgs) -> Result<Box<dyn FrameSource>> {
+    use mien_pipeline::source::{CameraSource, Reconnect};
+    let request = CaptureRequest {
+        device: args.source.clone(),
+        format: args.format,
+        size: args.size,
+        fps: args.fps,
+        timeout: Duration::from_millis(args.timeout_ms.max(1)),
+        ..CaptureRequest::default()
+    };
+    let reconnect = Reconnect { exit_on_loss: args.exit_on_camera_loss, ..Reconnect::default() };
+    let camera = CameraSource::open(request, reconnect)?;
+    if args.source.is_none() {
+        eprintln!("mien: no --source given; reading {}", camera.describe());
+    }
+    Ok(Box::new(camera))
+}
+
+#[cfg(not(target_os = "linux"))]
+fn open_camera(_args: &LiveArgs) -> Result<Box<dyn FrameSource>> {
+    bail!("cameras are read through V4L2, on Linux only; pass --source with a folder, image or video file")
+}
+
+/// Runs `mien run`.
+pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
+    for (flag, value, low, high) in [
+        ("--margin", args.margin, 0.0, 2.0),
+        ("--smoothing", args.smoothing, f32::MIN_POSITIVE, 1.0),
+        ("--switch-margin", args.switch_margin, 0.0, 1.0),
+        ("--min-score", args.min_score.unwrap_or(0.5), 0.0, 1.0),
+    ] {
+        if !(low..=high).contains(&value) {
+            bail!("{flag}: expected a number in [{low}, {high}], got {value}");
+        }
+    }
+    if args.max_fps.is_some_and(|f| !(f > 0.0)) {
+        bail!("--max-fps: expected a positive number");
+    }
+    if args.max_frames == Some(0) {
+        bail!("--max-frames: expected at least 1");
+    }
+    let plan = resolve_plan(args.plan.as_deref(), "MIEN_PLAN", "vit-s14-fer/vit-s14-fer-int8.mien", "--plan")?;
+    let detector_plan = resolve_plan(args.detector.as_deref(), "MIEN_DETECTOR", "blazeface/blazeface-short.mien", "--detector")?;
+
+    // The source first: a wrong camera or file fails before the models load.
+    let mut source = open_source(&args)?;
+    let runtime = RuntimeOptions { threads: args.threads, int8_path: args.int8_path };
+    let classifier = Classifier::load(&plan, &runtime).with_context(|| format!("--plan {}", plan.display()))?;
+    let detector = FaceDetector::load(
+        &detector_plan,
+        &RuntimeOptions { threads: args.threads, ..RuntimeOptions::default() },
+        &DetectOptions { min_score: args.min_score, nms_iou: None, min_face_px: args.min_face },
+    )
+    .with_context(|| format!("--detector {}", detector_plan.display()))?;
+    let config = PipelineConfig {
+        margin: args.margin,
+        tracker: TrackerConfig {
+            smoothing: args.smoothing,
+            switch_margin: args.switch_margin,
+            expire_after: Duration::from_millis(args.track_expiry_ms),
+            ..TrackerConfig::default()
+        },
+        save_crops: args.save_crops.clone(),
+    };
+    let mut pipeline = Pipeline::new(detector, classifier, config)?;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping exits at once.
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone()).context("installing signal handlers")?;
+        signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
+    }
+
+    let mut json_sink;
+    let mut terminal_sink;
+    let sink: &mut dyn Sink = if args.json {
+        json_sink = JsonLinesSink::new(std::io::stdout().lock());
+        &mut json_sink
+    } else {
+        terminal_sink = TerminalSink::stdout(verbose);
+        &mut terminal_sink
+    };
+    sink.notice(&Notice::Started {
+        source: source.describe(),
+        classifier: plan.display().to_string(),
+        detector: detector_plan.display().to_string(),
+    })?;
+    let options = RunOptions { max_fps: args.max_fps, max_frames: args.max_frames };
+    let summary = mien_pipeline::run(source.as_mut(), &mut pipeline, &mut [sink], &options, &stop)?;
+    tracing::info!(frames = summary.frames, fps = summary.fps, stopped_by = %summary.stopped_by, "run finished");
+    Ok(ExitCode::SUCCESS)
+}
