@@ -1,0 +1,232 @@
+//! The pipeline end to end on sequences built from a real photo: a face moving through a Y4M video
+//! keeps one track; a face that leaves ends its track; raw YUYV video and image files give the same
+//! faces; unreadable inputs are reported; JSON lines follow the mien.run/1 schema.
+
+mod common;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use image::RgbImage;
+use mien_capture::pixel::scalar::rgb_to_yuv_pixel;
+use mien_capture::{PixelFormat, YuvEncoding};
+use mien_detect::{DetectOptions, FaceDetector};
+use mien_pipeline::sink::{JsonLinesSink, Notice, Sink};
+use mien_pipeline::source::{ImageSource, RawVideoSource, Y4mSource};
+use mien_pipeline::{FrameResult, Pipeline, PipelineConfig, RunOptions, RunSummary};
+use mien_runtime::{Classifier, RuntimeOptions};
+use mien_track::TrackerConfig;
+
+#[derive(Default)]
+struct Collect {
+    frames: Vec<FrameResult>,
+    notices: Vec<Notice>,
+    summary: Option<RunSummary>,
+}
+
+impl Sink for Collect {
+    fn frame(&mut self, result: &FrameResult) -> std::io::Result<()> {
+        self.frames.push(result.clone());
+        Ok(())
+    }
+    fn notice(&mut self, notice: &Notice) -> std::io::Result<()> {
+        self.notices.push(notice.clone());
+        Ok(())
+    }
+    fn finish(&mut self, summary: &RunSummary) -> std::io::Result<()> {
+        self.summary = Some(summary.clone());
+        Ok(())
+    }
+}
+
+fn pipeline(config: PipelineConfig) -> Pipeline {
+    let runtime = RuntimeOptions { threads: 1, ..Default::default() };
+    let detector = FaceDetector::load(common::detector_plan(), &runtime, &DetectOptions::default()).unwrap();
+    // The tiny ViT: tracking and plumbing do not depend on what the classifier says.
+    let classifier = Classifier::load(common::tiny_plan(), &runtime).unwrap();
+    Pipeline::new(detector, classifier, config).unwrap()
+}
+
+/// The astronaut's head and shoulders (256x256) pasted into a grey 640x480 frame at (x, y); `None`
+/// gives an empty frame.
+fn frame_with_face(portrait: &RgbImage, at: Option<(i64, i64)>) -> RgbImage {
+    let mut frame = RgbImage::from_pixel(640, 480, image::Rgb([96, 96, 96]));
+    if let Some((x, y)) = at {
+        image::imageops::replace(&mut frame, portrait, x, y);
+    }
+    frame
+}
+
+fn portrait(test: &str) -> Option<RgbImage> {
+    let path = common::photo(test, "astronaut.png")?;
+    let astronaut = mien_image::open_rgb(&path).unwrap();
+    Some(mien_image::crop_rgb(&astronaut, mien_image::PixelRect { x: 96, y: 0, width: 256, height: 256 }))
+}
+
+/// I420 planes of an RGB frame (chroma from each 2x2 block's top-left pixel), BT.601 limited range.
+fn i420(frame: &RgbImage) -> Vec<u8> {
+    let (w, h) = frame.dimensions();
+    let enc = YuvEncoding::default();
+    let mut y_plane = Vec::with_capacity((w * h) as usize);
+    let (mut u, mut v) = (Vec::new(), Vec::new());
+    for py in 0..h {
+        for px in 0..w {
+            let yuv = rgb_to_yuv_pixel(frame.get_pixel(px, py).0, enc);
+            y_plane.push(yuv[0]);
+            if px % 2 == 0 && py % 2 == 0 {
+                u.push(yuv[1]);
+                v.push(yuv[2]);
+            }
+        }
+    }
+    [y_plane, u, v].concat()
+}
+
+fn write_y4m(path: &Path, frames: &[RgbImage]) {
+    let (w, h) = frames[0].dimensions();
+    let mut bytes = format!("YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n").into_bytes();
+    for frame in frames {
+        bytes.extend_from_slice(b"FRAME\n");
+        bytes.extend(i420(frame));
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn run(source: &mut dyn mien_pipeline::source::FrameSource, pipeline: &mut Pipeline) -> Collect {
+    let mut collect = Collect::default();
+    mien_pipeline::run(source, pipeline, &mut [&mut collect], &RunOptions::default(), &AtomicBool::new(false)).unwrap();
+    collect
+}
+
+#[test]
+fn a_face_moving_through_a_y4m_video_keeps_one_track() {
+    let Some(portrait) = portrait("a_face_moving_through_a_y4m_video_keeps_one_track") else { return };
+    let frames: Vec<RgbImage> = (0..10).map(|i| frame_with_face(&portrait, Some((20 + 30 * i, 100 + 5 * i)))).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("moving.y4m");
+    write_y4m(&video, &frames);
+    let mut source = Y4mSource::open(&video).unwrap();
+    let collect = run(&mut source, &mut pipeline(PipelineConfig::default()));
+    assert_eq!(collect.frames.len(), 10);
+    let tracks: Vec<u64> = collect.frames.iter().map(|f| {
+        assert_eq!(f.faces.len(), 1, "frame {}: {:?}", f.frame, f.faces);
+        f.faces[0].track
+    }).collect();
+    assert!(tracks.iter().all(|&t| t == tracks[0]), "track ids changed: {tracks:?}");
+    // Boxes follow the face: 30 px right and 5 px down per frame.
+    for pair in collect.frames.windows(2) {
+        let (a, b) = (pair[0].faces[0].rect.center(), pair[1].faces[0].rect.center());
+        assert!((b.0 - a.0 - 30.0).abs() < 8.0 && (b.1 - a.1 - 5.0).abs() < 8.0, "{a:?} -> {b:?}");
+    }
+    // 10 fps timeline.
+    assert_eq!(collect.frames[3].timestamp_ms, 300.0);
+    let summary = collect.summary.unwrap();
+    assert_eq!((summary.frames, summary.faces, summary.tracks), (10, 10, 1));
+    assert_eq!(summary.stopped_by, "end of source");
+}
+
+#[test]
+fn a_face_that_leaves_ends_its_track_and_comes_back_as_a_new_one() {
+    let Some(portrait) = portrait("a_face_that_leaves_ends_its_track") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    // Frames 0-2: face; 3-8: none (600 ms at 10 fps); 9-10: the face again.
+    let layout: Vec<Option<(i64, i64)>> =
+        (0..11).map(|i| if (3..9).contains(&i) { None } else { Some((200, 100)) }).collect();
+    let mut files = Vec::new();
+    for (i, at) in layout.iter().enumerate() {
+        let path = dir.path().join(format!("frame{i:02}.png"));
+        frame_with_face(&portrait, *at).save(&path).unwrap();
+        files.push(path);
+    }
+    let config = PipelineConfig {
+        tracker: TrackerConfig { expire_after: Duration::from_millis(300), ..TrackerConfig::default() },
+        ..PipelineConfig::default()
+    };
+    let mut source = ImageSource::files(files, "test frames".into());
+    let collect = run(&mut source, &mut pipeline(config));
+    let first = collect.frames[0].faces[0].track;
+    for f in &collect.frames[3..9] {
+        assert!(f.faces.is_empty(), "frame {} should have no face", f.frame);
+    }
+    // Last seen at 200 ms; unseen for more than 300 ms at 600 ms (frame 6).
+    let ended_at: Vec<u64> = collect.frames.iter().filter(|f| f.ended_tracks.contains(&first)).map(|f| f.frame).collect();
+    assert_eq!(ended_at, vec![6]);
+    let back = collect.frames[9].faces[0].track;
+    assert_ne!(back, first);
+    assert_eq!(collect.frames[10].faces[0].track, back);
+    assert_eq!(collect.summary.unwrap().frames_without_faces, 6);
+}
+
+#[test]
+fn raw_yuyv_video_finds_the_faces_the_images_show() {
+    let Some(portrait) = portrait("raw_yuyv_video_finds_the_faces_the_images_show") else { return };
+    let frames: Vec<RgbImage> = [Some((40, 60)), None, Some((300, 200))].iter().map(|at| frame_with_face(&portrait, *at)).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let enc = YuvEncoding::default();
+    let mut raw = Vec::new();
+    let mut files = Vec::new();
+    for (i, frame) in frames.iter().enumerate() {
+        for pair in frame.as_raw().chunks_exact(6) {
+            let a = rgb_to_yuv_pixel([pair[0], pair[1], pair[2]], enc);
+            let b = rgb_to_yuv_pixel([pair[3], pair[4], pair[5]], enc);
+            raw.extend_from_slice(&[a[0], a[1], b[0], a[2]]);
+        }
+        let path = dir.path().join(format!("{i}.png"));
+        frame.save(&path).unwrap();
+        files.push(path);
+    }
+    // A recording cut off mid-frame: the partial frame is reported, not processed.
+    raw.extend_from_slice(&[16u8; 1000]);
+    let video = dir.path().join("clip.yuyv");
+    std::fs::write(&video, &raw).unwrap();
+
+    let mut from_video = RawVideoSource::open(&video, PixelFormat::Yuyv, 640, 480, 10.0).unwrap();
+    let video_run = run(&mut from_video, &mut pipeline(PipelineConfig::default()));
+    let mut from_images = ImageSource::files(files, "pngs".into());
+    let image_run = run(&mut from_images, &mut pipeline(PipelineConfig::default()));
+    assert_eq!(video_run.frames.len(), 3);
+    assert_eq!(video_run.summary.as_ref().unwrap().skipped, 1);
+    assert!(matches!(&video_run.notices[0], Notice::Skipped { reason } if reason.contains("cut short")), "{:?}", video_run.notices);
+    for (v, i) in video_run.frames.iter().zip(&image_run.frames) {
+        assert_eq!(v.faces.len(), i.faces.len(), "frame {}", v.frame);
+        for (a, b) in v.faces.iter().zip(&i.faces) {
+            let (ac, bc) = (a.rect.center(), b.rect.center());
+            assert!((ac.0 - bc.0).abs() < 4.0 && (ac.1 - bc.1).abs() < 4.0, "{:?} vs {:?}", a.rect, b.rect);
+        }
+    }
+    assert_eq!(video_run.frames.iter().map(|f| f.faces.len()).collect::<Vec<_>>(), vec![1, 0, 1]);
+}
+
+#[test]
+fn unreadable_images_are_reported_and_json_lines_follow_the_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    RgbImage::from_pixel(64, 48, image::Rgb([10, 20, 30])).save(dir.path().join("a.png")).unwrap();
+    std::fs::write(dir.path().join("b.jpg"), b"not a jpeg").unwrap();
+    std::fs::write(dir.path().join("notes.txt"), b"ignored: not an image name").unwrap();
+    let mut source = ImageSource::folder(dir.path()).unwrap();
+    let mut out = Vec::new();
+    {
+        let mut sink = JsonLinesSink::new(&mut out);
+        mien_pipeline::run(&mut source, &mut pipeline(PipelineConfig::default()), &mut [&mut sink], &RunOptions::default(), &AtomicBool::new(false))
+            .unwrap();
+    }
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).expect("each line is JSON")).collect();
+    let kinds: Vec<&str> = lines.iter().map(|l| l["type"].as_str().unwrap()).collect();
+    assert_eq!(kinds, vec!["frame", "notice", "summary"]);
+    assert!(lines.iter().all(|l| l["schema"] == "mien.run/1"));
+    let frame = &lines[0];
+    assert_eq!(frame["faces"], serde_json::json!([]), "no face is reported as an empty list");
+    for field in ["source", "frame", "timestamp_ms", "width", "height", "dropped", "timings", "ended_tracks"] {
+        assert!(frame.get(field).is_some(), "frame line lacks {field}: {frame}");
+    }
+    assert_eq!(lines[1]["event"], "skipped");
+    assert!(lines[1]["reason"].as_str().unwrap().contains("b.jpg"), "{}", lines[1]);
+    assert_eq!(lines[2]["skipped"], 1);
+    assert_eq!(lines[2]["frames"], 1);
+
+    let empty = tempfile::tempdir().unwrap();
+    let err = ImageSource::folder(empty.path()).unwrap_err().to_string();
+    assert!(err.contains("no image files"), "{err}");
+}
