@@ -67,8 +67,7 @@ fn five_faces_in_a_group_photo_with_the_full_range_model() {
 
 #[test]
 fn two_faces_side_by_side_with_the_short_range_model() {
-    let Some(path) = common::photo("two_faces_side_by_side_with_the_short_range_model", "astronaut.png") else { return };
-    let astronaut = mien_image::open_rgb(&path).unwrap();
+    let astronaut = mien_image::open_rgb(common::committed_photo("astronaut.png")).unwrap();
     // The astronaut's head and shoulders twice, in a 640x320 frame.
     let portrait = mien_image::crop_rgb(&astronaut, mien_image::PixelRect { x: 96, y: 0, width: 256, height: 256 });
     let mut frame = RgbImage::from_pixel(640, 320, image::Rgb([40, 40, 40]));
@@ -81,8 +80,7 @@ fn two_faces_side_by_side_with_the_short_range_model() {
 
 #[test]
 fn moving_a_face_moves_its_box_by_the_same_amount() {
-    let Some(path) = common::photo("moving_a_face_moves_its_box_by_the_same_amount", "astronaut.png") else { return };
-    let astronaut = mien_image::open_rgb(&path).unwrap();
+    let astronaut = mien_image::open_rgb(common::committed_photo("astronaut.png")).unwrap();
     let portrait = mien_image::crop_rgb(&astronaut, mien_image::PixelRect { x: 96, y: 0, width: 256, height: 256 });
     let detector = short_range();
     let place = |x: i64, y: i64| -> Rect {
@@ -110,8 +108,7 @@ fn no_face_in_a_face_free_frame_and_faces_below_the_minimum_size_are_ignored() {
     assert!(detector.detect(&gradient).unwrap().is_empty());
     assert!(detector.detect(&RgbImage::new(0, 0)).unwrap().is_empty());
 
-    let Some(path) = common::photo("no_face_in_a_face_free_frame", "astronaut.png") else { return };
-    let astronaut = mien_image::open_rgb(&path).unwrap();
+    let astronaut = mien_image::open_rgb(common::committed_photo("astronaut.png")).unwrap();
     let faces = detector.detect(&astronaut).unwrap();
     assert_eq!(faces.len(), 1);
     let size = faces[0].rect.width.max(faces[0].rect.height);

@@ -58,10 +58,9 @@ fn frame_with_face(portrait: &RgbImage, at: Option<(i64, i64)>) -> RgbImage {
     frame
 }
 
-fn portrait(test: &str) -> Option<RgbImage> {
-    let path = common::photo(test, "astronaut.png")?;
-    let astronaut = mien_image::open_rgb(&path).unwrap();
-    Some(mien_image::crop_rgb(&astronaut, mien_image::PixelRect { x: 96, y: 0, width: 256, height: 256 }))
+fn portrait() -> RgbImage {
+    let astronaut = mien_image::open_rgb(common::committed_photo("astronaut.png")).unwrap();
+    mien_image::crop_rgb(&astronaut, mien_image::PixelRect { x: 96, y: 0, width: 256, height: 256 })
 }
 
 /// I420 planes of an RGB frame (chroma from each 2x2 block's top-left pixel), BT.601 limited range.
@@ -101,7 +100,7 @@ fn run(source: &mut dyn mien_pipeline::source::FrameSource, pipeline: &mut Pipel
 
 #[test]
 fn a_face_moving_through_a_y4m_video_keeps_one_track() {
-    let Some(portrait) = portrait("a_face_moving_through_a_y4m_video_keeps_one_track") else { return };
+    let portrait = portrait();
     let frames: Vec<RgbImage> = (0..10).map(|i| frame_with_face(&portrait, Some((20 + 30 * i, 100 + 5 * i)))).collect();
     let dir = tempfile::tempdir().unwrap();
     let video = dir.path().join("moving.y4m");
@@ -128,7 +127,7 @@ fn a_face_moving_through_a_y4m_video_keeps_one_track() {
 
 #[test]
 fn a_face_that_leaves_ends_its_track_and_comes_back_as_a_new_one() {
-    let Some(portrait) = portrait("a_face_that_leaves_ends_its_track") else { return };
+    let portrait = portrait();
     let dir = tempfile::tempdir().unwrap();
     // Frames 0-2: face; 3-8: none (600 ms at 10 fps); 9-10: the face again.
     let layout: Vec<Option<(i64, i64)>> =
@@ -160,7 +159,7 @@ fn a_face_that_leaves_ends_its_track_and_comes_back_as_a_new_one() {
 
 #[test]
 fn raw_yuyv_video_finds_the_faces_the_images_show() {
-    let Some(portrait) = portrait("raw_yuyv_video_finds_the_faces_the_images_show") else { return };
+    let portrait = portrait();
     let frames: Vec<RgbImage> = [Some((40, 60)), None, Some((300, 200))].iter().map(|at| frame_with_face(&portrait, *at)).collect();
     let dir = tempfile::tempdir().unwrap();
     let enc = YuvEncoding::default();

@@ -85,7 +85,7 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/mien"))
 }
 
-/// A face photo fetched by tools/fetch_test_photos.sh (single_face.jpg, multi_face.jpg, astronaut.png);
+/// A face photo fetched by tools/fetch_test_photos.sh (single_face.jpg, multi_face.jpg);
 /// None (after saying why) when absent outside CI.
 pub fn photo(test: &str, name: &str) -> Option<PathBuf> {
     let path = cache_dir().join("photos").join(name);
@@ -99,4 +99,9 @@ pub fn photo(test: &str, name: &str) -> Option<PathBuf> {
 /// The committed face detector plan.
 pub fn detector_plan() -> PathBuf {
     root().join("models/blazeface/blazeface-short.mien")
+}
+
+/// A photo committed under tests/data/photos (public domain; see its README).
+pub fn committed_photo(name: &str) -> PathBuf {
+    root().join("tests/data/photos").join(name)
 }

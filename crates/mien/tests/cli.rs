@@ -243,3 +243,79 @@ fn info_cpu_without_a_plan() {
     let out = mien(&[os("info")]);
     assert_eq!(out.status.code(), Some(2), "a plan is required without --cpu");
 }
+
+fn detector() -> PathBuf {
+    root().join("models/blazeface/blazeface-short.mien")
+}
+
+fn one_line_error(out: &Output) -> String {
+    assert!(!out.status.success(), "expected failure, got {:?}", out.status);
+    assert!(out.stdout.is_empty(), "an error writes no results: {}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(stderr.lines().count(), 1, "one-line error expected: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+#[test]
+fn run_json_labels_match_classify_on_the_saved_crops() {
+    let crops = tempfile::tempdir().unwrap();
+    let out = mien(&[
+        os("run"), os("--plan"), plan().as_os_str(), os("--detector"), detector().as_os_str(),
+        os("--source"), photo("astronaut.png").as_os_str(), os("--json"), os("--smoothing"), os("1"),
+        os("--save-crops"), crops.path().as_os_str(), os("--threads"), os("1"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let frames: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "frame").collect();
+    assert_eq!(frames.len(), 1);
+    let faces = frames[0]["faces"].as_array().unwrap();
+    assert_eq!(faces.len(), 1, "{}", frames[0]);
+    let face = &faces[0];
+    assert_eq!(face["track"], 1);
+    let saved: Vec<PathBuf> = std::fs::read_dir(crops.path()).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(saved.len(), 1, "{saved:?}");
+    assert!(saved[0].extension().unwrap() == "png");
+    let classified = mien(&[os("classify"), plan().as_os_str(), saved[0].as_os_str(), os("--json"), os("--threads"), os("1")]);
+    assert!(classified.status.success());
+    let classified: serde_json::Value = serde_json::from_slice(&classified.stdout).unwrap();
+    assert_eq!(face["frame_label"], classified["label"]);
+    // Smoothing off: the run's probabilities are the crop's own.
+    for (label, p) in classified["probabilities"].as_object().unwrap() {
+        let ours = face["probabilities"][label].as_f64().unwrap();
+        assert!((ours - p.as_f64().unwrap()).abs() < 1e-6, "{label}: run {ours} vs classify {p}");
+    }
+    let summary = lines.last().unwrap();
+    assert_eq!((summary["type"].as_str(), summary["frames"].as_u64()), (Some("summary"), Some(1)));
+}
+
+#[test]
+fn run_errors_are_one_line() {
+    let run = |extra: &[&std::ffi::OsStr]| {
+        let mut args = vec![os("run"), os("--plan"), plan().into_os_string().leak(), os("--detector"), detector().into_os_string().leak()];
+        args.extend_from_slice(extra);
+        mien(&args)
+    };
+    let e = one_line_error(&run(&[os("--source"), os("/nonexistent/frames")]));
+    assert!(e.contains("/nonexistent/frames") && e.contains("no such file"), "{e}");
+    let cargo_toml = root().join("Cargo.toml");
+    let e = one_line_error(&run(&[os("--source"), cargo_toml.as_os_str()]));
+    assert!(e.contains("expected a camera, a folder of images"), "{e}");
+    let e = one_line_error(&run(&[os("--source"), photo("astronaut.png").as_os_str(), os("--raw-format"), os("YUYV")]));
+    assert!(e.contains("--raw-format and --raw-size go together"), "{e}");
+    let e = one_line_error(&run(&[os("--source"), photo("astronaut.png").as_os_str(), os("--max-frames"), os("0")]));
+    assert!(e.contains("--max-frames"), "{e}");
+    let e = one_line_error(&run(&[os("--source"), photo("astronaut.png").as_os_str(), os("--smoothing"), os("0")]));
+    assert!(e.contains("--smoothing"), "{e}");
+    // Plans swapped.
+    let out = mien(&[
+        os("run"), os("--plan"), detector().as_os_str(), os("--detector"), plan().as_os_str(),
+        os("--source"), photo("astronaut.png").as_os_str(),
+    ]);
+    let e = one_line_error(&out);
+    assert!(e.contains("--plan") && e.contains("detector plan"), "{e}");
+    let empty = tempfile::tempdir().unwrap();
+    let e = one_line_error(&run(&[os("--source"), empty.path().as_os_str()]));
+    assert!(e.contains("no image files"), "{e}");
+}
