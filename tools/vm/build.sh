@@ -1,24 +1,26 @@
 #!/usr/bin/env bash
 # Builds a bootable initramfs that runs mien against the kernel's vivid V4L2 driver:
-#   busybox (static) + vivid.ko and its dependencies from Debian's kernel package + the mien binary and
-#   the C libraries it links + a plan + an /init that loads vivid, runs tools/vm/guest-test.sh and
-#   powers off. tools/vm/run.sh boots it.
+#   busybox (static) + vivid.ko and its dependencies from Debian's kernel package + v4l2-ctl (Debian's
+#   v4l-utils, to feed vivid's output node) + the mien binary and the C libraries both link + a plan,
+#   the face detector plan and any --add files + an /init that loads vivid, runs
+#   tools/vm/guest-test.sh and powers off. tools/vm/run.sh boots it.
 #
 #   tools/vm/build.sh --arch arm64 --binary target/aarch64-unknown-linux-gnu/debug/mien \
-#       --plan models/tiny-vit/tiny-vit-int8.mien --out target/vm/arm64
+#       --plan models/tiny-vit/tiny-vit-int8.mien --out target/vm/arm64 [--add faces.yuyv ...]
 #
 # Debian packages (kernel, busybox) are downloaded once into $MIEN_CACHE/vm/<arch> (default
 # ~/.cache/mien/vm), never into the repository. Host needs: apt-get, dpkg, depmod (kmod), cpio, gzip.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-arch=arm64 binary="" plan="" out=""
+arch=arm64 binary="" plan="" out="" adds=()
 while [ $# -gt 0 ]; do
   case "$1" in
     --arch) arch="$2"; shift 2 ;;
     --binary) binary="$2"; shift 2 ;;
     --plan) plan="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    --add) adds+=("$2"); shift 2 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "tools/vm/build.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -52,6 +54,15 @@ if [ ! -f "$cache/kernel.deb" ] || [ ! -f "$cache/busybox.deb" ]; then
   (cd "$cache/debs" && rm -f ./*.deb && apt-get "${apt_opts[@]}" -qq download "$kpkg" busybox-static)
   mv "$cache/debs"/linux-image-*.deb "$cache/kernel.deb.partial" && mv "$cache/kernel.deb.partial" "$cache/kernel.deb"
   mv "$cache/debs"/busybox-static*.deb "$cache/busybox.deb"
+fi
+# v4l2-ctl and the libraries it needs beyond the C/C++ runtime (which come from the cross toolchain).
+if [ ! -x "$cache/v4l-utils/usr/bin/v4l2-ctl" ]; then
+  [ -d "$cache/lists" ] && ls "$cache/lists" | grep -q Packages || apt-get "${apt_opts[@]}" -qq update
+  echo "vm: downloading v4l-utils ($arch)" >&2
+  rm -rf "$cache/v4l-debs" "$cache/v4l-utils.partial" && mkdir -p "$cache/v4l-debs"
+  (cd "$cache/v4l-debs" && apt-get "${apt_opts[@]}" -qq download v4l-utils libv4l-0 libv4lconvert0 libjpeg62-turbo)
+  for deb in "$cache/v4l-debs"/*.deb; do dpkg -x "$deb" "$cache/v4l-utils.partial"; done
+  mv "$cache/v4l-utils.partial" "$cache/v4l-utils"
 fi
 if [ ! -d "$cache/kernel/boot" ]; then
   rm -rf "$cache/kernel.partial"
@@ -88,24 +99,38 @@ for m in $order; do
   echo "$name" >> "$root/lib/modules/load-order"
 done
 
-# The binary and its shared libraries (ELF interpreter included) from the target's C library.
+# The binaries and their shared libraries (ELF interpreter included), found in the target's C library
+# and in the extracted v4l-utils packages, dependencies of dependencies included.
 cp "$binary" "$root/mien/mien"
-interp=$("$readelf" -l "$binary" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
-needed=$("$readelf" -d "$binary" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p')
+mkdir -p "$root/usr/bin"
+cp "$cache/v4l-utils/usr/bin/v4l2-ctl" "$root/usr/bin/v4l2-ctl"
+multiarch=$([ "$arch" = arm64 ] && echo aarch64-linux-gnu || echo x86_64-linux-gnu)
 find_lib() {
-  for d in "$libroot/lib" "$libroot/lib64" "$libroot/lib/x86_64-linux-gnu" "$libroot/usr/lib/x86_64-linux-gnu"; do
+  for d in "$cache/v4l-utils/usr/lib/$multiarch" "$libroot/lib" "$libroot/lib64" "$libroot/lib/x86_64-linux-gnu" "$libroot/usr/lib/x86_64-linux-gnu"; do
     [ -e "$d/$1" ] && { echo "$d/$1"; return; }
   done
-  echo "tools/vm/build.sh: shared library $1 not found under $libroot" >&2; exit 1
+  echo "tools/vm/build.sh: shared library $1 not found under $libroot or the v4l-utils packages" >&2; exit 1
 }
-if [ -n "$interp" ]; then
-  mkdir -p "$root$(dirname "$interp")"
-  cp -L "$(find_lib "$(basename "$interp")")" "$root$interp"
-fi
-for lib in $needed; do cp -L "$(find_lib "$lib")" "$root/lib/$lib"; done
-[ -d "$root/lib64" ] && for lib in $needed; do ln -sf "../lib/$lib" "$root/lib64/$lib"; done
+copy_libs() {
+  local elf=$1 lib interp
+  interp=$("$readelf" -l "$elf" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')
+  if [ -n "$interp" ] && [ ! -e "$root$interp" ]; then
+    mkdir -p "$root$(dirname "$interp")"
+    cp -L "$(find_lib "$(basename "$interp")")" "$root$interp"
+  fi
+  for lib in $("$readelf" -d "$elf" | sed -n 's/.*Shared library: \[\(.*\)\]/\1/p'); do
+    [ -e "$root/lib/$lib" ] && continue
+    cp -L "$(find_lib "$lib")" "$root/lib/$lib"
+    [ -d "$root/lib64" ] && ln -sf "../lib/$lib" "$root/lib64/$lib"
+    copy_libs "$root/lib/$lib"
+  done
+}
+copy_libs "$root/mien/mien"
+copy_libs "$root/usr/bin/v4l2-ctl"
 
 cp "$plan" "$root/mien/plan.mien"
+cp "$here/../../models/blazeface/blazeface-short.mien" "$root/mien/detector.mien"
+for f in "${adds[@]}"; do cp "$f" "$root/mien/"; done
 cp "$here/guest-test.sh" "$root/mien/guest-test.sh"
 cp "$here/init" "$root/init"
 chmod +x "$root/init" "$root/mien/guest-test.sh"
