@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 use std::time::Instant;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use clap::Args;
 use mien_runtime::{Classifier, RgbImage};
 use serde_json::json;
@@ -22,9 +22,19 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 2)]
     warmup: usize,
     /// Print JSON: load_ms, optimize_ms, latency_ms {p50, p90, p99, mean, min, max}, preprocess_ms,
-    /// peak_rss_mb, threads, runs.
+    /// peak_rss_mb, threads, runs. With --pipeline: stages_ms {STAGE: {p50, p90, mean}} and totals.
     #[arg(long)]
     json: bool,
+    /// Time the camera pipeline's stages on a 640x480 frame made from --image (fitted, grey bars): MJPEG
+    /// decode, YUYV conversion, face detection, crop, classifier preprocessing, classification.
+    #[arg(long, requires = "image")]
+    pipeline: bool,
+    /// --pipeline: a photo with one face.
+    #[arg(long, value_name = "FILE")]
+    image: Option<std::path::PathBuf>,
+    /// --pipeline: the face detector plan (default: models/blazeface/blazeface-short.mien, as mien run).
+    #[arg(long, value_name = "PLAN")]
+    detector: Option<std::path::PathBuf>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -36,6 +46,9 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 pub fn run(args: BenchArgs) -> Result<ExitCode> {
     if args.runs == 0 {
         bail!("--runs: expected at least 1");
+    }
+    if args.pipeline {
+        return pipeline(args);
     }
     let classifier = Classifier::load(&args.run.plan, &args.run.options())?;
     let t = classifier.timings();
@@ -88,6 +101,120 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             Some(rss) => println!("peak RSS    {rss:.0} MB"),
             None => println!("peak RSS    unknown (no /proc/self/status)"),
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// p50, p90 and mean of a list of milliseconds.
+fn stats(mut ms: Vec<f64>) -> serde_json::Value {
+    ms.sort_by(f64::total_cmp);
+    let mean = ms.iter().sum::<f64>() / ms.len() as f64;
+    json!({"p50": percentile(&ms, 50.0), "p90": percentile(&ms, 90.0), "mean": mean})
+}
+
+/// `mien bench --pipeline`: each stage of `mien run` on one camera-sized frame with a face.
+fn pipeline(args: BenchArgs) -> Result<ExitCode> {
+    use mien_capture::{pixel, FrameLayout, PixelFormat, YuvEncoding};
+    let image_path = args.image.as_ref().expect("clap requires --image");
+    let photo = mien_image::open_rgb(image_path).with_context(|| format!("--image {}", image_path.display()))?;
+    // The photo fitted into 640x480, as a camera would frame it.
+    let scale = (640.0 / photo.width() as f64).min(480.0 / photo.height() as f64);
+    let (w, h) = (((photo.width() as f64 * scale) as u32).max(1), ((photo.height() as f64 * scale) as u32).max(1));
+    let fitted = mien_image::resize_rgb(&photo, w, h, mien_image::Resample::Bilinear);
+    let mut frame = RgbImage::from_pixel(640, 480, image::Rgb([90, 90, 90]));
+    image::imageops::replace(&mut frame, &fitted, i64::from((640 - w) / 2), i64::from((480 - h) / 2));
+
+    let mut jpeg = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&frame)?;
+    let encoding = YuvEncoding::default();
+    let yuv: Vec<[u8; 3]> = frame.pixels().map(|p| pixel::scalar::rgb_to_yuv_pixel(p.0, encoding)).collect();
+    let yuyv: Vec<u8> = yuv.chunks_exact(2).flat_map(|p| [p[0][0], p[0][1], p[1][0], p[0][2]]).collect();
+
+    let runtime = args.run.options();
+    let classifier = Classifier::load(&args.run.plan, &runtime)?;
+    let detector_plan = args.detector.clone().unwrap_or_else(|| crate::live::default_detector());
+    let detector = mien_detect::FaceDetector::load(&detector_plan, &runtime, &mien_detect::DetectOptions::default())
+        .with_context(|| format!("--detector {}", detector_plan.display()))?;
+    let faces = detector.detect(&frame)?;
+    let Some(face) = faces.first() else {
+        bail!("--image {}: no face found in the 640x480 frame made from it; give a photo with a face", image_path.display());
+    };
+    let region = face.rect.square_crop(0.1, 640, 480).expect("non-empty frame");
+
+    let mjpeg_layout = FrameLayout::packed(PixelFormat::Mjpeg, 640, 480);
+    let yuyv_layout = FrameLayout::packed(PixelFormat::Yuyv, 640, 480);
+    let mut rgb = RgbImage::new(640, 480);
+    let mut timings: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
+    fn time(
+        timings: &mut std::collections::BTreeMap<&'static str, Vec<f64>>,
+        stage: &'static str,
+        f: &mut dyn FnMut() -> Result<()>,
+    ) -> Result<()> {
+        let start = Instant::now();
+        f()?;
+        timings.entry(stage).or_default().push(start.elapsed().as_secs_f64() * 1e3);
+        Ok(())
+    }
+    for i in 0..args.warmup + args.runs {
+        let mut crop = RgbImage::new(0, 0);
+        let mut input = Vec::new();
+        time(&mut timings, "mjpeg_decode", &mut || Ok(pixel::to_rgb(&mjpeg_layout, encoding, &jpeg, &mut rgb)?))?;
+        time(&mut timings, "yuyv_convert", &mut || Ok(pixel::to_rgb(&yuyv_layout, encoding, &yuyv, &mut rgb)?))?;
+        time(&mut timings, "detect", &mut || {
+            detector.detect(&rgb)?;
+            Ok(())
+        })?;
+        time(&mut timings, "crop", &mut || {
+            crop = mien_image::crop_rgb(&rgb, region);
+            Ok(())
+        })?;
+        time(&mut timings, "classifier_preprocess", &mut || {
+            input = classifier.preprocessor().run(&crop);
+            Ok(())
+        })?;
+        time(&mut timings, "classify", &mut || {
+            classifier.run_logits(&input)?;
+            Ok(())
+        })?;
+        if i < args.warmup {
+            timings.clear();
+        }
+    }
+    let p50 = |stage: &str| {
+        let mut v = timings[stage].clone();
+        v.sort_by(f64::total_cmp);
+        percentile(&v, 50.0)
+    };
+    let before_classify = |convert: &str| p50(convert) + p50("detect") + p50("crop") + p50("classifier_preprocess");
+    let yuyv_total = before_classify("yuyv_convert");
+    let mjpeg_total = before_classify("mjpeg_decode");
+    if args.json {
+        let stages: serde_json::Map<String, serde_json::Value> =
+            timings.iter().map(|(k, v)| (k.to_string(), stats(v.clone()))).collect();
+        let value = json!({
+            "image": image_path,
+            "frame": {"width": 640, "height": 480, "jpeg_bytes": jpeg.len()},
+            "face": face.rect,
+            "detector": detector_plan,
+            "plan": classifier.plan().path(),
+            "threads": classifier.threads(),
+            "runs": args.runs,
+            "stages_ms": stages,
+            "yuyv_frame_to_classifier_input_ms": yuyv_total,
+            "mjpeg_frame_to_classifier_input_ms": mjpeg_total,
+            "frame_with_classification_ms": yuyv_total + p50("classify"),
+        });
+        println!("{}", serde_json::to_string_pretty(&value)?);
+    } else {
+        println!("frame       640x480 from {} (JPEG {} bytes), face {:.0}x{:.0}", image_path.display(), jpeg.len(), face.rect.width, face.rect.height);
+        println!("threads     {}", classifier.threads());
+        for (stage, v) in &timings {
+            let s = stats(v.clone());
+            println!("{stage:<22} p50 {:>7.2} ms  p90 {:>7.2} ms", s["p50"].as_f64().unwrap(), s["p90"].as_f64().unwrap());
+        }
+        println!("YUYV frame to classifier input   {yuyv_total:.2} ms (p50 sum)");
+        println!("MJPEG frame to classifier input  {mjpeg_total:.2} ms (p50 sum)");
+        println!("whole frame, one face            {:.2} ms", yuyv_total + p50("classify"));
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -116,6 +116,12 @@ fn default_plan_candidates(relative: &str) -> Vec<PathBuf> {
     candidates
 }
 
+/// The detector plan `mien run` uses when none is given (for `mien bench --pipeline`).
+pub fn default_detector() -> PathBuf {
+    resolve_plan(None, "MIEN_DETECTOR", "blazeface/blazeface-short.mien", "--detector")
+        .unwrap_or_else(|_| PathBuf::from("models/blazeface/blazeface-short.mien"))
+}
+
 fn resolve_plan(given: Option<&Path>, env: &str, relative: &str, flag: &str) -> Result<PathBuf> {
     if let Some(path) = given {
         return Ok(path.to_path_buf());
