@@ -35,6 +35,10 @@ pub struct BenchArgs {
     /// --pipeline: the face detector plan (default: models/blazeface/blazeface-short.mien, as mien run).
     #[arg(long, value_name = "PLAN")]
     detector: Option<std::path::PathBuf>,
+    /// --pipeline: run only these stages (comma-separated: mjpeg_decode, yuyv_convert, detect, crop,
+    /// classifier_preprocess, classify), e.g. to count one kernel's ARM instructions.
+    #[arg(long, value_delimiter = ',', value_name = "STAGES")]
+    only: Vec<String>,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -145,16 +149,23 @@ fn pipeline(args: BenchArgs) -> Result<ExitCode> {
     let yuyv_layout = FrameLayout::packed(PixelFormat::Yuyv, 640, 480);
     let mut rgb = RgbImage::new(640, 480);
     let mut timings: std::collections::BTreeMap<&str, Vec<f64>> = Default::default();
-    fn time(
-        timings: &mut std::collections::BTreeMap<&'static str, Vec<f64>>,
-        stage: &'static str,
-        f: &mut dyn FnMut() -> Result<()>,
-    ) -> Result<()> {
+    const STAGES: [&str; 6] = ["mjpeg_decode", "yuyv_convert", "detect", "crop", "classifier_preprocess", "classify"];
+    if let Some(unknown) = args.only.iter().find(|s| !STAGES.contains(&s.as_str())) {
+        bail!("--only: unknown stage `{unknown}` (expected some of {})", STAGES.join(", "));
+    }
+    let only = args.only.clone();
+    let time = |timings: &mut std::collections::BTreeMap<&'static str, Vec<f64>>,
+                    stage: &'static str,
+                    f: &mut dyn FnMut() -> Result<()>|
+     -> Result<()> {
+        if !only.is_empty() && !only.iter().any(|s| s == stage) {
+            return Ok(());
+        }
         let start = Instant::now();
         f()?;
         timings.entry(stage).or_default().push(start.elapsed().as_secs_f64() * 1e3);
         Ok(())
-    }
+    };
     for i in 0..args.warmup + args.runs {
         let mut crop = RgbImage::new(0, 0);
         let mut input = Vec::new();
@@ -181,7 +192,10 @@ fn pipeline(args: BenchArgs) -> Result<ExitCode> {
         }
     }
     let p50 = |stage: &str| {
-        let mut v = timings[stage].clone();
+        let mut v = timings.get(stage).cloned().unwrap_or_default();
+        if v.is_empty() {
+            return 0.0;
+        }
         v.sort_by(f64::total_cmp);
         percentile(&v, 50.0)
     };
