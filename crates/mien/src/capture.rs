@@ -19,7 +19,8 @@ pub struct CaptureArgs {
     /// captures in a format mien reads (see `mien devices`).
     #[arg(long)]
     device: Option<String>,
-    /// Pixel format: YUYV, UYVY, NV12, GREY, RGB24 or BGR24. Default: the first of these the camera offers.
+    /// Pixel format: YUYV, NV12, I420, UYVY, MJPEG, RGB24, BGR24 or GREY. Default: the first of these the
+    /// camera offers.
     #[arg(long)]
     format: Option<PixelFormat>,
     /// Frame size WIDTHxHEIGHT (the driver may choose the nearest it supports; a warning says so).

@@ -197,9 +197,9 @@ fn capture_errors_are_one_line() {
     assert_eq!(out.status.code(), Some(2), "usage error");
     assert!(String::from_utf8_lossy(&out.stderr).contains("expected WIDTHxHEIGHT such as 640x480, got `640by480`"));
 
-    let out = mien(&[os("capture"), os("--format"), os("MJPG")]);
+    let out = mien(&[os("capture"), os("--format"), os("H264")]);
     assert_eq!(out.status.code(), Some(2), "usage error");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown pixel format `MJPG`"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown pixel format `H264`"));
 
     let out = mien(&[os("capture"), os("--count"), os("0")]);
     assert_eq!(out.status.code(), Some(1));
@@ -318,4 +318,62 @@ fn run_errors_are_one_line() {
     let empty = tempfile::tempdir().unwrap();
     let e = one_line_error(&run(&[os("--source"), empty.path().as_os_str()]));
     assert!(e.contains("no image files"), "{e}");
+}
+
+#[test]
+fn run_stops_cleanly_on_sigint_with_a_summary() {
+    // A long raw video (60 grey frames) played at 5 fps: still running when the signal comes.
+    let dir = tempfile::tempdir().unwrap();
+    let video = dir.path().join("grey.yuyv");
+    std::fs::write(&video, vec![128u8; 64 * 48 * 2 * 60]).unwrap();
+    let runner = std::env::var("MIEN_TEST_RUNNER").unwrap_or_default();
+    let mut words = runner.split_whitespace();
+    let mut command = match words.next() {
+        Some(program) => {
+            let mut c = Command::new(program);
+            c.args(words).arg(env!("CARGO_BIN_EXE_mien"));
+            c
+        }
+        None => Command::new(env!("CARGO_BIN_EXE_mien")),
+    };
+    let mut child = command
+        .args([os("run"), os("--plan"), plan().as_os_str(), os("--detector"), detector().as_os_str(), os("--source")])
+        .arg(&video)
+        .args(["--raw-format", "YUYV", "--raw-size", "64x48", "--max-fps", "5", "--json"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // The "started" notice comes once the signal handlers are in place (and the models loaded).
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
+    assert!(first.contains("\"started\""), "{first}");
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "exit {:?}: {}", out.status, String::from_utf8_lossy(&out.stderr));
+    let summary: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(summary["type"], "summary", "{text}");
+    assert_eq!(summary["stopped_by"], "signal", "{summary}");
+    let frames = summary["frames"].as_u64().unwrap();
+    assert!(frames >= 1 && frames < 60, "{frames} frames before the signal");
+    assert_eq!(summary["frames_without_faces"], frames, "grey frames have no face: {summary}");
+}
+
+#[test]
+fn run_without_a_camera_says_so() {
+    let has_video_nodes = std::fs::read_dir("/dev")
+        .map(|d| d.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with("video")))
+        .unwrap_or(false);
+    if has_video_nodes {
+        eprintln!("SKIPPED run_without_a_camera_says_so: this machine has /dev/video* nodes");
+        return;
+    }
+    let out = mien(&[os("run"), os("--plan"), plan().as_os_str(), os("--detector"), detector().as_os_str()]);
+    let e = one_line_error(&out);
+    assert!(e.contains("no video devices found"), "{e}");
 }
