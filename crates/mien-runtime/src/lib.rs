@@ -344,10 +344,14 @@ fn check_graph(plan: &Plan, model: &TypedModel) -> Result<(), String> {
     let output_len: Option<usize> = output_fact.shape.as_concrete().map(|s| s.iter().product());
     let expected: usize = manifest.output.shape.iter().product();
     if output_len != Some(expected) {
-        return Err(format!(
-            "output shape is {:?}, mien.json says {:?}",
-            output_fact.shape, manifest.output.shape
-        ));
+        return Err(match manifest.detector {
+            None => format!(
+                "output shape is {:?}, which does not hold the {} labels of mien.json",
+                output_fact.shape,
+                manifest.labels.len()
+            ),
+            Some(_) => format!("output shape is {:?}, mien.json's detector says {:?}", output_fact.shape, manifest.output.shape),
+        });
     }
     Ok(())
 }
