@@ -1,6 +1,7 @@
 //! The pipeline end to end on sequences built from a real photo: a face moving through a Y4M video
 //! keeps one track; a face that leaves ends its track; raw YUYV video and image files give the same
-//! faces; unreadable inputs are reported; JSON lines follow the mien.run/1 schema.
+//! faces; a corrupt frame in a Motion JPEG file is skipped and counted; unreadable inputs are reported;
+//! JSON lines follow the mien.run/1 schema.
 
 mod common;
 
@@ -13,7 +14,7 @@ use mien_capture::pixel::scalar::rgb_to_yuv_pixel;
 use mien_capture::{PixelFormat, YuvEncoding};
 use mien_detect::{DetectOptions, FaceDetector};
 use mien_pipeline::sink::{JsonLinesSink, Notice, Sink};
-use mien_pipeline::source::{ImageSource, RawVideoSource, Y4mSource};
+use mien_pipeline::source::{ImageSource, MjpegFileSource, RawVideoSource, Y4mSource};
 use mien_pipeline::{FrameResult, Pipeline, PipelineConfig, RunOptions, RunSummary};
 use mien_runtime::{Classifier, RuntimeOptions};
 use mien_track::TrackerConfig;
@@ -228,4 +229,44 @@ fn unreadable_images_are_reported_and_json_lines_follow_the_schema() {
     let empty = tempfile::tempdir().unwrap();
     let err = ImageSource::folder(empty.path()).unwrap_err().to_string();
     assert!(err.contains("no image files"), "{err}");
+}
+
+#[test]
+fn a_corrupt_frame_in_motion_jpeg_is_skipped_and_counted() {
+    let portrait = portrait();
+    let jpeg = |at: Option<(i64, i64)>| {
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 85)
+            .encode_image(&frame_with_face(&portrait, at))
+            .unwrap();
+        bytes
+    };
+    // Frame 1 is what a glitching camera sends: a start and end marker around noise, no frame header.
+    let mut corrupt = vec![0xFF, 0xD8];
+    corrupt.extend((0..5000u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 & 0x7F));
+    corrupt.extend([0xFF, 0xD9]);
+    let mut stream = Vec::new();
+    for frame in [jpeg(Some((100, 80))), corrupt, jpeg(Some((110, 80))), jpeg(None)] {
+        stream.extend(frame);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("clip.mjpeg");
+    std::fs::write(&path, &stream).unwrap();
+
+    let mut source = MjpegFileSource::open(&path, 10.0).unwrap();
+    let collect = run(&mut source, &mut pipeline(PipelineConfig::default()));
+    let faces: Vec<(u64, usize)> = collect.frames.iter().map(|f| (f.frame, f.faces.len())).collect();
+    assert_eq!(faces, vec![(0, 1), (2, 1), (3, 0)], "frames and their face counts");
+    assert_eq!(collect.frames[0].faces[0].track, collect.frames[1].faces[0].track, "one person across the glitch");
+    assert!(
+        matches!(&collect.notices[..], [Notice::Skipped { reason }] if reason.contains("frame 1")),
+        "{:?}",
+        collect.notices
+    );
+    let summary = collect.summary.unwrap();
+    assert_eq!((summary.frames, summary.skipped), (3, 1));
+
+    std::fs::write(&path, b"GIF89a").unwrap();
+    let err = MjpegFileSource::open(&path, 10.0).unwrap_err().to_string();
+    assert!(err.contains("not Motion JPEG"), "{err}");
 }

@@ -39,9 +39,8 @@ pub fn decode(
             continue;
         }
         let rect = Rect::from_center(values[0] / w + anchor.x, values[1] / h + anchor.y, values[2] / w, values[3] / h);
-        let keypoints = (0..spec.keypoints)
-            .map(|k| (values[4 + 2 * k] / w + anchor.x, values[5 + 2 * k] / h + anchor.y))
-            .collect();
+        let keypoints =
+            (0..spec.keypoints).map(|k| (values[4 + 2 * k] / w + anchor.x, values[5 + 2 * k] / h + anchor.y)).collect();
         found.push(RawDetection { rect, score, keypoints });
     }
     found
@@ -55,15 +54,15 @@ pub fn weighted_nms(mut detections: Vec<RawDetection>, iou: f32) -> Vec<RawDetec
     let mut merged = Vec::new();
     while !detections.is_empty() {
         let best = detections[0].rect;
-        let (group, rest): (Vec<_>, Vec<_>) = detections.into_iter().partition(|d| d.rect.iou(&best) > iou || d.rect == best);
+        let (group, rest): (Vec<_>, Vec<_>) =
+            detections.into_iter().partition(|d| d.rect.iou(&best) > iou || d.rect == best);
         detections = rest;
         let total: f32 = group.iter().map(|d| d.score).sum();
         let mean = |f: &dyn Fn(&RawDetection) -> f32| group.iter().map(|d| f(d) * d.score).sum::<f32>() / total;
         let (x0, y0) = (mean(&|d| d.rect.x), mean(&|d| d.rect.y));
         let (x1, y1) = (mean(&|d| d.rect.right()), mean(&|d| d.rect.bottom()));
-        let keypoints = (0..group[0].keypoints.len())
-            .map(|k| (mean(&|d| d.keypoints[k].0), mean(&|d| d.keypoints[k].1)))
-            .collect();
+        let keypoints =
+            (0..group[0].keypoints.len()).map(|k| (mean(&|d| d.keypoints[k].0), mean(&|d| d.keypoints[k].1))).collect();
         merged.push(RawDetection { rect: Rect::new(x0, y0, x1 - x0, y1 - y0), score: group[0].score, keypoints });
     }
     merged

@@ -73,7 +73,11 @@ pub struct FaceDetector {
 
 impl FaceDetector {
     /// Loads and optimizes a detector plan.
-    pub fn load(path: impl AsRef<Path>, runtime: &RuntimeOptions, options: &DetectOptions) -> Result<FaceDetector, DetectError> {
+    pub fn load(
+        path: impl AsRef<Path>,
+        runtime: &RuntimeOptions,
+        options: &DetectOptions,
+    ) -> Result<FaceDetector, DetectError> {
         let model = Model::load(path, runtime)?;
         let manifest = model.manifest();
         let Some(spec) = manifest.detector.clone() else {
@@ -108,10 +112,16 @@ impl FaceDetector {
         if frame.width() == 0 || frame.height() == 0 {
             return Ok(Vec::new());
         }
-        let (canvas, letterbox) = Letterbox::fit(frame, self.input_width as u32, self.input_height as u32, self.model.manifest().preprocessing.resample);
+        let (canvas, letterbox) = Letterbox::fit(
+            frame,
+            self.input_width as u32,
+            self.input_height as u32,
+            self.model.manifest().preprocessing.resample,
+        );
         let input = self.model.preprocessor().run(&canvas);
         let output = self.model.run(&input)?;
-        let found = decode::decode(&output, &self.anchors, &self.spec, self.input_width, self.input_height, self.min_score);
+        let found =
+            decode::decode(&output, &self.anchors, &self.spec, self.input_width, self.input_height, self.min_score);
         let merged = decode::weighted_nms(found, self.nms_iou);
         Ok(merged
             .into_iter()

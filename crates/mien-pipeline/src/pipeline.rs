@@ -137,7 +137,11 @@ fn ms_since(start: Instant) -> f64 {
 
 impl Pipeline {
     /// A pipeline over a loaded detector and classifier.
-    pub fn new(detector: FaceDetector, classifier: Classifier, config: PipelineConfig) -> Result<Pipeline, PipelineError> {
+    pub fn new(
+        detector: FaceDetector,
+        classifier: Classifier,
+        config: PipelineConfig,
+    ) -> Result<Pipeline, PipelineError> {
         if let Some(dir) = &config.save_crops {
             std::fs::create_dir_all(dir)
                 .map_err(|e| PipelineError::SaveCrop { path: dir.clone(), message: e.to_string() })?;

@@ -59,7 +59,10 @@ pub enum RunError {
     Sink(std::io::Error),
 }
 
-fn to_all(sinks: &mut [&mut dyn Sink], mut call: impl FnMut(&mut dyn Sink) -> std::io::Result<()>) -> Result<bool, RunError> {
+fn to_all(
+    sinks: &mut [&mut dyn Sink],
+    mut call: impl FnMut(&mut dyn Sink) -> std::io::Result<()>,
+) -> Result<bool, RunError> {
     for sink in sinks.iter_mut() {
         match call(&mut **sink) {
             Ok(()) => {}

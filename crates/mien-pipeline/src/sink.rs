@@ -150,7 +150,11 @@ impl<W: Write> Sink for TerminalSink<W> {
             let faces = if r.faces.is_empty() {
                 "no face".to_string()
             } else {
-                r.faces.iter().map(|f| format!("#{} {} {:.2}", f.track, f.label, f.score)).collect::<Vec<_>>().join(", ")
+                r.faces
+                    .iter()
+                    .map(|f| format!("#{} {} {:.2}", f.track, f.label, f.score))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             };
             let name = r.file.as_ref().map(|f| format!(" {}", f.display())).unwrap_or_default();
             return writeln!(self.out, "frame {}{name}: {faces}{timings}", r.frame);
@@ -171,7 +175,14 @@ impl<W: Write> Sink for TerminalSink<W> {
         for f in &r.faces {
             screen.push_str(&format!(
                 "  #{:<4} {:<10} {:.2} {}   box {:.0},{:.0} {:.0}x{:.0}\n",
-                f.track, f.label, f.score, bar(f.score), f.rect.x, f.rect.y, f.rect.width, f.rect.height
+                f.track,
+                f.label,
+                f.score,
+                bar(f.score),
+                f.rect.x,
+                f.rect.y,
+                f.rect.width,
+                f.rect.height
             ));
         }
         if !timings.is_empty() {

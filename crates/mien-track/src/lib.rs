@@ -173,7 +173,12 @@ impl Tracker {
                 }
             };
             let track = &self.tracks[t];
-            faces.push(TrackedFace { id: track.id, probabilities: track.probabilities.clone(), label: track.label, frames: track.frames });
+            faces.push(TrackedFace {
+                id: track.id,
+                probabilities: track.probabilities.clone(),
+                label: track.label,
+                frames: track.frames,
+            });
         }
 
         let expire_after = self.config.expire_after;

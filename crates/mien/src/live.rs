@@ -11,7 +11,7 @@ use clap::Args;
 use mien_capture::{CaptureRequest, PixelFormat};
 use mien_detect::{DetectOptions, FaceDetector};
 use mien_pipeline::sink::{JsonLinesSink, Notice, Sink, TerminalSink};
-use mien_pipeline::source::{FrameSource, ImageSource, RawVideoSource, Y4mSource};
+use mien_pipeline::source::{FrameSource, ImageSource, MjpegFileSource, RawVideoSource, Y4mSource};
 use mien_pipeline::{Pipeline, PipelineConfig, RunOptions};
 use mien_runtime::{Classifier, RuntimeOptions};
 use mien_track::TrackerConfig;
@@ -28,7 +28,8 @@ pub struct LiveArgs {
     #[arg(long, value_name = "PLAN")]
     detector: Option<PathBuf>,
     /// What to read: a camera (/dev/videoN, or part of its name), a folder of images, an image, a .y4m
-    /// video, or a raw video with --raw-format and --raw-size. Default: the first camera that works.
+    /// or .mjpeg video, or a raw video with --raw-format and --raw-size. Default: the first camera that
+    /// works.
     #[arg(long, value_name = "SOURCE")]
     source: Option<String>,
     /// Camera pixel format (YUYV, MJPEG, NV12, I420, UYVY, RGB24, BGR24, GREY). Default: the first the
@@ -162,15 +163,19 @@ fn open_source(args: &LiveArgs) -> Result<Box<dyn FrameSource>> {
             if extension == "y4m" {
                 return Ok(Box::new(Y4mSource::open(path)?));
             }
+            if extension == "mjpeg" || extension == "mjpg" {
+                return Ok(Box::new(MjpegFileSource::open(path, args.file_fps)?));
+            }
             if IMAGE_EXTENSIONS.contains(&extension.as_str()) {
                 return Ok(Box::new(ImageSource::files(vec![path.to_path_buf()], format!("image {}", path.display()))));
             }
             bail!(
-                "--source {text}: expected a camera, a folder of images, an image ({}), a .y4m video, or raw video with --raw-format and --raw-size",
+                "--source {text}: expected a camera, a folder of images, an image ({}), a .y4m or .mjpeg video, or raw video with --raw-format and --raw-size",
                 IMAGE_EXTENSIONS.join(", ")
             );
         }
-        let looks_like_path = text.starts_with('/') || text.starts_with('.') || text.contains(std::path::MAIN_SEPARATOR);
+        let looks_like_path =
+            text.starts_with('/') || text.starts_with('.') || text.contains(std::path::MAIN_SEPARATOR);
         if looks_like_path && !text.starts_with("/dev/") {
             bail!("--source {text}: no such file or folder");
         }
@@ -221,7 +226,8 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
         bail!("--max-frames: expected at least 1");
     }
     let plan = resolve_plan(args.plan.as_deref(), "MIEN_PLAN", "vit-s14-fer/vit-s14-fer-int8.mien", "--plan")?;
-    let detector_plan = resolve_plan(args.detector.as_deref(), "MIEN_DETECTOR", "blazeface/blazeface-short.mien", "--detector")?;
+    let detector_plan =
+        resolve_plan(args.detector.as_deref(), "MIEN_DETECTOR", "blazeface/blazeface-short.mien", "--detector")?;
 
     // The source first: a wrong camera or file fails before the models load.
     let mut source = open_source(&args)?;
@@ -248,7 +254,8 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
     let stop = Arc::new(AtomicBool::new(false));
     for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
         // A second signal while stopping exits at once.
-        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone()).context("installing signal handlers")?;
+        signal_hook::flag::register_conditional_shutdown(signal, 130, stop.clone())
+            .context("installing signal handlers")?;
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
 

@@ -1,5 +1,7 @@
 //! A V4L2 camera read on its own thread, so capture never waits for inference: the newest frame
 //! replaces an unread one (counted as dropped), and memory stays at a few frames whatever the speed.
+//! The thread only copies the driver's bytes; conversion to RGB (or MJPEG decoding) happens when the
+//! pipeline takes a frame, so frames that are dropped cost a copy, not a conversion.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -7,7 +9,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use mien_capture::{Camera, CaptureError, CaptureRequest};
+use mien_capture::{pixel, Camera, CaptureError, CaptureRequest, FrameLayout, YuvEncoding};
 use mien_image::RgbImage;
 
 use super::{FrameSource, SourceError, SourceEvent, SourceFrame};
@@ -25,19 +27,32 @@ pub struct Reconnect {
 
 impl Default for Reconnect {
     fn default() -> Reconnect {
-        Reconnect { exit_on_loss: false, initial_backoff: Duration::from_millis(500), max_backoff: Duration::from_secs(5) }
+        Reconnect {
+            exit_on_loss: false,
+            initial_backoff: Duration::from_millis(500),
+            max_backoff: Duration::from_secs(5),
+        }
     }
 }
 
 /// Events other than frames are few (losses, skipped frames); past this many unread, old ones go.
 const MAX_PENDING_EVENTS: usize = 16;
 
+/// A frame as the driver delivered it.
+struct RawFrame {
+    data: Vec<u8>,
+    layout: FrameLayout,
+    encoding: YuvEncoding,
+    sequence: u32,
+    timestamp: Duration,
+}
+
 #[derive(Default)]
 struct Slot {
-    frame: Option<SourceFrame>,
+    frame: Option<RawFrame>,
     events: VecDeque<SourceEvent>,
-    /// A spent image buffer handed back for the next conversion.
-    spare: Option<RgbImage>,
+    /// A spent byte buffer handed back for the next copy.
+    spare: Option<Vec<u8>>,
     replaced: u64,
     driver_dropped: u64,
     fatal: Option<SourceError>,
@@ -85,7 +100,8 @@ impl CameraSource {
     pub fn open(request: CaptureRequest, reconnect: Reconnect) -> Result<CameraSource, SourceError> {
         let camera = Camera::open(&request)?;
         let description = describe(&camera);
-        let shared = Arc::new(Shared { slot: Mutex::new(Slot::default()), ready: Condvar::new(), stop: AtomicBool::new(false) });
+        let shared =
+            Arc::new(Shared { slot: Mutex::new(Slot::default()), ready: Condvar::new(), stop: AtomicBool::new(false) });
         let thread = {
             let shared = shared.clone();
             std::thread::Builder::new()
@@ -94,12 +110,6 @@ impl CameraSource {
                 .map_err(|e| SourceError::File { path: "capture thread".into(), message: e.to_string() })?
         };
         Ok(CameraSource { shared, thread: Some(thread), description })
-    }
-
-    /// Hands a processed frame's buffer back so the capture thread can reuse its allocation.
-    pub fn recycle(&self, image: RgbImage) {
-        let mut slot = self.shared.slot.lock().unwrap_or_else(|e| e.into_inner());
-        slot.spare = Some(image);
     }
 }
 
@@ -123,21 +133,24 @@ fn capture_loop(mut camera: Camera, request: CaptureRequest, reconnect: Reconnec
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }
-        let result = camera.next_frame().and_then(|frame| {
-            let mut image = shared.slot.lock().unwrap_or_else(|e| e.into_inner()).spare.take().unwrap_or_default();
-            frame.to_rgb(&mut image).map_err(|problem| CaptureError::BadFrame {
-                path: camera_path(&request),
+        let result = camera.next_frame().map(|frame| {
+            let mut data = shared.slot.lock().unwrap_or_else(|e| e.into_inner()).spare.take().unwrap_or_default();
+            data.clear();
+            data.extend_from_slice(frame.data);
+            RawFrame {
+                data,
+                layout: frame.layout,
+                encoding: frame.encoding,
                 sequence: frame.sequence,
-                problem,
-            })?;
-            Ok(SourceFrame { image, index: u64::from(frame.sequence), timestamp: frame.timestamp, file: None })
+                timestamp: frame.timestamp,
+            }
         });
         match result {
             Ok(frame) => {
                 let mut slot = shared.slot.lock().unwrap_or_else(|e| e.into_inner());
                 if let Some(old) = slot.frame.replace(frame) {
                     slot.replaced += 1;
-                    slot.spare = Some(old.image);
+                    slot.spare = Some(old.data);
                 }
                 slot.driver_dropped = dropped_before + camera.dropped();
                 shared.ready.notify_all();
@@ -171,10 +184,6 @@ fn capture_loop(mut camera: Camera, request: CaptureRequest, reconnect: Reconnec
     shared.ready.notify_all();
 }
 
-fn camera_path(request: &CaptureRequest) -> std::path::PathBuf {
-    request.device.clone().unwrap_or_else(|| "camera".into()).into()
-}
-
 /// Retries with exponential backoff until the camera opens again or the source is stopped.
 fn reopen(request: &CaptureRequest, reconnect: &Reconnect, shared: &Shared) -> Option<Camera> {
     let mut backoff = reconnect.initial_backoff;
@@ -204,6 +213,30 @@ fn reopen(request: &CaptureRequest, reconnect: &Reconnect, shared: &Shared) -> O
     }
 }
 
+impl CameraSource {
+    /// RGB of a raw frame; a frame that does not convert (a corrupt MJPEG frame) is skipped.
+    fn convert(&self, raw: RawFrame) -> SourceEvent {
+        // The frame goes to the pipeline with its own pixels (a 640x480 allocation per processed frame,
+        // not per captured one).
+        let mut image = RgbImage::new(0, 0);
+        let converted = pixel::to_rgb(&raw.layout, raw.encoding, &raw.data, &mut image);
+        let mut slot = self.shared.slot.lock().unwrap_or_else(|e| e.into_inner());
+        slot.spare = Some(raw.data);
+        drop(slot);
+        match converted {
+            Ok(()) => SourceEvent::Frame(SourceFrame {
+                image,
+                index: u64::from(raw.sequence),
+                timestamp: raw.timestamp,
+                file: None,
+            }),
+            Err(problem) => {
+                SourceEvent::Skipped { reason: format!("{}: frame {}: {problem}", self.description, raw.sequence) }
+            }
+        }
+    }
+}
+
 impl FrameSource for CameraSource {
     fn describe(&self) -> String {
         self.description.clone()
@@ -215,8 +248,9 @@ impl FrameSource for CameraSource {
             if let Some(event) = slot.events.pop_front() {
                 return Ok(event);
             }
-            if let Some(frame) = slot.frame.take() {
-                return Ok(SourceEvent::Frame(frame));
+            if let Some(raw) = slot.frame.take() {
+                drop(slot);
+                return Ok(self.convert(raw));
             }
             if let Some(error) = slot.fatal.take() {
                 return Err(error);
@@ -224,7 +258,8 @@ impl FrameSource for CameraSource {
             if slot.finished || stop.load(Ordering::SeqCst) {
                 return Ok(SourceEvent::End);
             }
-            slot = self.shared.ready.wait_timeout(slot, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
+            slot =
+                self.shared.ready.wait_timeout(slot, Duration::from_millis(100)).unwrap_or_else(|e| e.into_inner()).0;
         }
     }
 

@@ -15,7 +15,7 @@ use mien_image::RgbImage;
 #[cfg(target_os = "linux")]
 pub use camera::{CameraSource, Reconnect};
 pub use images::ImageSource;
-pub use video::{RawVideoSource, Y4mSource};
+pub use video::{MjpegFileSource, RawVideoSource, Y4mSource};
 
 /// One frame, converted to RGB.
 #[derive(Debug, Clone)]

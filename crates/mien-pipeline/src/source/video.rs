@@ -1,5 +1,6 @@
-//! Video files: YUV4MPEG2 (`.y4m`, what ffmpeg writes with `-f yuv4mpegpipe`) and raw frames of a
-//! known format and size (`ffmpeg -f rawvideo -pix_fmt yuyv422`, `v4l2-ctl --stream-to`).
+//! Video files: YUV4MPEG2 (`.y4m`, what ffmpeg writes with `-f yuv4mpegpipe`), Motion JPEG
+//! (`.mjpeg`: JPEGs back to back, `ffmpeg -f mjpeg` or a recording of an MJPEG camera), and raw frames
+//! of a known format and size (`ffmpeg -f rawvideo -pix_fmt yuyv422`, `v4l2-ctl --stream-to`).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read};
@@ -23,7 +24,10 @@ fn read_frame(reader: &mut impl Read, buffer: &mut [u8], path: &Path, index: u64
         match reader.read(&mut buffer[filled..]) {
             Ok(0) if filled == 0 => return Ok(false),
             Ok(0) => {
-                return Err(file_error(path, format!("frame {index} is cut short: {filled} of {} bytes", buffer.len())));
+                return Err(file_error(
+                    path,
+                    format!("frame {index} is cut short: {filled} of {} bytes", buffer.len()),
+                ));
             }
             Ok(n) => filled += n,
             Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -58,7 +62,8 @@ impl Y4mSource {
         if fields.next() != Some("YUV4MPEG2") {
             return Err(file_error(path, "not a YUV4MPEG2 file (expected the header `YUV4MPEG2 W.. H.. ...`)"));
         }
-        let (mut width, mut height, mut fps, mut format, mut range) = (0u32, 0u32, (25u32, 1u32), PixelFormat::Yu12, YuvRange::Limited);
+        let (mut width, mut height, mut fps, mut format, mut range) =
+            (0u32, 0u32, (25u32, 1u32), PixelFormat::Yu12, YuvRange::Limited);
         for field in fields.filter(|f| !f.is_empty()) {
             let (tag, value) = field.split_at(1);
             let bad = |what: &str| file_error(path, format!("header field `{field}`: expected {what}"));
@@ -67,7 +72,10 @@ impl Y4mSource {
                 "H" => height = value.parse().map_err(|_| bad("a height"))?,
                 "F" => {
                     let (n, d) = value.split_once(':').ok_or_else(|| bad("a frame rate N:D"))?;
-                    fps = (n.parse().map_err(|_| bad("a frame rate N:D"))?, d.parse().map_err(|_| bad("a frame rate N:D"))?);
+                    fps = (
+                        n.parse().map_err(|_| bad("a frame rate N:D"))?,
+                        d.parse().map_err(|_| bad("a frame rate N:D"))?,
+                    );
                 }
                 "C" => {
                     format = match value {
@@ -101,7 +109,13 @@ impl Y4mSource {
 impl FrameSource for Y4mSource {
     fn describe(&self) -> String {
         let fps = 1.0 / self.frame_interval.as_secs_f64();
-        format!("{} (Y4M {} {}x{}, {fps:.2} fps)", self.path.display(), self.layout.format, self.layout.width, self.layout.height)
+        format!(
+            "{} (Y4M {} {}x{}, {fps:.2} fps)",
+            self.path.display(),
+            self.layout.format,
+            self.layout.width,
+            self.layout.height
+        )
     }
 
     fn next_event(&mut self, _stop: &AtomicBool) -> Result<SourceEvent, SourceError> {
@@ -125,7 +139,8 @@ impl FrameSource for Y4mSource {
         }
         self.next += 1;
         let mut image = RgbImage::new(0, 0);
-        pixel::to_rgb(&self.layout, self.encoding, &self.buffer, &mut image).map_err(|e| file_error(&self.path, e.to_string()))?;
+        pixel::to_rgb(&self.layout, self.encoding, &self.buffer, &mut image)
+            .map_err(|e| file_error(&self.path, e.to_string()))?;
         Ok(SourceEvent::Frame(SourceFrame { image, index, timestamp: self.frame_interval * index as u32, file: None }))
     }
 }
@@ -145,7 +160,13 @@ pub struct RawVideoSource {
 
 impl RawVideoSource {
     /// Opens `path` as frames of `format` at `width` x `height` (tight rows), timed at `fps`.
-    pub fn open(path: &Path, format: PixelFormat, width: u32, height: u32, fps: f64) -> Result<RawVideoSource, SourceError> {
+    pub fn open(
+        path: &Path,
+        format: PixelFormat,
+        width: u32,
+        height: u32,
+        fps: f64,
+    ) -> Result<RawVideoSource, SourceError> {
         if format.is_compressed() {
             return Err(file_error(path, format!("raw video cannot be {format}; expected an uncompressed format")));
         }
@@ -155,7 +176,10 @@ impl RawVideoSource {
         let frame_len = layout.required_len() as u64;
         let file_len = file.metadata().map_err(|e| file_error(path, e.to_string()))?.len();
         if file_len % frame_len != 0 {
-            tracing::warn!("{}: {file_len} bytes is not a whole number of {frame_len}-byte {format} {width}x{height} frames", path.display());
+            tracing::warn!(
+                "{}: {file_len} bytes is not a whole number of {frame_len}-byte {format} {width}x{height} frames",
+                path.display()
+            );
         }
         Ok(RawVideoSource {
             path: path.to_path_buf(),
@@ -194,7 +218,98 @@ impl FrameSource for RawVideoSource {
         }
         self.next += 1;
         let mut image = RgbImage::new(0, 0);
-        pixel::to_rgb(&self.layout, self.encoding, &self.buffer, &mut image).map_err(|e| file_error(&self.path, e.to_string()))?;
+        pixel::to_rgb(&self.layout, self.encoding, &self.buffer, &mut image)
+            .map_err(|e| file_error(&self.path, e.to_string()))?;
         Ok(SourceEvent::Frame(SourceFrame { image, index, timestamp: self.frame_interval * index as u32, file: None }))
+    }
+}
+
+/// Motion JPEG recordings: JPEG frames back to back (`ffmpeg -f mjpeg`, `v4l2-ctl --stream-to` of an
+/// MJPEG camera). Frames are split at their start-of-image markers; one that does not decode is
+/// skipped and counted, as a camera's corrupt frame would be.
+#[derive(Debug)]
+pub struct MjpegFileSource {
+    path: PathBuf,
+    reader: BufReader<File>,
+    frame_interval: Duration,
+    /// Bytes read past the current frame: the start of the next one.
+    pending: Vec<u8>,
+    next: u64,
+    ended: bool,
+}
+
+impl MjpegFileSource {
+    /// Opens `path`, timed at `fps`.
+    pub fn open(path: &Path, fps: f64) -> Result<MjpegFileSource, SourceError> {
+        let file = File::open(path).map_err(|e| file_error(path, e.to_string()))?;
+        let mut reader = BufReader::new(file);
+        let mut head = [0u8; 2];
+        reader.read_exact(&mut head).map_err(|_| file_error(path, "too short to be Motion JPEG"))?;
+        if head != [0xFF, 0xD8] {
+            return Err(file_error(path, "not Motion JPEG (expected a JPEG start-of-image marker FF D8 first)"));
+        }
+        Ok(MjpegFileSource {
+            path: path.to_path_buf(),
+            reader,
+            frame_interval: Duration::from_secs_f64(1.0 / fps.max(0.001)),
+            pending: head.to_vec(),
+            next: 0,
+            ended: false,
+        })
+    }
+
+    /// The next frame's bytes: from one FF D8 up to the next FF D8 that follows an FF D9 (end of
+    /// image), or the end of the file.
+    fn next_jpeg(&mut self) -> Result<Option<Vec<u8>>, SourceError> {
+        let mut frame = std::mem::take(&mut self.pending);
+        if frame.is_empty() {
+            return Ok(None);
+        }
+        let mut chunk = [0u8; 64 * 1024];
+        let mut scanned: usize = 2;
+        loop {
+            // A new image starts at FF D8 right after an FF D9.
+            if let Some(at) = frame[scanned.saturating_sub(3)..]
+                .windows(4)
+                .position(|w| w == [0xFF, 0xD9, 0xFF, 0xD8])
+                .map(|p| p + scanned.saturating_sub(3))
+            {
+                self.pending = frame.split_off(at + 2);
+                return Ok(Some(frame));
+            }
+            scanned = frame.len();
+            let n = self.reader.read(&mut chunk).map_err(|e| file_error(&self.path, e.to_string()))?;
+            if n == 0 {
+                return Ok(Some(frame));
+            }
+            frame.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
+
+impl FrameSource for MjpegFileSource {
+    fn describe(&self) -> String {
+        format!("{} (Motion JPEG)", self.path.display())
+    }
+
+    fn next_event(&mut self, _stop: &AtomicBool) -> Result<SourceEvent, SourceError> {
+        if self.ended {
+            return Ok(SourceEvent::End);
+        }
+        let Some(jpeg) = self.next_jpeg()? else {
+            self.ended = true;
+            return Ok(SourceEvent::End);
+        };
+        let index = self.next;
+        self.next += 1;
+        match mien_image::decode_rgb(&jpeg) {
+            Ok(image) => Ok(SourceEvent::Frame(SourceFrame {
+                image,
+                index,
+                timestamp: self.frame_interval * index as u32,
+                file: None,
+            })),
+            Err(e) => Ok(SourceEvent::Skipped { reason: format!("{}: frame {index}: {e}", self.path.display()) }),
+        }
     }
 }
