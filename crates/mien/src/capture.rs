@@ -24,7 +24,7 @@ pub struct CaptureArgs {
     #[arg(long)]
     format: Option<PixelFormat>,
     /// Frame size WIDTHxHEIGHT (the driver may choose the nearest it supports; a warning says so).
-    #[arg(long, value_parser = parse_size, value_name = "WxH")]
+    #[arg(long, value_parser = crate::parse_size, value_name = "WxH")]
     size: Option<(u32, u32)>,
     /// Frame rate to ask for.
     #[arg(long)]
@@ -50,13 +50,6 @@ pub struct CaptureArgs {
     json: bool,
 }
 
-fn parse_size(text: &str) -> Result<(u32, u32), String> {
-    let parsed = text.split_once(['x', 'X']).and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
-    match parsed {
-        Some((w, h)) if w > 0 && h > 0 => Ok((w, h)),
-        _ => Err(format!("expected WIDTHxHEIGHT such as 640x480, got `{text}`")),
-    }
-}
 
 /// Writes a PNG under a temporary name, then renames it: a reader never sees half a file.
 fn save_png(dir: &Path, index: u64, frame: &RgbImage) -> Result<PathBuf> {

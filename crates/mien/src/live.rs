@@ -11,7 +11,7 @@ use clap::Args;
 use mien_capture::{CaptureRequest, PixelFormat};
 use mien_detect::{DetectOptions, FaceDetector};
 use mien_pipeline::sink::{JsonLinesSink, Notice, Sink, TerminalSink};
-use mien_pipeline::source::{FrameSource, ImageSource, MjpegFileSource, RawVideoSource, Y4mSource};
+use mien_pipeline::source::{is_image, FrameSource, ImageSource, MjpegFileSource, RawVideoSource, Y4mSource, IMAGE_EXTENSIONS};
 use mien_pipeline::{Pipeline, PipelineConfig, RunOptions};
 use mien_runtime::{Classifier, RuntimeOptions};
 use mien_track::TrackerConfig;
@@ -27,17 +27,17 @@ pub struct LiveArgs {
     /// blazeface-full.mien finds faces farther away (groups), at about 2.5x the cost.
     #[arg(long, value_name = "PLAN")]
     detector: Option<PathBuf>,
-    /// What to read: a camera (/dev/videoN, or part of its name), a folder of images, an image, a .y4m
-    /// or .mjpeg video, or a raw video with --raw-format and --raw-size. Default: the first camera that
-    /// works.
+    /// What to read: a camera (/dev/videoN, or part of its name), a folder of images, images (repeat
+    /// --source), a .y4m or .mjpeg video, or a raw video with --raw-format and --raw-size. Default: the
+    /// first camera that works.
     #[arg(long, value_name = "SOURCE")]
-    source: Option<String>,
+    source: Vec<String>,
     /// Camera pixel format (YUYV, MJPEG, NV12, I420, UYVY, RGB24, BGR24, GREY). Default: the first the
     /// camera offers, in that order of preference.
     #[arg(long)]
     format: Option<PixelFormat>,
     /// Camera frame size WIDTHxHEIGHT.
-    #[arg(long, value_parser = parse_size, value_name = "WxH")]
+    #[arg(long, value_parser = crate::parse_size, value_name = "WxH")]
     size: Option<(u32, u32)>,
     /// Camera frame rate to ask for.
     #[arg(long)]
@@ -46,7 +46,7 @@ pub struct LiveArgs {
     #[arg(long, value_name = "FORMAT")]
     raw_format: Option<PixelFormat>,
     /// Raw video: the frames' size.
-    #[arg(long, value_parser = parse_size, value_name = "WxH")]
+    #[arg(long, value_parser = crate::parse_size, value_name = "WxH")]
     raw_size: Option<(u32, u32)>,
     /// Raw video and image folders: frames per second of the timeline (tracks expire by it).
     #[arg(long, default_value_t = 10.0, value_name = "FPS")]
@@ -96,13 +96,6 @@ pub struct LiveArgs {
     int8_path: mien_runtime::Int8Path,
 }
 
-fn parse_size(text: &str) -> Result<(u32, u32), String> {
-    let parsed = text.split_once(['x', 'X']).and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
-    match parsed {
-        Some((w, h)) if w > 0 && h > 0 => Ok((w, h)),
-        _ => Err(format!("expected WIDTHxHEIGHT such as 640x480, got `{text}`")),
-    }
-}
 
 /// Where a default plan is looked for, in order.
 fn default_plan_candidates(relative: &str) -> Vec<PathBuf> {
@@ -143,11 +136,21 @@ fn resolve_plan(given: Option<&Path>, env: &str, relative: &str, flag: &str) -> 
     }
 }
 
-const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "pgm", "ppm"];
-
 fn open_source(args: &LiveArgs) -> Result<Box<dyn FrameSource>> {
     let interval = Duration::from_secs_f64(1.0 / args.file_fps.max(0.001));
-    if let Some(text) = &args.source {
+    if args.source.len() > 1 {
+        let files: Vec<PathBuf> = args.source.iter().map(PathBuf::from).collect();
+        if let Some(bad) = files.iter().find(|f| !f.is_file() || !is_image(f)) {
+            bail!(
+                "--source {}: several sources must all be image files ({}); cameras, folders and videos go one at a time",
+                bad.display(),
+                IMAGE_EXTENSIONS.join(", ")
+            );
+        }
+        let description = format!("{} images", files.len());
+        return Ok(Box::new(ImageSource::files(files, description).with_frame_interval(interval)));
+    }
+    if let Some(text) = args.source.first() {
         let path = Path::new(text);
         if path.is_dir() {
             return Ok(Box::new(ImageSource::folder(path)?.with_frame_interval(interval)));
@@ -166,7 +169,7 @@ fn open_source(args: &LiveArgs) -> Result<Box<dyn FrameSource>> {
             if extension == "mjpeg" || extension == "mjpg" {
                 return Ok(Box::new(MjpegFileSource::open(path, args.file_fps)?));
             }
-            if IMAGE_EXTENSIONS.contains(&extension.as_str()) {
+            if is_image(path) {
                 return Ok(Box::new(ImageSource::files(vec![path.to_path_buf()], format!("image {}", path.display()))));
             }
             bail!(
@@ -187,7 +190,7 @@ fn open_source(args: &LiveArgs) -> Result<Box<dyn FrameSource>> {
 fn open_camera(args: &LiveArgs) -> Result<Box<dyn FrameSource>> {
     use mien_pipeline::source::{CameraSource, Reconnect};
     let request = CaptureRequest {
-        device: args.source.clone(),
+        device: args.source.first().cloned(),
         format: args.format,
         size: args.size,
         fps: args.fps,
@@ -196,7 +199,7 @@ fn open_camera(args: &LiveArgs) -> Result<Box<dyn FrameSource>> {
     };
     let reconnect = Reconnect { exit_on_loss: args.exit_on_camera_loss, ..Reconnect::default() };
     let camera = CameraSource::open(request, reconnect)?;
-    if args.source.is_none() {
+    if args.source.is_empty() {
         eprintln!("mien: no --source given; reading {}", camera.describe());
     }
     Ok(Box::new(camera))

@@ -87,6 +87,15 @@ impl RunArgs {
     }
 }
 
+/// Parses `WIDTHxHEIGHT` (frame sizes on the command line).
+pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
+    let parsed = text.split_once(['x', 'X']).and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));
+    match parsed {
+        Some((w, h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => Err(format!("expected WIDTHxHEIGHT such as 640x480, got `{text}`")),
+    }
+}
+
 /// The int8 path in words and as JSON (`null` for float plans).
 pub fn int8_path_json(classifier: &mien_runtime::Classifier) -> serde_json::Value {
     match classifier.int8_path() {

@@ -377,3 +377,26 @@ fn run_without_a_camera_says_so() {
     let e = one_line_error(&out);
     assert!(e.contains("no video devices found"), "{e}");
 }
+
+#[test]
+fn run_over_a_list_of_images() {
+    let out = mien(&[
+        os("run"), os("--plan"), plan().as_os_str(), os("--detector"), detector().as_os_str(), os("--json"),
+        os("--source"), photo("astronaut.png").as_os_str(), os("--source"), photo("coffee.png").as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let lines: Vec<serde_json::Value> =
+        String::from_utf8(out.stdout).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let frames: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "frame").collect();
+    assert_eq!(frames.len(), 2);
+    assert!(frames[0]["file"].as_str().unwrap().ends_with("astronaut.png"));
+    assert_eq!(frames[0]["faces"].as_array().unwrap().len(), 1, "the astronaut's face");
+    assert_eq!(frames[1]["faces"], serde_json::json!([]), "a cup of coffee has no face");
+
+    let folder = root().join("tests/data/photos");
+    let e = one_line_error(&mien(&[
+        os("run"), os("--plan"), plan().as_os_str(), os("--detector"), detector().as_os_str(),
+        os("--source"), photo("astronaut.png").as_os_str(), os("--source"), folder.as_os_str(),
+    ]));
+    assert!(e.contains("several sources must all be image files"), "{e}");
+}

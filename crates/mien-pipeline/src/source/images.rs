@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use super::{FrameSource, SourceError, SourceEvent, SourceFrame};
 
-const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "pgm", "ppm"];
+/// File name extensions read as images (case-insensitive).
+pub const IMAGE_EXTENSIONS: [&str; 8] = ["jpg", "jpeg", "png", "bmp", "tif", "tiff", "pgm", "ppm"];
 
 /// Image files read one per frame.
 #[derive(Debug)]
@@ -18,7 +19,8 @@ pub struct ImageSource {
     frame_interval: Duration,
 }
 
-fn is_image(path: &Path) -> bool {
+/// Whether `path` has an image file extension.
+pub fn is_image(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| IMAGE_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))

@@ -14,7 +14,7 @@ use mien_image::RgbImage;
 
 #[cfg(target_os = "linux")]
 pub use camera::{CameraSource, Reconnect};
-pub use images::ImageSource;
+pub use images::{is_image, ImageSource, IMAGE_EXTENSIONS};
 pub use video::{MjpegFileSource, RawVideoSource, Y4mSource};
 
 /// One frame, converted to RGB.
