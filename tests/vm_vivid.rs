@@ -322,5 +322,12 @@ fn vivid_camera_pipeline_on_emulated_arm64() {
     assert_eq!(summary["frames"], 8, "{summary}");
     assert_eq!(summary["camera_losses"], 1, "{summary}");
     assert!(!fault.output.contains("panicked"), "{}", fault.output);
+
+    let exit = step(&console, "run-exit-on-loss");
+    assert_eq!(exit.rc, 1, "--exit-on-camera-loss must fail when the camera goes:\n{}", exit.output);
+    assert!(exit.output.contains("mien: /dev/video0: streaming failed"), "{}", exit.output);
+    let summary = json_lines(&exit).into_iter().find(|l| l["type"] == "summary").expect("a summary even on error");
+    assert_eq!(summary["stopped_by"], "error", "{summary}");
+    assert!(!exit.output.contains("panicked"), "{}", exit.output);
     eprintln!("vivid loop: YUYV and NV12 faces found, tracked and classified like mien classify; vivid reload survived");
 }

@@ -86,10 +86,26 @@ fault_run() {
   return $rc
 }
 
+# With --exit-on-camera-loss, losing the camera ends the run with an error instead.
+exit_on_loss_run() {
+  ./mien run --source vivid --format YUYV --size 640x480 --plan plan.mien --detector detector.mien \
+    --json --exit-on-camera-loss --threads 1 > /tmp/exit.jsonl 2> /tmp/exit.err &
+  pid=$!
+  i=0
+  while [ "$(grep -c '"type":"frame"' /tmp/exit.jsonl 2>/dev/null)" != 1 ] && [ $i -lt 240 ]; do sleep 0.5; i=$((i + 1)); done
+  echo vivid.0 > /sys/bus/platform/drivers/vivid/unbind
+  wait $pid
+  rc=$?
+  echo vivid.0 > /sys/bus/platform/drivers/vivid/bind
+  cat /tmp/exit.jsonl /tmp/exit.err
+  return $rc
+}
+
 if wants pipeline; then
   step run-yuyv pipeline_run YUYV faces.yuyv
   step classify-yuyv classify_crops YUYV
   step run-nv12 pipeline_run NV12 faces.nv12
   step classify-nv12 classify_crops NV12
   step run-fault fault_run
+  step run-exit-on-loss exit_on_loss_run
 fi
