@@ -19,7 +19,16 @@ fn dependency_names(package: &str) -> Vec<String> {
 
 #[test]
 fn device_side_has_no_onnx_or_protobuf() {
-    for package in ["mien", "mien-runtime", "mien-plan", "mien-image"] {
+    for package in [
+        "mien",
+        "mien-runtime",
+        "mien-plan",
+        "mien-image",
+        "mien-capture",
+        "mien-detect",
+        "mien-track",
+        "mien-pipeline",
+    ] {
         let names = dependency_names(package);
         assert!(names.iter().any(|n| n == package), "{package}: cargo tree listed nothing useful: {names:?}");
         for forbidden in ["tract-onnx", "tract-hir", "tract-onnx-opl", "prost", "prost-derive", "protobuf"] {
