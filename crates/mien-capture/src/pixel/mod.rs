@@ -290,11 +290,41 @@ impl FrameLayout {
     }
 }
 
+/// Whether a JPEG reaches its scan without Huffman tables, as many UVC cameras' MJPEG frames do (the
+/// MJPEG convention: the standard tables of JPEG Annex K.3 are implied).
+fn lacks_huffman_tables(jpeg: &[u8]) -> bool {
+    let mut i = 2;
+    while i + 4 <= jpeg.len() {
+        if jpeg[i] != 0xFF {
+            return false;
+        }
+        match jpeg[i + 1] {
+            0xC4 => return false,
+            0xDA => return true,
+            // Fill bytes and markers without a length.
+            0xFF => i += 1,
+            0x01 | 0xD0..=0xD8 => i += 2,
+            _ => i += 2 + usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]])),
+        }
+    }
+    false
+}
+
+/// An APP0 "AVI1" segment: it tells zune-jpeg that missing Huffman tables are the standard ones.
+const AVI1_APP0: [u8; 9] = [0xFF, 0xE0, 0x00, 0x07, b'A', b'V', b'I', b'1', 0x00];
+
 /// Decodes one Motion-JPEG frame into RGB. `simd: false` keeps zune-jpeg to its portable code
 /// (the scalar reference the tests compare against).
 pub(crate) fn decode_mjpeg(layout: &FrameLayout, src: &[u8], out: &mut RgbImage, simd: bool) -> Result<(), PixelError> {
     use zune_jpeg::zune_core::{bytestream::ZCursor, colorspace::ColorSpace, options::DecoderOptions};
     let corrupt = |message: String| PixelError::Corrupt { format: PixelFormat::Mjpeg, message };
+    let with_tables;
+    let src = if src.len() > 2 && lacks_huffman_tables(src) {
+        with_tables = [&src[..2], &AVI1_APP0[..], &src[2..]].concat();
+        &with_tables[..]
+    } else {
+        src
+    };
     let options = DecoderOptions::default().jpeg_set_out_colorspace(ColorSpace::RGB).set_use_unsafe(simd);
     let mut decoder = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(src), options);
     decoder.decode_headers().map_err(|e| corrupt(e.to_string()))?;

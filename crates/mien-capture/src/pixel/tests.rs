@@ -184,3 +184,40 @@ fn corrupt_mjpeg_frames_are_errors() {
     let err = to_rgb(&layout, YuvEncoding::default(), &jpeg[..300.min(jpeg.len() / 2)], &mut out);
     assert!(err.is_err(), "a truncated JPEG decoded");
 }
+
+/// Removes every DHT segment before the scan, as cameras that rely on the standard tables send frames.
+fn strip_huffman_tables(jpeg: &[u8]) -> Vec<u8> {
+    let mut out = jpeg[..2].to_vec();
+    let mut i = 2;
+    loop {
+        let marker = jpeg[i + 1];
+        if marker == 0xDA {
+            out.extend_from_slice(&jpeg[i..]);
+            return out;
+        }
+        let len = 2 + usize::from(u16::from_be_bytes([jpeg[i + 2], jpeg[i + 3]]));
+        if marker != 0xC4 {
+            out.extend_from_slice(&jpeg[i..i + len]);
+        }
+        i += len;
+    }
+}
+
+/// Webcam MJPEG frames often carry no Huffman tables; they decode with the standard ones, exactly as
+/// the same frame with its tables does.
+#[test]
+fn mjpeg_frames_without_huffman_tables_decode() {
+    let picture = smooth_picture(96, 64);
+    let jpeg = jpeg_of(&picture, 90);
+    let bare = strip_huffman_tables(&jpeg);
+    assert!(bare.len() < jpeg.len() && lacks_huffman_tables(&bare) && !lacks_huffman_tables(&jpeg));
+    let layout = FrameLayout::packed(PixelFormat::Mjpeg, 96, 64);
+    let (mut with, mut without) = (RgbImage::new(1, 1), RgbImage::new(1, 1));
+    to_rgb(&layout, YuvEncoding::default(), &jpeg, &mut with).unwrap();
+    to_rgb(&layout, YuvEncoding::default(), &bare, &mut without).unwrap();
+    assert_eq!(with, without);
+    // Without mien's fix-up, zune-jpeg alone refuses such a frame.
+    use zune_jpeg::zune_core::{bytestream::ZCursor, options::DecoderOptions};
+    let plain = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(&bare), DecoderOptions::default()).decode();
+    assert!(plain.is_err(), "zune-jpeg decoded a table-less frame by itself");
+}
