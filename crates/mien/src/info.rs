@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Args;
-use mien_runtime::Classifier;
+use mien_runtime::Model;
 use serde_json::json;
 
 use crate::RunArgs;
@@ -49,7 +49,8 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
         }
     };
     let options = RunArgs { plan: plan.clone(), threads: args.threads, int8_path: args.int8_path }.options();
-    let classifier = Classifier::load(plan, &options)?;
+    // Any plan: classifiers and detectors.
+    let classifier = Model::load(plan, &options)?;
     let m = classifier.manifest();
     let ops = classifier.op_counts();
     let kernels = classifier.matmul_kernels();
@@ -79,6 +80,17 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
     println!("labels      {}", m.labels.join(", "));
     println!("input       {} {:?} {:?} f32, {} channel(s)", m.input.name, m.input.shape, m.input.layout, m.input.channels);
     println!("output      {} {:?}", m.output.name, m.output.shape);
+    if let Some(d) = &m.detector {
+        let layers: Vec<String> = d.anchor_layers.iter().map(|l| format!("stride {} x{}", l.stride, l.per_cell)).collect();
+        println!(
+            "detector    {} anchors ({}), {} keypoints, min score {}, NMS IoU {}",
+            d.anchor_count(p.height, p.width),
+            layers.join(", "),
+            d.keypoints,
+            d.min_score,
+            d.nms_iou
+        );
+    }
     println!(
         "preprocess  {:?} resize to {}x{}, x*{:.6}, mean {:?}, std {:?}, {:?}",
         p.resample, p.height, p.width, p.rescale_factor, p.mean, p.std, p.color_order

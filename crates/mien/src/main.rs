@@ -97,7 +97,7 @@ pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
 }
 
 /// The int8 path in words and as JSON (`null` for float plans).
-pub fn int8_path_json(classifier: &mien_runtime::Classifier) -> serde_json::Value {
+pub fn int8_path_json(classifier: &mien_runtime::Model) -> serde_json::Value {
     match classifier.int8_path() {
         Some(c) => serde_json::json!({"path": c.path.to_string(), "reason": c.reason}),
         None => serde_json::Value::Null,

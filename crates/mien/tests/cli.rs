@@ -400,3 +400,13 @@ fn run_over_a_list_of_images() {
     ]));
     assert!(e.contains("several sources must all be image files"), "{e}");
 }
+
+#[test]
+fn info_shows_a_detector_plan() {
+    let out = mien(&[os("info"), detector().as_os_str(), os("--json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(info["manifest"]["labels"], serde_json::json!(["face"]));
+    assert_eq!(info["manifest"]["detector"]["keypoints"], 6);
+    assert_eq!(info["manifest"]["output"]["shape"], serde_json::json!([1, 896, 17]));
+}
