@@ -410,3 +410,32 @@ fn info_shows_a_detector_plan() {
     assert_eq!(info["manifest"]["detector"]["keypoints"], 6);
     assert_eq!(info["manifest"]["output"]["shape"], serde_json::json!([1, 896, 17]));
 }
+
+#[test]
+fn bench_pipeline_json_has_every_stage() {
+    let out = mien(&[
+        os("bench"), plan().as_os_str(), os("--pipeline"), os("--image"), photo("astronaut.png").as_os_str(),
+        os("--detector"), detector().as_os_str(), os("--runs"), os("2"), os("--threads"), os("1"), os("--json"),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for stage in ["mjpeg_decode", "yuyv_convert", "detect", "crop", "classifier_preprocess", "classify"] {
+        let p50 = v["stages_ms"][stage]["p50"].as_f64().unwrap_or_else(|| panic!("no {stage}: {v}"));
+        assert!(p50 >= 0.0);
+    }
+    for total in ["yuyv_frame_to_classifier_input_ms", "mjpeg_frame_to_classifier_input_ms", "frame_with_classification_ms"] {
+        assert!(v[total].as_f64().unwrap() > 0.0, "{total}: {v}");
+    }
+    let only = mien(&[
+        os("bench"), plan().as_os_str(), os("--pipeline"), os("--image"), photo("astronaut.png").as_os_str(),
+        os("--detector"), detector().as_os_str(), os("--runs"), os("1"), os("--only"), os("yuyv_convert"), os("--json"),
+    ]);
+    let v: serde_json::Value = serde_json::from_slice(&only.stdout).unwrap();
+    assert_eq!(v["stages_ms"].as_object().unwrap().len(), 1, "{v}");
+    // A photo without a face cannot make a pipeline benchmark.
+    let e = one_line_error(&mien(&[
+        os("bench"), plan().as_os_str(), os("--pipeline"), os("--image"), photo("coffee.png").as_os_str(),
+        os("--detector"), detector().as_os_str(),
+    ]));
+    assert!(e.contains("no face found"), "{e}");
+}
