@@ -172,3 +172,154 @@ pub fn run(
     finished?;
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{FrameResult, PipelineConfig};
+    use crate::source::SourceFrame;
+    use mien_detect::{DetectOptions, FaceDetector};
+    use mien_image::RgbImage;
+    use mien_runtime::{Classifier, RuntimeOptions};
+    use std::path::PathBuf;
+
+    /// Grey frames, then the end.
+    struct Grey {
+        left: u64,
+        next: u64,
+    }
+
+    impl FrameSource for Grey {
+        fn describe(&self) -> String {
+            "grey".into()
+        }
+        fn next_event(&mut self, _stop: &AtomicBool) -> Result<SourceEvent, SourceError> {
+            if self.left == 0 {
+                return Ok(SourceEvent::End);
+            }
+            self.left -= 1;
+            self.next += 1;
+            Ok(SourceEvent::Frame(SourceFrame {
+                image: RgbImage::from_pixel(64, 48, image::Rgb([128, 128, 128])),
+                index: self.next - 1,
+                timestamp: Duration::from_millis(100 * self.next),
+                file: None,
+            }))
+        }
+    }
+
+    /// Counts frames; fails with `error` on frame `fail_at`.
+    struct Flaky {
+        frames: u64,
+        fail_at: u64,
+        error: std::io::ErrorKind,
+        summary: Option<RunSummary>,
+    }
+
+    impl Sink for Flaky {
+        fn frame(&mut self, _result: &FrameResult) -> std::io::Result<()> {
+            self.frames += 1;
+            if self.frames == self.fail_at {
+                return Err(self.error.into());
+            }
+            Ok(())
+        }
+        fn finish(&mut self, summary: &RunSummary) -> std::io::Result<()> {
+            self.summary = Some(summary.clone());
+            Ok(())
+        }
+    }
+
+    fn pipeline() -> Pipeline {
+        let models = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models");
+        let runtime = RuntimeOptions { threads: 1, ..Default::default() };
+        let detector =
+            FaceDetector::load(models.join("blazeface/blazeface-short.mien"), &runtime, &DetectOptions::default())
+                .unwrap();
+        let classifier = Classifier::load(models.join("tiny-vit/tiny-vit.mien"), &runtime).unwrap();
+        Pipeline::new(detector, classifier, PipelineConfig::default()).unwrap()
+    }
+
+    fn sink(fail_at: u64, error: std::io::ErrorKind) -> Flaky {
+        Flaky { frames: 0, fail_at, error, summary: None }
+    }
+
+    #[test]
+    fn stops_at_the_end_of_the_source_at_max_frames_and_on_the_stop_flag() {
+        let mut p = pipeline();
+        let mut s = sink(0, std::io::ErrorKind::Other);
+        let summary =
+            run(&mut Grey { left: 3, next: 0 }, &mut p, &mut [&mut s], &RunOptions::default(), &AtomicBool::new(false))
+                .unwrap();
+        assert_eq!(
+            (summary.frames, summary.frames_without_faces, summary.stopped_by.as_str()),
+            (3, 3, "end of source")
+        );
+        assert_eq!(s.summary.unwrap().frames, 3);
+
+        let options = RunOptions { max_frames: Some(2), ..Default::default() };
+        let summary = run(
+            &mut Grey { left: 10, next: 0 },
+            &mut p,
+            &mut [&mut sink(0, std::io::ErrorKind::Other)],
+            &options,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert_eq!((summary.frames, summary.stopped_by.as_str()), (2, "max frames"));
+
+        let summary = run(
+            &mut Grey { left: 10, next: 0 },
+            &mut p,
+            &mut [&mut sink(0, std::io::ErrorKind::Other)],
+            &RunOptions::default(),
+            &AtomicBool::new(true),
+        )
+        .unwrap();
+        assert_eq!((summary.frames, summary.stopped_by.as_str()), (0, "signal"));
+    }
+
+    #[test]
+    fn max_fps_paces_processing() {
+        let mut p = pipeline();
+        let options = RunOptions { max_fps: Some(20.0), ..Default::default() };
+        let start = std::time::Instant::now();
+        run(
+            &mut Grey { left: 5, next: 0 },
+            &mut p,
+            &mut [&mut sink(0, std::io::ErrorKind::Other)],
+            &options,
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        // Five frames at 20 fps: four 50 ms gaps at least.
+        assert!(start.elapsed() >= Duration::from_millis(200), "{:?}", start.elapsed());
+    }
+
+    #[test]
+    fn a_closed_output_stops_quietly_other_write_errors_fail() {
+        let mut p = pipeline();
+        let mut closed = sink(2, std::io::ErrorKind::BrokenPipe);
+        let summary = run(
+            &mut Grey { left: 10, next: 0 },
+            &mut p,
+            &mut [&mut closed],
+            &RunOptions::default(),
+            &AtomicBool::new(false),
+        )
+        .unwrap();
+        assert_eq!((summary.frames, summary.stopped_by.as_str()), (2, "output closed"));
+
+        let mut full = sink(2, std::io::ErrorKind::StorageFull);
+        let err = run(
+            &mut Grey { left: 10, next: 0 },
+            &mut p,
+            &mut [&mut full],
+            &RunOptions::default(),
+            &AtomicBool::new(false),
+        )
+        .unwrap_err();
+        assert!(matches!(err, RunError::Sink(_)), "{err}");
+        assert_eq!(full.summary.unwrap().stopped_by, "error", "sinks get a summary even when the run fails");
+    }
+}

@@ -212,3 +212,85 @@ impl<W: Write> Sink for TerminalSink<W> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::{FaceResult, StageTimings};
+    use mien_image::{PixelRect, Rect};
+
+    fn result(faces: Vec<FaceResult>) -> FrameResult {
+        FrameResult {
+            schema: SCHEMA,
+            kind: "frame",
+            source: "test".into(),
+            frame: 7,
+            timestamp_ms: 700.0,
+            file: Some("a.png".into()),
+            width: 64,
+            height: 48,
+            faces,
+            ended_tracks: vec![],
+            dropped: 3,
+            timings: StageTimings::default(),
+        }
+    }
+
+    fn face(track: u64, label: &str, score: f32) -> FaceResult {
+        FaceResult {
+            track,
+            rect: Rect::new(1.0, 2.0, 10.0, 10.0),
+            crop: PixelRect { x: 0, y: 1, width: 12, height: 12 },
+            detection_score: 0.9,
+            label: label.into(),
+            score,
+            probabilities: [(label.to_string(), score)].into_iter().collect(),
+            frame_label: label.into(),
+            frame_score: score,
+        }
+    }
+
+    #[test]
+    fn piped_terminal_output_is_one_line_per_frame() {
+        let mut out = Vec::new();
+        let mut sink = TerminalSink::new(&mut out, false, false);
+        sink.frame(&result(vec![])).unwrap();
+        sink.frame(&result(vec![face(1, "happy", 0.8), face(2, "sad", 0.61)])).unwrap();
+        sink.notice(&Notice::CameraLost { reason: "gone".into() }).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(
+            text,
+            "frame 7 a.png: no face\nframe 7 a.png: #1 happy 0.80, #2 sad 0.61\ncamera lost: gone; retrying\n"
+        );
+    }
+
+    #[test]
+    fn live_terminal_view_redraws_in_place_with_bars() {
+        let mut out = Vec::new();
+        let mut sink = TerminalSink::new(&mut out, true, true);
+        sink.frame(&result(vec![face(4, "neutral", 0.5)])).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("\x1b[H\x1b[2J"), "{text:?}");
+        assert!(text.contains("#4    neutral    0.50 ##########.........."), "{text}");
+        assert!(text.contains("dropped 3") && text.contains("[detect"), "{text}");
+        assert_eq!(bar(0.0), ".".repeat(20));
+        assert_eq!(bar(1.5), "#".repeat(20));
+    }
+
+    #[test]
+    fn json_lines_carry_schema_and_type() {
+        let mut out = Vec::new();
+        let mut sink = JsonLinesSink::new(&mut out);
+        sink.frame(&result(vec![face(1, "happy", 0.8)])).unwrap();
+        sink.notice(&Notice::Skipped { reason: "bad".into() }).unwrap();
+        sink.finish(&RunSummary::default()).unwrap();
+        let lines: Vec<serde_json::Value> =
+            String::from_utf8(out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 3);
+        assert_eq!(lines[0]["type"], "frame");
+        assert_eq!(lines[0]["faces"][0]["box"]["width"], 10.0);
+        assert_eq!((lines[1]["type"].as_str(), lines[1]["event"].as_str()), (Some("notice"), Some("skipped")));
+        assert_eq!(lines[2]["type"], "summary");
+        assert!(lines.iter().all(|l| l["schema"] == SCHEMA));
+    }
+}
