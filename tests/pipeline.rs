@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use image::RgbImage;
-use mien_capture::pixel::scalar::rgb_to_yuv_pixel;
+use mien_capture::pixel::scalar::from_rgb;
 use mien_capture::{PixelFormat, YuvEncoding};
 use mien_detect::{DetectOptions, FaceDetector};
 use mien_pipeline::sink::{JsonLinesSink, Notice, Sink};
@@ -64,31 +64,12 @@ fn portrait() -> RgbImage {
     mien_image::crop_rgb(&astronaut, mien_image::PixelRect { x: 96, y: 0, width: 256, height: 256 })
 }
 
-/// I420 planes of an RGB frame (chroma from each 2x2 block's top-left pixel), BT.601 limited range.
-fn i420(frame: &RgbImage) -> Vec<u8> {
-    let (w, h) = frame.dimensions();
-    let enc = YuvEncoding::default();
-    let mut y_plane = Vec::with_capacity((w * h) as usize);
-    let (mut u, mut v) = (Vec::new(), Vec::new());
-    for py in 0..h {
-        for px in 0..w {
-            let yuv = rgb_to_yuv_pixel(frame.get_pixel(px, py).0, enc);
-            y_plane.push(yuv[0]);
-            if px % 2 == 0 && py % 2 == 0 {
-                u.push(yuv[1]);
-                v.push(yuv[2]);
-            }
-        }
-    }
-    [y_plane, u, v].concat()
-}
-
 fn write_y4m(path: &Path, frames: &[RgbImage]) {
     let (w, h) = frames[0].dimensions();
     let mut bytes = format!("YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n").into_bytes();
     for frame in frames {
         bytes.extend_from_slice(b"FRAME\n");
-        bytes.extend(i420(frame));
+        bytes.extend(from_rgb(frame, PixelFormat::Yu12, YuvEncoding::default()));
     }
     std::fs::write(path, bytes).unwrap();
 }
@@ -163,15 +144,10 @@ fn raw_yuyv_video_finds_the_faces_the_images_show() {
     let portrait = portrait();
     let frames: Vec<RgbImage> = [Some((40, 60)), None, Some((300, 200))].iter().map(|at| frame_with_face(&portrait, *at)).collect();
     let dir = tempfile::tempdir().unwrap();
-    let enc = YuvEncoding::default();
     let mut raw = Vec::new();
     let mut files = Vec::new();
     for (i, frame) in frames.iter().enumerate() {
-        for pair in frame.as_raw().chunks_exact(6) {
-            let a = rgb_to_yuv_pixel([pair[0], pair[1], pair[2]], enc);
-            let b = rgb_to_yuv_pixel([pair[3], pair[4], pair[5]], enc);
-            raw.extend_from_slice(&[a[0], a[1], b[0], a[2]]);
-        }
+        raw.extend(from_rgb(frame, PixelFormat::Yuyv, YuvEncoding::default()));
         let path = dir.path().join(format!("{i}.png"));
         frame.save(&path).unwrap();
         files.push(path);

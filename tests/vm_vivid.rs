@@ -191,26 +191,6 @@ fn two_faces_frame() -> image::RgbImage {
     frame
 }
 
-/// The frame as raw YUYV and NV12 (BT.601 limited range, what vivid assumes for SDTV/HDMI 640x480).
-fn yuyv_and_nv12(frame: &image::RgbImage) -> (Vec<u8>, Vec<u8>) {
-    use mien_capture::pixel::scalar::rgb_to_yuv_pixel;
-    let enc = mien_capture::YuvEncoding::default();
-    let (w, h) = frame.dimensions();
-    let yuv: Vec<[u8; 3]> = frame.pixels().map(|p| rgb_to_yuv_pixel(p.0, enc)).collect();
-    let mut yuyv = Vec::with_capacity((w * h * 2) as usize);
-    for pair in yuv.chunks_exact(2) {
-        yuyv.extend_from_slice(&[pair[0][0], pair[0][1], pair[1][0], pair[0][2]]);
-    }
-    let mut nv12: Vec<u8> = yuv.iter().map(|p| p[0]).collect();
-    for y in (0..h).step_by(2) {
-        for x in (0..w).step_by(2) {
-            let p = yuv[(y * w + x) as usize];
-            nv12.extend_from_slice(&[p[1], p[2]]);
-        }
-    }
-    (yuyv, nv12)
-}
-
 /// The faces of one `mien run` step, checked, keyed by (frame, face index): (label, probabilities).
 fn check_run(console: &str, name: &str, format: &str) -> std::collections::BTreeMap<(u64, usize), (String, Value)> {
     let s = step(console, name);
@@ -268,9 +248,10 @@ fn vivid_camera_pipeline_on_emulated_arm64() {
     let root = common::root();
     let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("vm-arm64-pipeline");
     std::fs::create_dir_all(&out).unwrap();
-    let (yuyv, nv12) = yuyv_and_nv12(&two_faces_frame());
-    std::fs::write(out.join("faces.yuyv"), yuyv).unwrap();
-    std::fs::write(out.join("faces.nv12"), nv12).unwrap();
+    use mien_capture::{pixel::scalar::from_rgb, PixelFormat, YuvEncoding};
+    let frame = two_faces_frame();
+    std::fs::write(out.join("faces.yuyv"), from_rgb(&frame, PixelFormat::Yuyv, YuvEncoding::default())).unwrap();
+    std::fs::write(out.join("faces.nv12"), from_rgb(&frame, PixelFormat::Nv12, YuvEncoding::default())).unwrap();
     let built = Command::new(root.join("tools/vm/build.sh"))
         .args(["--arch", "arm64", "--binary"])
         .arg(&binary)

@@ -78,11 +78,14 @@ impl FaceDetector {
         runtime: &RuntimeOptions,
         options: &DetectOptions,
     ) -> Result<FaceDetector, DetectError> {
-        let model = Model::load(path, runtime)?;
-        let manifest = model.manifest();
-        let Some(spec) = manifest.detector.clone() else {
-            return Err(DetectError::NotADetector { path: model.plan().path().display().to_string() });
+        let opened = std::time::Instant::now();
+        let plan = mien_runtime::Plan::open(path.as_ref()).map_err(RuntimeError::from)?;
+        // Refused from the manifest, before the graph is parsed and optimized.
+        let Some(spec) = plan.manifest().detector.clone() else {
+            return Err(DetectError::NotADetector { path: plan.path().display().to_string() });
         };
+        let model = Model::from_plan(plan, opened, runtime)?;
+        let manifest = model.manifest();
         let (input_height, input_width) = (manifest.preprocessing.height, manifest.preprocessing.width);
         let anchors = anchors::generate(&spec, input_height, input_width);
         Ok(FaceDetector {
@@ -100,11 +103,6 @@ impl FaceDetector {
     /// The underlying plan.
     pub fn model(&self) -> &Model {
         &self.model
-    }
-
-    /// Minimum score in use.
-    pub fn min_score(&self) -> f32 {
-        self.min_score
     }
 
     /// Finds every face in `frame`, best score first.

@@ -128,7 +128,6 @@ pub struct Pipeline {
     classifier: Classifier,
     tracker: Tracker,
     config: PipelineConfig,
-    crops_saved: u64,
 }
 
 fn ms_since(start: Instant) -> f64 {
@@ -146,7 +145,7 @@ impl Pipeline {
             std::fs::create_dir_all(dir)
                 .map_err(|e| PipelineError::SaveCrop { path: dir.clone(), message: e.to_string() })?;
         }
-        Ok(Pipeline { tracker: Tracker::new(config.tracker.clone()), detector, classifier, config, crops_saved: 0 })
+        Ok(Pipeline { tracker: Tracker::new(config.tracker.clone()), detector, classifier, config })
     }
 
     /// The classifier.
@@ -181,11 +180,10 @@ impl Pipeline {
         }
         let classify_ms = ms_since(start);
 
-        if let Some(dir) = self.config.save_crops.clone() {
+        if let Some(dir) = &self.config.save_crops {
             for (i, (_, crop)) in crops.iter().enumerate() {
                 let path = dir.join(format!("frame{:06}-face{i}-{}.png", frame.index, classified[i].label));
                 save_png(crop, &path)?;
-                self.crops_saved += 1;
             }
         }
 

@@ -145,7 +145,13 @@ impl Model {
     pub fn load(path: impl AsRef<Path>, options: &RuntimeOptions) -> Result<Model, RuntimeError> {
         let start = Instant::now();
         let plan = Plan::open(path.as_ref())?;
-        let verify_ms = start.elapsed().as_secs_f64() * 1e3;
+        Model::from_plan(plan, start, options)
+    }
+
+    /// Loads and optimizes an opened plan; `opened` is when opening (manifest and checksum
+    /// verification) started, for the timings.
+    pub fn from_plan(plan: Plan, opened: Instant, options: &RuntimeOptions) -> Result<Model, RuntimeError> {
+        let verify_ms = opened.elapsed().as_secs_f64() * 1e3;
         let plan_name = plan.path().display().to_string();
         let tract_err = |stage: &'static str| {
             let path = plan_name.clone();
@@ -278,11 +284,13 @@ impl std::ops::Deref for Classifier {
 impl Classifier {
     /// Opens, verifies, loads and optimizes a classifier plan; detector plans are refused.
     pub fn load(path: impl AsRef<Path>, options: &RuntimeOptions) -> Result<Classifier, RuntimeError> {
-        let model = Model::load(path, options)?;
-        if model.manifest().detector.is_some() {
-            return Err(RuntimeError::NotAClassifier { path: model.plan().path().display().to_string() });
+        let opened = Instant::now();
+        let plan = Plan::open(path.as_ref())?;
+        // Refused from the manifest, before the graph is parsed and optimized.
+        if plan.manifest().detector.is_some() {
+            return Err(RuntimeError::NotAClassifier { path: plan.path().display().to_string() });
         }
-        Ok(Classifier { model })
+        Ok(Classifier { model: Model::from_plan(plan, opened, options)? })
     }
 
     /// Class labels in output order.

@@ -131,8 +131,7 @@ fn pipeline(args: BenchArgs) -> Result<ExitCode> {
     let mut jpeg = Vec::new();
     image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90).encode_image(&frame)?;
     let encoding = YuvEncoding::default();
-    let yuv: Vec<[u8; 3]> = frame.pixels().map(|p| pixel::scalar::rgb_to_yuv_pixel(p.0, encoding)).collect();
-    let yuyv: Vec<u8> = yuv.chunks_exact(2).flat_map(|p| [p[0][0], p[0][1], p[1][0], p[0][2]]).collect();
+    let yuyv = pixel::scalar::from_rgb(&frame, PixelFormat::Yuyv, encoding);
 
     let runtime = args.run.options();
     let classifier = Classifier::load(&args.run.plan, &runtime)?;

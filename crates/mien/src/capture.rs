@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use image::RgbImage;
-use mien_capture::{Camera, CaptureError, CaptureRequest, PixelFormat};
+use mien_capture::{Camera, CaptureError, CaptureRequest};
 use mien_runtime::Classifier;
 use serde_json::json;
 
@@ -19,16 +19,8 @@ pub struct CaptureArgs {
     /// captures in a format mien reads (see `mien devices`).
     #[arg(long)]
     device: Option<String>,
-    /// Pixel format: YUYV, NV12, I420, UYVY, MJPEG, RGB24, BGR24 or GREY. Default: the first of these the
-    /// camera offers.
-    #[arg(long)]
-    format: Option<PixelFormat>,
-    /// Frame size WIDTHxHEIGHT (the driver may choose the nearest it supports; a warning says so).
-    #[arg(long, value_parser = crate::parse_size, value_name = "WxH")]
-    size: Option<(u32, u32)>,
-    /// Frame rate to ask for.
-    #[arg(long)]
-    fps: Option<u32>,
+    #[command(flatten)]
+    camera: crate::CameraFormatArgs,
     /// Frames to capture.
     #[arg(long, default_value_t = 30)]
     count: u64,
@@ -96,9 +88,9 @@ pub fn run(args: CaptureArgs) -> Result<ExitCode> {
     }
     let request = CaptureRequest {
         device: args.device.clone(),
-        format: args.format,
-        size: args.size,
-        fps: args.fps,
+        format: args.camera.format,
+        size: args.camera.size,
+        fps: args.camera.fps,
         timeout: Duration::from_millis(args.timeout_ms),
         ..Default::default()
     };

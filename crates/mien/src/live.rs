@@ -32,16 +32,8 @@ pub struct LiveArgs {
     /// first camera that works.
     #[arg(long, value_name = "SOURCE")]
     source: Vec<String>,
-    /// Camera pixel format (YUYV, MJPEG, NV12, I420, UYVY, RGB24, BGR24, GREY). Default: the first the
-    /// camera offers, in that order of preference.
-    #[arg(long)]
-    format: Option<PixelFormat>,
-    /// Camera frame size WIDTHxHEIGHT.
-    #[arg(long, value_parser = crate::parse_size, value_name = "WxH")]
-    size: Option<(u32, u32)>,
-    /// Camera frame rate to ask for.
-    #[arg(long)]
-    fps: Option<u32>,
+    #[command(flatten)]
+    camera: crate::CameraFormatArgs,
     /// Raw video: the frames' pixel format.
     #[arg(long, value_name = "FORMAT")]
     raw_format: Option<PixelFormat>,
@@ -191,9 +183,9 @@ fn open_camera(args: &LiveArgs) -> Result<Box<dyn FrameSource>> {
     use mien_pipeline::source::{CameraSource, Reconnect};
     let request = CaptureRequest {
         device: args.source.first().cloned(),
-        format: args.format,
-        size: args.size,
-        fps: args.fps,
+        format: args.camera.format,
+        size: args.camera.size,
+        fps: args.camera.fps,
         timeout: Duration::from_millis(args.timeout_ms.max(1)),
         ..CaptureRequest::default()
     };

@@ -87,6 +87,21 @@ impl RunArgs {
     }
 }
 
+/// How to configure a camera (`mien capture`, `mien run`).
+#[derive(Args, Debug, Clone)]
+pub struct CameraFormatArgs {
+    /// Camera pixel format: YUYV, NV12, I420, UYVY, MJPEG, RGB24, BGR24 or GREY. Default: the first of
+    /// these the camera offers.
+    #[arg(long)]
+    pub format: Option<mien_capture::PixelFormat>,
+    /// Camera frame size WIDTHxHEIGHT (the driver may choose the nearest it supports; a warning says so).
+    #[arg(long, value_parser = parse_size, value_name = "WxH")]
+    pub size: Option<(u32, u32)>,
+    /// Camera frame rate to ask for.
+    #[arg(long)]
+    pub fps: Option<u32>,
+}
+
 /// Parses `WIDTHxHEIGHT` (frame sizes on the command line).
 pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
     let parsed = text.split_once(['x', 'X']).and_then(|(w, h)| Some((w.trim().parse().ok()?, h.trim().parse().ok()?)));

@@ -17,18 +17,21 @@ fn photo(name: &str) -> PathBuf {
 
 /// Runs the binary, through `MIEN_TEST_RUNNER` when set (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`
 /// for cross-compiled test runs, where cargo's runner wraps only the test binary itself).
-fn mien(args: &[&std::ffi::OsStr]) -> Output {
+fn mien_command() -> Command {
     let runner = std::env::var("MIEN_TEST_RUNNER").unwrap_or_default();
     let mut words = runner.split_whitespace();
-    let mut command = match words.next() {
+    match words.next() {
         Some(program) => {
             let mut c = Command::new(program);
             c.args(words).arg(env!("CARGO_BIN_EXE_mien"));
             c
         }
         None => Command::new(env!("CARGO_BIN_EXE_mien")),
-    };
-    command.args(args).output().expect("mien runs")
+    }
+}
+
+fn mien(args: &[&std::ffi::OsStr]) -> Output {
+    mien_command().args(args).output().expect("mien runs")
 }
 
 fn os(s: &str) -> &std::ffi::OsStr {
@@ -321,22 +324,18 @@ fn run_errors_are_one_line() {
 }
 
 #[test]
-fn run_stops_cleanly_on_sigint_with_a_summary() {
+fn run_stops_cleanly_on_sigint_and_sigterm_with_a_summary() {
+    for signal in ["INT", "TERM"] {
+        stops_cleanly_on(signal);
+    }
+}
+
+fn stops_cleanly_on(signal: &str) {
     // A long raw video (60 grey frames) played at 5 fps: still running when the signal comes.
     let dir = tempfile::tempdir().unwrap();
     let video = dir.path().join("grey.yuyv");
     std::fs::write(&video, vec![128u8; 64 * 48 * 2 * 60]).unwrap();
-    let runner = std::env::var("MIEN_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    let mut command = match words.next() {
-        Some(program) => {
-            let mut c = Command::new(program);
-            c.args(words).arg(env!("CARGO_BIN_EXE_mien"));
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_mien")),
-    };
-    let mut child = command
+    let mut child = mien_command()
         .args([os("run"), os("--plan"), plan().as_os_str(), os("--detector"), detector().as_os_str(), os("--source")])
         .arg(&video)
         .args(["--raw-format", "YUYV", "--raw-size", "64x48", "--max-fps", "5", "--json"])
@@ -350,7 +349,7 @@ fn run_stops_cleanly_on_sigint_with_a_summary() {
     std::io::BufRead::read_line(&mut stdout, &mut first).unwrap();
     assert!(first.contains("\"started\""), "{first}");
     std::thread::sleep(std::time::Duration::from_millis(1000));
-    let killed = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let killed = Command::new("sh").arg("-c").arg(format!("kill -{signal} {}", child.id())).status().unwrap();
     assert!(killed.success());
     let mut text = String::new();
     std::io::Read::read_to_string(&mut stdout, &mut text).unwrap();

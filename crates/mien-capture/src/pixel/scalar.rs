@@ -90,3 +90,25 @@ pub fn rgb_to_yuv_pixel(rgb: [u8; 3], encoding: YuvEncoding) -> [u8; 3] {
     };
     [y, cb, cr].map(|v| v.round().clamp(0.0, 255.0) as u8)
 }
+
+/// Encodes an RGB image as a tightly packed YUYV, NV12 or I420 frame (chroma from the top-left pixel
+/// of each 2x1 or 2x2 block); tests and benchmarks use it to make camera-like frames of known content.
+///
+/// # Panics
+///
+/// For other formats, and for odd sizes.
+pub fn from_rgb(image: &RgbImage, format: PixelFormat, encoding: YuvEncoding) -> Vec<u8> {
+    let (w, h) = (image.width() as usize, image.height() as usize);
+    assert!(w % 2 == 0 && h % 2 == 0, "even sizes only");
+    let yuv: Vec<[u8; 3]> = image.pixels().map(|p| rgb_to_yuv_pixel(p.0, encoding)).collect();
+    let luma = || yuv.iter().map(|p| p[0]);
+    let block_tops = || (0..h).step_by(2).flat_map(move |y| (0..w).step_by(2).map(move |x| y * w + x));
+    match format {
+        PixelFormat::Yuyv => yuv.chunks_exact(2).flat_map(|p| [p[0][0], p[0][1], p[1][0], p[0][2]]).collect(),
+        PixelFormat::Nv12 => luma().chain(block_tops().flat_map(|i| [yuv[i][1], yuv[i][2]])).collect(),
+        PixelFormat::Yu12 => {
+            luma().chain(block_tops().map(|i| yuv[i][1])).chain(block_tops().map(|i| yuv[i][2])).collect()
+        }
+        other => panic!("from_rgb encodes YUYV, NV12 and I420, not {other}"),
+    }
+}

@@ -221,3 +221,16 @@ fn mjpeg_frames_without_huffman_tables_decode() {
     let plain = zune_jpeg::JpegDecoder::new_with_options(ZCursor::new(&bare), DecoderOptions::default()).decode();
     assert!(plain.is_err(), "zune-jpeg decoded a table-less frame by itself");
 }
+
+/// Frames made by `scalar::from_rgb` convert back to their colours.
+#[test]
+fn frames_encoded_from_rgb_convert_back() {
+    let picture = RgbImage::from_fn(8, 4, |x, _| if x < 4 { image::Rgb([200, 60, 30]) } else { image::Rgb([20, 120, 220]) });
+    for format in [PixelFormat::Yuyv, PixelFormat::Nv12, PixelFormat::Yu12] {
+        let frame = scalar::from_rgb(&picture, format, YuvEncoding::default());
+        let layout = FrameLayout::packed(format, 8, 4);
+        assert_eq!(frame.len(), layout.required_len(), "{format}");
+        let back = scalar::to_rgb(&layout, YuvEncoding::default(), &frame).unwrap();
+        assert!(max_abs_diff(&back, &picture) <= 2, "{format}: {:?}", back.as_raw());
+    }
+}

@@ -267,8 +267,4 @@ impl FrameSource for CameraSource {
         let slot = self.shared.slot.lock().unwrap_or_else(|e| e.into_inner());
         slot.replaced + slot.driver_dropped
     }
-
-    fn is_live(&self) -> bool {
-        true
-    }
 }

@@ -75,19 +75,12 @@ pub trait FrameSource: Send {
     /// What is being read, for logs and reports (`/dev/video0 (vivid, YUYV 640x480)`, a folder).
     fn describe(&self) -> String;
 
-    /// Waits for the next event. Sources that block (cameras) return within about `poll` when
-    /// `stop` is set.
+    /// Waits for the next event. Sources that block (cameras) return soon after `stop` is set.
     fn next_event(&mut self, stop: &AtomicBool) -> Result<SourceEvent, SourceError>;
 
     /// Frames the source produced but the pipeline never saw: the driver's gaps plus frames replaced
     /// by newer ones while the pipeline was busy.
     fn dropped(&self) -> u64 {
         0
-    }
-
-    /// Whether the pipeline should pace itself to the source's frame times (files are read as fast
-    /// as the pipeline runs; cameras pace themselves).
-    fn is_live(&self) -> bool {
-        false
     }
 }

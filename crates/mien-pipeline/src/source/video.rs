@@ -37,9 +37,9 @@ fn read_frame(reader: &mut impl Read, buffer: &mut [u8], path: &Path, index: u64
     Ok(true)
 }
 
-/// A YUV4MPEG2 file, 4:2:0 (any chroma siting) or mono.
+/// A file of fixed-size uncompressed frames: what Y4M and raw video share.
 #[derive(Debug)]
-pub struct Y4mSource {
+struct FrameFile {
     path: PathBuf,
     reader: BufReader<File>,
     layout: FrameLayout,
@@ -48,6 +48,52 @@ pub struct Y4mSource {
     buffer: Vec<u8>,
     next: u64,
     ended: bool,
+}
+
+impl FrameFile {
+    fn new(
+        path: &Path,
+        reader: BufReader<File>,
+        layout: FrameLayout,
+        encoding: YuvEncoding,
+        frame_interval: Duration,
+    ) -> FrameFile {
+        FrameFile {
+            path: path.to_path_buf(),
+            reader,
+            layout,
+            encoding,
+            frame_interval,
+            buffer: vec![0; layout.required_len()],
+            next: 0,
+            ended: false,
+        }
+    }
+
+    /// Reads the next frame's bytes; `Ok(false)` at a clean end of file.
+    fn read(&mut self) -> Result<bool, SourceError> {
+        let read = read_frame(&mut self.reader, &mut self.buffer, &self.path, self.next);
+        if !matches!(read, Ok(true)) {
+            self.ended = true;
+        }
+        read
+    }
+
+    /// The frame just read, in RGB.
+    fn frame(&mut self) -> Result<SourceEvent, SourceError> {
+        let index = self.next;
+        self.next += 1;
+        let mut image = RgbImage::new(0, 0);
+        pixel::to_rgb(&self.layout, self.encoding, &self.buffer, &mut image)
+            .map_err(|e| file_error(&self.path, e.to_string()))?;
+        Ok(SourceEvent::Frame(SourceFrame { image, index, timestamp: self.frame_interval * index as u32, file: None }))
+    }
+}
+
+/// A YUV4MPEG2 file, 4:2:0 (any chroma siting) or mono.
+#[derive(Debug)]
+pub struct Y4mSource {
+    frames: FrameFile,
 }
 
 impl Y4mSource {
@@ -93,69 +139,45 @@ impl Y4mSource {
         }
         let layout = FrameLayout::packed(format, width, height);
         layout.check(usize::MAX).map_err(|e| file_error(path, e.to_string()))?;
-        Ok(Y4mSource {
-            path: path.to_path_buf(),
-            reader,
-            layout,
-            encoding: YuvEncoding { range, ..YuvEncoding::default() },
-            frame_interval: Duration::from_secs_f64(f64::from(fps.1) / f64::from(fps.0)),
-            buffer: vec![0; layout.required_len()],
-            next: 0,
-            ended: false,
-        })
+        let encoding = YuvEncoding { range, ..YuvEncoding::default() };
+        let interval = Duration::from_secs_f64(f64::from(fps.1) / f64::from(fps.0));
+        Ok(Y4mSource { frames: FrameFile::new(path, reader, layout, encoding, interval) })
     }
 }
 
 impl FrameSource for Y4mSource {
     fn describe(&self) -> String {
-        let fps = 1.0 / self.frame_interval.as_secs_f64();
-        format!(
-            "{} (Y4M {} {}x{}, {fps:.2} fps)",
-            self.path.display(),
-            self.layout.format,
-            self.layout.width,
-            self.layout.height
-        )
+        let f = &self.frames;
+        let fps = 1.0 / f.frame_interval.as_secs_f64();
+        format!("{} (Y4M {} {}x{}, {fps:.2} fps)", f.path.display(), f.layout.format, f.layout.width, f.layout.height)
     }
 
     fn next_event(&mut self, _stop: &AtomicBool) -> Result<SourceEvent, SourceError> {
-        if self.ended {
+        let f = &mut self.frames;
+        if f.ended {
             return Ok(SourceEvent::End);
         }
         let mut marker = Vec::new();
-        self.reader.read_until(b'\n', &mut marker).map_err(|e| file_error(&self.path, e.to_string()))?;
+        f.reader.read_until(b'\n', &mut marker).map_err(|e| file_error(&f.path, e.to_string()))?;
         if marker.is_empty() {
-            self.ended = true;
+            f.ended = true;
             return Ok(SourceEvent::End);
         }
         if !marker.starts_with(b"FRAME") {
-            self.ended = true;
-            return Err(file_error(&self.path, format!("frame {}: expected a FRAME marker", self.next)));
+            f.ended = true;
+            return Err(file_error(&f.path, format!("frame {}: expected a FRAME marker", f.next)));
         }
-        let index = self.next;
-        if !read_frame(&mut self.reader, &mut self.buffer, &self.path, index)? {
-            self.ended = true;
-            return Err(file_error(&self.path, format!("frame {index} has a FRAME marker but no data")));
+        if !f.read()? {
+            return Err(file_error(&f.path, format!("frame {} has a FRAME marker but no data", f.next)));
         }
-        self.next += 1;
-        let mut image = RgbImage::new(0, 0);
-        pixel::to_rgb(&self.layout, self.encoding, &self.buffer, &mut image)
-            .map_err(|e| file_error(&self.path, e.to_string()))?;
-        Ok(SourceEvent::Frame(SourceFrame { image, index, timestamp: self.frame_interval * index as u32, file: None }))
+        f.frame()
     }
 }
 
 /// Frames of one uncompressed format and size, back to back.
 #[derive(Debug)]
 pub struct RawVideoSource {
-    path: PathBuf,
-    reader: BufReader<File>,
-    layout: FrameLayout,
-    encoding: YuvEncoding,
-    frame_interval: Duration,
-    buffer: Vec<u8>,
-    next: u64,
-    ended: bool,
+    frames: FrameFile,
 }
 
 impl RawVideoSource {
@@ -181,46 +203,29 @@ impl RawVideoSource {
                 path.display()
             );
         }
+        let interval = Duration::from_secs_f64(1.0 / fps.max(0.001));
         Ok(RawVideoSource {
-            path: path.to_path_buf(),
-            reader: BufReader::new(file),
-            layout,
-            encoding: YuvEncoding::default(),
-            frame_interval: Duration::from_secs_f64(1.0 / fps.max(0.001)),
-            buffer: vec![0; frame_len as usize],
-            next: 0,
-            ended: false,
+            frames: FrameFile::new(path, BufReader::new(file), layout, YuvEncoding::default(), interval),
         })
     }
 }
 
 impl FrameSource for RawVideoSource {
     fn describe(&self) -> String {
-        format!("{} (raw {} {}x{})", self.path.display(), self.layout.format, self.layout.width, self.layout.height)
+        let f = &self.frames;
+        format!("{} (raw {} {}x{})", f.path.display(), f.layout.format, f.layout.width, f.layout.height)
     }
 
     fn next_event(&mut self, _stop: &AtomicBool) -> Result<SourceEvent, SourceError> {
-        if self.ended {
+        if self.frames.ended {
             return Ok(SourceEvent::End);
         }
-        let index = self.next;
-        match read_frame(&mut self.reader, &mut self.buffer, &self.path, index) {
-            Ok(true) => {}
-            Ok(false) => {
-                self.ended = true;
-                return Ok(SourceEvent::End);
-            }
-            Err(e) => {
-                // A cut-off last frame (a recording stopped mid-write) is reported, not fatal.
-                self.ended = true;
-                return Ok(SourceEvent::Skipped { reason: e.to_string() });
-            }
+        match self.frames.read() {
+            Ok(true) => self.frames.frame(),
+            Ok(false) => Ok(SourceEvent::End),
+            // A cut-off last frame (a recording stopped mid-write) is reported, not fatal.
+            Err(e) => Ok(SourceEvent::Skipped { reason: e.to_string() }),
         }
-        self.next += 1;
-        let mut image = RgbImage::new(0, 0);
-        pixel::to_rgb(&self.layout, self.encoding, &self.buffer, &mut image)
-            .map_err(|e| file_error(&self.path, e.to_string()))?;
-        Ok(SourceEvent::Frame(SourceFrame { image, index, timestamp: self.frame_interval * index as u32, file: None }))
     }
 }
 
