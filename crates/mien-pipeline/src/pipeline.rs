@@ -166,42 +166,44 @@ impl Pipeline {
         let detect_ms = ms_since(start);
 
         let start = Instant::now();
-        let crops: Vec<(PixelRect, mien_image::RgbImage)> = detections
+        // Each face with its crop, so every later stage stays aligned with the detections it keeps.
+        let crops: Vec<(&mien_detect::Face, PixelRect, mien_image::RgbImage)> = detections
             .iter()
-            .filter_map(|face| face.rect.square_crop(self.config.margin, image.width(), image.height()))
-            .map(|region| (region, mien_image::crop_rgb(image, region)))
+            .filter_map(|face| {
+                let region = face.rect.square_crop(self.config.margin, image.width(), image.height())?;
+                Some((face, region, mien_image::crop_rgb(image, region)))
+            })
             .collect();
         let crop_ms = ms_since(start);
 
         let start = Instant::now();
         let mut classified = Vec::with_capacity(crops.len());
-        for (_, crop) in &crops {
+        for (_, _, crop) in &crops {
             classified.push(self.classifier.classify(crop)?);
         }
         let classify_ms = ms_since(start);
 
         if let Some(dir) = &self.config.save_crops {
-            for (i, (_, crop)) in crops.iter().enumerate() {
+            for (i, (_, _, crop)) in crops.iter().enumerate() {
                 let path = dir.join(format!("frame{:06}-face{i}-{}.png", frame.index, classified[i].label));
                 save_png(crop, &path)?;
             }
         }
 
         let start = Instant::now();
-        let observations: Vec<Observation> = detections
+        let observations: Vec<Observation> = crops
             .iter()
             .zip(&classified)
-            .map(|(face, c)| Observation { rect: face.rect, probabilities: c.probabilities.clone() })
+            .map(|((face, _, _), c)| Observation { rect: face.rect, probabilities: c.probabilities.clone() })
             .collect();
         let update = self.tracker.update(&observations, frame.timestamp);
         let track_ms = ms_since(start);
 
         let labels = self.classifier.labels();
-        let faces = detections
+        let faces = crops
             .iter()
-            .zip(&crops)
             .zip(classified.iter().zip(&update.faces))
-            .map(|((face, (region, _)), (c, tracked))| FaceResult {
+            .map(|((face, region, _), (c, tracked))| FaceResult {
                 track: tracked.id,
                 rect: face.rect,
                 crop: *region,
