@@ -147,6 +147,8 @@ pub fn quantize(
     progress: &dyn Progress,
 ) -> Result<QuantizeOutcome, ConvertError> {
     let files = pick_images(&settings.calibrate, Some(settings.calibration_count), "--calibrate")?;
+    // A ViT's patch embedding becomes a matmul, so it is quantized like the others.
+    mien_quantize::patchify::patchify_convs_to_matmuls(model).map_err(tract_err(model_path, "rewrite the patch embedding of"))?;
     let (targets, unsupported) = mien_quantize::find_targets(model).map_err(tract_err(model_path, "analyse"))?;
     if targets.is_empty() {
         return Err(ConvertError::NotImageClassifier {

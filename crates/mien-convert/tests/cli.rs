@@ -90,8 +90,8 @@ fn int8_json_report_lists_layers_and_flags_are_checked() {
     let v: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
     assert_eq!(v["precision"], "int8");
     assert_eq!(v["quantization"]["activations"], "static-mse");
-    assert_eq!(v["quantization"]["int8_layers"], 13);
-    assert_eq!(v["layers"].as_array().unwrap().len(), 13);
+    assert_eq!(v["quantization"]["int8_layers"], 14);
+    assert_eq!(v["layers"].as_array().unwrap().len(), 14);
     assert!(v["layers"][0]["error"].as_f64().unwrap() > 0.0);
     assert!(out.is_file());
 
