@@ -133,10 +133,16 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
             }
         };
         let rounded = patch.wire_node(format!("{name}.q.round"), round_half_to_even(), &[scaled])?[0];
-        let hi = patch.add_const(format!("{name}.q.hi"), scalar_of_rank(QMAX, rank)?)?;
-        let lo = patch.add_const(format!("{name}.q.lo"), scalar_of_rank(-QMAX, rank)?)?;
-        let clamped = patch.wire_node(format!("{name}.q.clamp_hi"), min(), &[rounded, hi])?[0];
-        let clamped = patch.wire_node(format!("{name}.q.clamp_lo"), max(), &[clamped, lo])?[0];
+        // Per token, |x| · 127 / max|x| ≤ 127 already: the clamp is only needed for a calibrated scale
+        // (two passes over the activation saved per matmul).
+        let clamped = if d.activation_scale.is_some() {
+            let hi = patch.add_const(format!("{name}.q.hi"), scalar_of_rank(QMAX, rank)?)?;
+            let lo = patch.add_const(format!("{name}.q.lo"), scalar_of_rank(-QMAX, rank)?)?;
+            let clamped = patch.wire_node(format!("{name}.q.clamp_hi"), min(), &[rounded, hi])?[0];
+            patch.wire_node(format!("{name}.q.clamp_lo"), max(), &[clamped, lo])?[0]
+        } else {
+            rounded
+        };
         let xq = patch.wire_node(format!("{name}.q.i8"), cast(i8::datum_type()), &[clamped])?[0];
 
         // The integer matmul.
@@ -328,6 +334,30 @@ mod tests {
                 let err = crate::arith::relative_error(&got, &expected);
                 assert!(err < 0.03, "{mode:?} {}: relative error {err}", layout.0);
                 assert_eq!(run(&reloaded, input)?, got, "{mode:?} {}: NNEF round trip changes nothing", layout.0);
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn per_token_codes_stay_within_127_without_a_clamp() -> TractResult<()> {
+        let (_, mut q, inputs) = quantized(ActivationMode::DynamicPerToken)?;
+        assert!(!q.nodes().iter().any(|n| n.name.ends_with(".q.clamp_hi")));
+        let codes = q.node_by_name("linear.q.i8")?.id;
+        q.select_output_outlets(&[OutletId::new(codes, 0)])?;
+        let plan = q.into_optimized()?.into_runnable()?;
+        for input in &inputs {
+            // Rows scaled so that their largest magnitude lands on awkward float values.
+            for factor in [1.0f32, 1e-3, 3.7e5, -0.1] {
+                let x = input.to_plain_array_view::<f32>()?.mapv(|v| v * factor).into_tensor();
+                let out = plan.run(tvec!(x.into_tvalue()))?;
+                let view = out[0].to_plain_array_view::<i8>()?;
+                let codes: Vec<i8> = view.iter().copied().collect();
+                assert!(codes.iter().all(|c| (-127..=127).contains(c)), "{codes:?}");
+                // Each of the 12 rows reaches ±127 at its largest magnitude.
+                for row in codes.chunks(16) {
+                    assert_eq!(row.iter().map(|c| c.unsigned_abs()).max(), Some(127), "{row:?}");
+                }
             }
         }
         Ok(())

@@ -252,6 +252,45 @@ impl Model {
         RuntimeError::Tract { path: self.plan.path().display().to_string(), stage: "run", message: one_line(&e) }
     }
 
+    /// Runs the graph `runs` times on `input`, timing every node, and returns the time per op type,
+    /// slowest first. One thread; for finding where inference time goes (e.g. int8's quantize chain
+    /// against its matmuls), not for latency figures.
+    pub fn profile(&self, input: &[f32], runs: usize) -> Result<Vec<OpProfile>, RuntimeError> {
+        let expected = self.preprocessor.len();
+        if input.len() != expected {
+            return Err(RuntimeError::InputSize { expected, found: input.len() });
+        }
+        let shape = &self.plan.manifest().input.shape;
+        let tensor = Tensor::from_shape(shape, input).map_err(|e| self.run_error(e))?;
+        let mut by_op: BTreeMap<String, (usize, std::time::Duration)> = BTreeMap::new();
+        let mut state = self.runnable.spawn().map_err(|e| self.run_error(e))?;
+        for _ in 0..runs.max(1) {
+            state
+                .run_plan_with_eval(tvec!(tensor.clone().into_tvalue()), |ctx, op_state, node, inputs| {
+                    let start = Instant::now();
+                    let out = tract_core::plan::eval(ctx, op_state, node, inputs);
+                    let entry = by_op.entry(node.op.name().to_string()).or_default();
+                    entry.0 += 1;
+                    entry.1 += start.elapsed();
+                    out
+                })
+                .map_err(|e| self.run_error(e))?;
+        }
+        let runs = runs.max(1);
+        let total: f64 = by_op.values().map(|(_, d)| d.as_secs_f64()).sum();
+        let mut profile: Vec<OpProfile> = by_op
+            .into_iter()
+            .map(|(op, (evals, d))| OpProfile {
+                op,
+                nodes: evals / runs,
+                ms: d.as_secs_f64() * 1e3 / runs as f64,
+                share: if total > 0.0 { d.as_secs_f64() / total } else { 0.0 },
+            })
+            .collect();
+        profile.sort_by(|a, b| b.ms.total_cmp(&a.ms));
+        Ok(profile)
+    }
+
     /// Number of nodes of each op type in the optimized graph.
     pub fn op_counts(&self) -> BTreeMap<String, usize> {
         let mut counts = BTreeMap::new();
@@ -265,6 +304,19 @@ impl Model {
     pub fn matmul_kernels(&self) -> BTreeMap<String, usize> {
         kernel_names(&self.optimized)
     }
+}
+
+/// Time spent in one op type during [`Model::profile`].
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OpProfile {
+    /// tract's op name, e.g. `OptMatMul`, `Reduce<Max>`.
+    pub op: String,
+    /// Nodes of this type evaluated per inference.
+    pub nodes: usize,
+    /// Milliseconds per inference.
+    pub ms: f64,
+    /// Fraction of the profiled time.
+    pub share: f64,
 }
 
 /// A classifier plan: a [`Model`] whose output is one logit per label. Derefs to the model for

@@ -39,6 +39,10 @@ pub struct BenchArgs {
     /// classifier_preprocess, classify), e.g. to count one kernel's ARM instructions.
     #[arg(long, value_delimiter = ',', value_name = "STAGES")]
     only: Vec<String>,
+    /// Also time every node of the graph (one thread, --runs inferences) and list the time per op type,
+    /// slowest first (JSON: profile [{op, nodes, ms, share}]).
+    #[arg(long, conflicts_with = "pipeline")]
+    profile: bool,
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -75,6 +79,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
     let mean = latencies.iter().sum::<f64>() / latencies.len() as f64;
     let (p50, p90, p99) = (percentile(&latencies, 50.0), percentile(&latencies, 90.0), percentile(&latencies, 99.0));
     let peak_rss_mb = mien_runtime::peak_rss_mb();
+    let profile = if args.profile { Some(classifier.profile(&input, args.runs)?) } else { None };
     // Verification (checksums) is part of what a user waits for at start-up, so it counts as loading.
     let load_ms = t.verify_ms + t.load_ms;
     if args.json {
@@ -92,6 +97,10 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             "matmul_kernels": classifier.matmul_kernels(),
             "int8_path": crate::int8_path_json(&classifier),
         });
+        let mut value = value;
+        if let Some(profile) = &profile {
+            value["profile"] = serde_json::to_value(profile)?;
+        }
         println!("{}", serde_json::to_string_pretty(&value)?);
     } else {
         println!("plan        {} ({}, {} threads)", classifier.plan().path().display(), m.precision, classifier.threads());
@@ -104,6 +113,12 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         match peak_rss_mb {
             Some(rss) => println!("peak RSS    {rss:.0} MB"),
             None => println!("peak RSS    unknown (no /proc/self/status)"),
+        }
+        if let Some(profile) = &profile {
+            println!("profile     per inference, one thread, {} runs:", args.runs);
+            for op in profile {
+                println!("  {:>9.2} ms {:>5.1}%  {:>4} x {}", op.ms, op.share * 100.0, op.nodes, op.op);
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -23,6 +23,7 @@ Examples:
   mien info --cpu --json                   # just the CPU features kernel choice depends on
   mien bench int8.mien --int8-path integer # force tract's integer kernels
   mien bench plan.mien --threads 2 --runs 20 --json
+  mien bench int8.mien --profile --runs 3  # where the time goes, per op type
   mien eval plan.mien fer2013/public_test --json
   mien eval int8.mien --against f32.mien fer2013/public_test
   mien eval plan.mien jaffe/ --label-map AN=angry,DI=disgust,FE=fear,HA=happy,NE=neutral,SA=sad,SU=surprise

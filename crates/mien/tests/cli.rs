@@ -111,6 +111,28 @@ fn bench_json_has_the_fields_other_tools_read() {
 }
 
 #[test]
+fn bench_profile_accounts_for_every_node_type() {
+    let out = mien(&[os("bench"), plan().as_os_str(), os("--runs"), os("2"), os("--profile"), os("--json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let profile = v["profile"].as_array().unwrap_or_else(|| panic!("no profile: {v}"));
+    let ops: Vec<&str> = profile.iter().map(|p| p["op"].as_str().unwrap()).collect();
+    // The tiny ViT: its matmuls, softmax and layer norms all show up, slowest first, shares adding to 1.
+    for op in ["OptMatMul", "Softmax"] {
+        assert!(ops.contains(&op), "{op} missing: {ops:?}");
+    }
+    let ms: Vec<f64> = profile.iter().map(|p| p["ms"].as_f64().unwrap()).collect();
+    assert!(ms.windows(2).all(|w| w[0] >= w[1]), "{ms:?}");
+    let share: f64 = profile.iter().map(|p| p["share"].as_f64().unwrap()).sum();
+    assert!((share - 1.0).abs() < 1e-6, "{share}");
+    assert!(profile.iter().all(|p| p["nodes"].as_u64().unwrap() >= 1));
+    // Without --profile, no profile.
+    let plain = mien(&[os("bench"), plan().as_os_str(), os("--runs"), os("1"), os("--json")]);
+    let v: serde_json::Value = serde_json::from_slice(&plain.stdout).unwrap();
+    assert!(v.get("profile").is_none());
+}
+
+#[test]
 fn help_has_examples() {
     let out = mien(&[os("--help")]);
     let text = String::from_utf8(out.stdout).unwrap();
