@@ -263,7 +263,7 @@ def step_head(train_x, train_y, test_x, test_y, seed, copies=1):
         x = select(train_x, layers, grid)
         mu, sigma = standardize(x[fit])
         xf, xv = (x[fit] - mu) / sigma, (x[val] - mu) / sigma
-        for l2 in [1e-3, 1e-2, 3e-2, 1e-1]:
+        for l2 in [1e-2, 3e-2, 1e-1]:
             w, b = train_logistic(xf, train_y[fit], l2)
             scores[(name, l2)] = float(((xv @ w + b).argmax(1) == train_y[val]).mean())
             log(f"head: {name} ({x.shape[1]} features), l2={l2:g}: validation accuracy {scores[(name, l2)] * 100:.2f} %")
