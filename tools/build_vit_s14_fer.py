@@ -169,7 +169,7 @@ def multi_output_backbone(cache, backbone):
 SHARD = 512
 
 
-def step_features(cache, backbone, files, name, flip, batch, threads):
+def step_features(cache, backbone, files, name, flip, batch, threads, cached_only=False):
     """Pooled features [N, layers, 18, 384] (float16) of `files`, cached in shards of SHARD images under
     cache/features-v2/NAME/, so an interrupted run resumes where it stopped."""
     import onnxruntime as ort
@@ -181,7 +181,12 @@ def step_features(cache, backbone, files, name, flip, batch, threads):
     for shard in shards:
         cached = np.load(os.path.join(folder, shard), allow_pickle=False)
         done.update(zip(cached["files"].tolist(), cached["features"]))
-    todo = [f for f in files if f not in done]
+    # A seeded shuffle, so that an interrupted extraction leaves a uniform sample of every class.
+    todo = [files[i] for i in np.random.default_rng(0).permutation(len(files)) if files[i] not in done]
+    if cached_only:
+        kept = [i for i, f in enumerate(files) if f in done]
+        log(f"features {name}: using the {len(kept)} of {len(files)} images already extracted (--cached-train-only)")
+        return np.stack([done[files[i]] for i in kept]), kept
     if todo:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
@@ -204,7 +209,7 @@ def step_features(cache, backbone, files, name, flip, batch, threads):
             n = s0 + len(chunk)
             rate = n / (time.time() - start)
             log(f"features {name}: {n}/{len(todo)} new ({rate:.1f} img/s, eta {(len(todo) - n) / rate / 60:.0f} min)")
-    return np.stack([done[f] for f in files])
+    return np.stack([done[f] for f in files]), list(range(len(files)))
 
 
 def train_logistic(x, y, l2, epochs=300):
@@ -386,6 +391,9 @@ def main():
     ap.add_argument("--per-class", type=int, default=0, help="train images per class (0 = all)")
     ap.add_argument("--test-per-class", type=int, default=0, help="public_test images per class (0 = all)")
     ap.add_argument("--no-flip", action="store_true", help="skip horizontally flipped training features")
+    ap.add_argument("--cached-train-only", action="store_true",
+                    help="train on the train images whose features are already cached (an interrupted extraction "
+                         "leaves a uniform sample); extract nothing more for train")
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--seed", type=int, default=0)
@@ -408,10 +416,12 @@ def main():
     train_files, train_y = list_split(root, "train", args.per_class, args.seed)
     test_files, test_y = list_split(root, "public_test", args.test_per_class, args.seed)
     log(f"train {len(train_files)} images, public_test {len(test_files)} images")
-    train_x = step_features(cache, backbone, train_files, "train", False, args.batch, args.threads)
-    test_x = step_features(cache, backbone, test_files, "public_test", False, args.batch, args.threads)
+    test_x, _ = step_features(cache, backbone, test_files, "public_test", False, args.batch, args.threads)
+    train_x, kept = step_features(cache, backbone, train_files, "train", False, args.batch, args.threads,
+                                  args.cached_train_only)
+    train_files, train_y = [train_files[i] for i in kept], train_y[kept]
     if not args.no_flip:
-        flip_x = step_features(cache, backbone, train_files, "train-flip", True, args.batch, args.threads)
+        flip_x, _ = step_features(cache, backbone, train_files, "train-flip", True, args.batch, args.threads)
         train_x, train_y_all = np.concatenate([train_x, flip_x]), np.concatenate([train_y, train_y])
     else:
         train_y_all = train_y

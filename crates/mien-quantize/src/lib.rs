@@ -131,6 +131,10 @@ pub struct LayerDecision {
     /// when the rounding was not to nearest.
     #[serde(skip)]
     pub weight_q: Option<(Vec<i8>, Vec<f32>)>,
+    /// The int8 matmul whose quantized activation this one reuses (q, k and v read the same input, so it
+    /// is quantized once); `None` when it quantizes its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_shared_with: Option<String>,
 }
 
 impl LayerDecision {
@@ -166,163 +170,209 @@ fn alphas(smoothing: &Smoothing) -> Vec<f32> {
     }
 }
 
-/// Decides, per target, smoothing, shift and scale, and whether it is quantized at all.
+/// How an activation is prepared before rounding: shared by every matmul that reads it.
+#[derive(Debug, Clone)]
+struct InputTransform {
+    alpha: f32,
+    /// Per-channel centre subtracted first.
+    centre: Option<Vec<f32>>,
+    /// Per-channel smoothing divisors.
+    factors: Option<Vec<f32>>,
+    /// Static mode's per-tensor scale.
+    activation_scale: Option<f32>,
+}
+
+impl InputTransform {
+    /// `(x - centre) / factors`, row by row.
+    fn prepare(&self, x: &[f32], k: usize) -> Vec<f32> {
+        x.chunks_exact(k)
+            .flat_map(|r| {
+                r.iter().enumerate().map(|(i, v)| {
+                    let v = v - self.centre.as_ref().map(|z| z[i]).unwrap_or(0.0);
+                    v / self.factors.as_ref().map(|c| c[i]).unwrap_or(1.0)
+                })
+            })
+            .collect()
+    }
+
+    fn fake_quantize(&self, prepared: &[f32], k: usize) -> Vec<f32> {
+        match self.activation_scale {
+            Some(scale) => arith::fake_quantize_tensor(prepared, scale),
+            None => arith::fake_quantize_rows(prepared, k),
+        }
+    }
+
+    /// Weight rows multiplied by the smoothing factors.
+    fn smooth_weight(&self, w: &[f32], n: usize) -> Vec<f32> {
+        match &self.factors {
+            Some(c) => w.chunks_exact(n).zip(c).flat_map(|(r, c)| r.iter().map(move |v| v * c)).collect(),
+            None => w.to_vec(),
+        }
+    }
+}
+
+/// Matmuls reading the same activation in the same canonical layout (a transformer's q, k and v): they
+/// share one quantized activation in the graph, so one smoothing and shift must serve them all.
+fn input_groups(targets: &[MatmulTarget]) -> Vec<Vec<usize>> {
+    let key = |t: &MatmulTarget| (t.activation, t.k, t.k_axis, t.k_span, t.dropped_axes.clone(), t.rank, t.n_axis);
+    let mut groups: Vec<Vec<usize>> = vec![];
+    for (i, t) in targets.iter().enumerate() {
+        match groups.iter_mut().find(|g| key(&targets[g[0]]) == key(t)) {
+            Some(g) => g.push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups
+}
+
+/// The shift and smoothing (from the options' grid) with the smallest simulated error of `x · w`, `w` being
+/// `[k, n]` (for a group, its members' weights side by side).
+fn choose_transform(k: usize, n: usize, w: &[f32], s: &ActivationStats, x: &[f32], rows: usize, options: &QuantizeOptions) -> InputTransform {
+    let reference = arith::matmul(x, w, rows, k, n);
+    let mut best: Option<(f32, InputTransform)> = None;
+    let shifts: &[bool] = if options.shift { &[false, true] } else { &[false] };
+    for &shifted in shifts {
+        let centre: Option<Vec<f32>> =
+            shifted.then(|| s.channel_min.iter().zip(&s.channel_max).map(|(lo, hi)| (lo + hi) / 2.0).collect());
+        // Per-channel magnitude after the shift.
+        let amax: Vec<f32> = match &centre {
+            Some(_) => s.channel_min.iter().zip(&s.channel_max).map(|(lo, hi)| (hi - lo) / 2.0).collect(),
+            None => s.channel_absmax.clone(),
+        };
+        // The shift's product with the weight, added back in float.
+        let bias: Option<Vec<f32>> = centre.as_ref().map(|z| arith::matmul(z, w, 1, k, n));
+        for alpha in alphas(&options.smoothing) {
+            let factors = (alpha > 0.0).then(|| arith::smoothing_factors(&amax, w, n, alpha));
+            let mut transform = InputTransform { alpha, centre: centre.clone(), factors, activation_scale: None };
+            if let ActivationMode::Static { calibrator } = options.activations {
+                let absmax = match &transform.factors {
+                    Some(c) => amax.iter().zip(c).fold(0f32, |m, (a, c)| m.max(a / c)),
+                    None => amax.iter().fold(0f32, |m, a| m.max(*a)),
+                };
+                let all = transform.prepare(&s.sample, k);
+                transform.activation_scale = Some(arith::choose_static_scale(&all, absmax, calibrator));
+            }
+            let xq = transform.fake_quantize(&transform.prepare(x, k), k);
+            let (wq, w_scales) = arith::quantize_weight_per_column(&transform.smooth_weight(w, n), k, n);
+            let wd: Vec<f32> = wq.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % n]).collect();
+            let mut approx = arith::matmul(&xq, &wd, rows, k, n);
+            if let Some(b) = &bias {
+                approx.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+            }
+            let error = arith::relative_error(&approx, &reference);
+            if best.as_ref().map(|(e, _)| error < *e).unwrap_or(true) {
+                best = Some((error, transform));
+            }
+        }
+    }
+    best.expect("at least one alpha").1
+}
+
+/// Decides, per target, smoothing, shift and scale, and whether it is quantized at all. Targets reading
+/// the same activation share one smoothing, shift and quantized activation (see [`LayerDecision::input_shared_with`]).
 pub fn plan_layers(
     targets: &[MatmulTarget],
     stats: &HashMap<OutletId, ActivationStats>,
     options: &QuantizeOptions,
 ) -> Result<Vec<LayerDecision>, QuantizeError> {
-    let mut decisions = vec![];
     let macs_of = |t: &MatmulTarget, s: &ActivationStats| (s.rows_seen / s.inputs.max(1)) * (t.k * t.n) as u64;
     for t in targets {
         stats.get(&t.activation).filter(|s| s.rows_seen > 0).ok_or_else(|| QuantizeError::NoCalibrationData(t.name.clone()))?;
     }
     let total_weights: usize = targets.iter().map(|t| t.k * t.n).sum();
-    for t in targets {
-        let s = &stats[&t.activation];
-        let w = t.weight_kn()?;
+    let mut decisions: Vec<Option<LayerDecision>> = vec![None; targets.len()];
+    for group in input_groups(targets) {
+        let leader = &targets[group[0]];
+        let (k, s) = (leader.k, &stats[&leader.activation]);
         let rows = s.sample_rows().min(options.error_rows);
-        let x = &s.sample[..rows * t.k];
-        let reference = arith::matmul(x, &w, rows, t.k, t.n);
-        let mut best: Option<LayerDecision> = None;
-        let shifts: &[bool] = if options.shift { &[false, true] } else { &[false] };
-        for &shifted in shifts {
-            let centre: Option<Vec<f32>> =
-                shifted.then(|| s.channel_min.iter().zip(&s.channel_max).map(|(lo, hi)| (lo + hi) / 2.0).collect());
-            // Per-channel magnitude after the shift.
-            let amax: Vec<f32> = match &centre {
-                Some(_) => s.channel_min.iter().zip(&s.channel_max).map(|(lo, hi)| (hi - lo) / 2.0).collect(),
-                None => s.channel_absmax.clone(),
-            };
-            let x_shifted: Vec<f32> = match &centre {
-                Some(z) => x.chunks_exact(t.k).flat_map(|r| r.iter().zip(z).map(|(v, z)| v - z)).collect(),
-                None => x.to_vec(),
-            };
-            // The shift's product with the weight, added back in float.
-            let bias: Option<Vec<f32>> = centre.as_ref().map(|z| arith::matmul(z, &w, 1, t.k, t.n));
-            for alpha in alphas(&options.smoothing) {
-                let factors = (alpha > 0.0).then(|| arith::smoothing_factors(&amax, &w, t.n, alpha));
-                let (xs, ws) = match &factors {
-                    Some(c) => (
-                        x_shifted.chunks_exact(t.k).flat_map(|r| r.iter().zip(c).map(|(v, c)| v / c)).collect::<Vec<f32>>(),
-                        w.chunks_exact(t.n).zip(c).flat_map(|(r, c)| r.iter().map(move |v| v * c)).collect::<Vec<f32>>(),
-                    ),
-                    None => (x_shifted.clone(), w.clone()),
-                };
-                let (xq, activation_scale) = match options.activations {
-                    ActivationMode::DynamicPerToken => (arith::fake_quantize_rows(&xs, t.k), None),
-                    ActivationMode::Static { calibrator } => {
-                        let absmax = match &factors {
-                            Some(c) => amax.iter().zip(c).fold(0f32, |m, (a, c)| m.max(a / c)),
-                            None => amax.iter().fold(0f32, |m, a| m.max(*a)),
-                        };
-                        let all: Vec<f32> = s
-                            .sample
-                            .chunks_exact(t.k)
-                            .flat_map(|r| {
-                                r.iter().enumerate().map(|(i, v)| {
-                                    let v = v - centre.as_ref().map(|z| z[i]).unwrap_or(0.0);
-                                    v / factors.as_ref().map(|c| c[i]).unwrap_or(1.0)
-                                })
-                            })
-                            .collect();
-                        let scale = arith::choose_static_scale(&all, absmax, calibrator);
-                        (arith::fake_quantize_tensor(&xs, scale), Some(scale))
-                    }
-                };
-                let (wq, w_scales) = arith::quantize_weight_per_column(&ws, t.k, t.n);
-                let wd: Vec<f32> = wq.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % t.n]).collect();
-                let mut approx = arith::matmul(&xq, &wd, rows, t.k, t.n);
-                if let Some(b) = &bias {
-                    for row in approx.chunks_exact_mut(t.n) {
-                        row.iter_mut().zip(b).for_each(|(y, b)| *y += b);
-                    }
-                }
-                let error = arith::relative_error(&approx, &reference);
-                if best.as_ref().map(|b| error < b.error).unwrap_or(true) {
-                    best = Some(LayerDecision {
-                        name: t.name.clone(),
-                        k: t.k,
-                        n: t.n,
-                        alpha,
-                        shifted,
-                        activation_scale,
-                        error,
-                        kept_float: None,
-                        macs: macs_of(t, s),
-                        factors,
-                        shift: centre.clone(),
-                        gptq: false,
-                        weight_q: None,
-                    });
-                }
-            }
-        }
-        let mut decision = best.expect("at least one alpha");
-        let fit_rows = s.sample_rows() - rows;
-        if options.gptq && fit_rows >= 16 {
-            // Fit on the sample rows the error is not measured on.
-            let c = decision.factors.clone().unwrap_or_else(|| vec![1.0; t.k]);
-            let z = decision.shift.clone().unwrap_or_else(|| vec![0.0; t.k]);
-            let prepare = |rows: &[f32]| -> Vec<f32> {
-                rows.chunks_exact(t.k).flat_map(|r| r.iter().zip(&z).zip(&c).map(|((v, z), c)| (v - z) / c)).collect()
-            };
-            let fit = prepare(&s.sample[rows * t.k..]);
-            let ws: Vec<f32> = w.chunks_exact(t.n).zip(&c).flat_map(|(r, c)| r.iter().map(move |v| v * c)).collect();
-            let (_, scales) = arith::quantize_weight_per_column(&ws, t.k, t.n);
-            let q = arith::gptq_quantize(&ws, t.k, t.n, &fit, fit_rows, &scales, 0.01);
-            let xs = prepare(x);
-            let xq = match decision.activation_scale {
-                Some(scale) => arith::fake_quantize_tensor(&xs, scale),
-                None => arith::fake_quantize_rows(&xs, t.k),
-            };
-            let wd: Vec<f32> = q.iter().enumerate().map(|(i, q)| *q as f32 * scales[i % t.n]).collect();
-            let mut approx = arith::matmul(&xq, &wd, rows, t.k, t.n);
-            if decision.shift.is_some() {
-                let bias = arith::matmul(&z, &w, 1, t.k, t.n);
-                approx.chunks_exact_mut(t.n).for_each(|r| r.iter_mut().zip(&bias).for_each(|(y, b)| *y += b));
-            }
-            let error = arith::relative_error(&approx, &reference);
-            tracing::debug!(layer = %t.name, rtn = decision.error, gptq = error, "weight rounding");
-            if error < decision.error {
-                decision.error = error;
-                decision.gptq = true;
-                decision.weight_q = Some((q, scales));
-            }
-        }
-        if tracing::enabled!(tracing::Level::TRACE) {
-            // Where the error comes from: weights alone, activations alone (same smoothing and shift).
-            let c = decision.factors.clone().unwrap_or_else(|| vec![1.0; t.k]);
-            let z = decision.shift.clone().unwrap_or_else(|| vec![0.0; t.k]);
-            let xs: Vec<f32> = x.chunks_exact(t.k).flat_map(|r| r.iter().zip(&z).zip(&c).map(|((v, z), c)| (v - z) / c)).collect();
-            let ws: Vec<f32> = w.chunks_exact(t.n).zip(&c).flat_map(|(r, c)| r.iter().map(move |v| v * c)).collect();
-            let bias = arith::matmul(&z, &w, 1, t.k, t.n);
+        let x = &s.sample[..rows * k];
+        let weights: Vec<Vec<f32>> = group.iter().map(|&i| targets[i].weight_kn()).collect::<TractResult<_>>()?;
+        let n_total: usize = group.iter().map(|&i| targets[i].n).sum();
+        let side_by_side: Vec<f32> = if group.len() == 1 {
+            weights[0].clone()
+        } else {
+            (0..k).flat_map(|row| group.iter().zip(&weights).flat_map(move |(&i, w)| w[row * targets[i].n..(row + 1) * targets[i].n].iter().copied())).collect()
+        };
+        let transform = choose_transform(k, n_total, &side_by_side, s, x, rows, options);
+        let prepared = transform.prepare(x, k);
+        let xq = transform.fake_quantize(&prepared, k);
+        for (&i, w) in group.iter().zip(&weights) {
+            let t = &targets[i];
+            let n = t.n;
+            let reference = arith::matmul(x, w, rows, k, n);
+            let bias = transform.centre.as_ref().map(|z| arith::matmul(z, w, 1, k, n));
             let with_bias = |mut y: Vec<f32>| {
-                y.chunks_exact_mut(t.n).for_each(|r| r.iter_mut().zip(&bias).for_each(|(y, b)| *y += b));
+                if let Some(b) = &bias {
+                    y.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+                }
                 y
             };
-            let (wq, w_scales) = arith::quantize_weight_per_column(&ws, t.k, t.n);
-            let wd: Vec<f32> = wq.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % t.n]).collect();
-            let weight_only = arith::relative_error(&with_bias(arith::matmul(&xs, &wd, rows, t.k, t.n)), &reference);
-            let xq = arith::fake_quantize_rows(&xs, t.k);
-            let act_only = arith::relative_error(&with_bias(arith::matmul(&xq, &ws, rows, t.k, t.n)), &reference);
-            tracing::trace!(layer = %t.name, error = decision.error, weight_only, act_only, "error split");
+            let ws = transform.smooth_weight(w, n);
+            let (wq, w_scales) = arith::quantize_weight_per_column(&ws, k, n);
+            let wd: Vec<f32> = wq.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % n]).collect();
+            let error = arith::relative_error(&with_bias(arith::matmul(&xq, &wd, rows, k, n)), &reference);
+            let mut decision = LayerDecision {
+                name: t.name.clone(),
+                k,
+                n,
+                alpha: transform.alpha,
+                shifted: transform.centre.is_some(),
+                activation_scale: transform.activation_scale,
+                error,
+                kept_float: None,
+                macs: macs_of(t, s),
+                factors: transform.factors.clone(),
+                shift: transform.centre.clone(),
+                gptq: false,
+                weight_q: None,
+                input_shared_with: None,
+            };
+            let fit_rows = s.sample_rows() - rows;
+            if options.gptq && fit_rows >= 16 {
+                // Fit on the sample rows the error is not measured on.
+                let fit = transform.prepare(&s.sample[rows * k..], k);
+                let q = arith::gptq_quantize(&ws, k, n, &fit, fit_rows, &w_scales, 0.01);
+                let wd: Vec<f32> = q.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % n]).collect();
+                let gptq_error = arith::relative_error(&with_bias(arith::matmul(&xq, &wd, rows, k, n)), &reference);
+                tracing::debug!(layer = %t.name, rtn = decision.error, gptq = gptq_error, "weight rounding");
+                if gptq_error < decision.error {
+                    decision.error = gptq_error;
+                    decision.gptq = true;
+                    decision.weight_q = Some((q, w_scales.clone()));
+                }
+            }
+            if tracing::enabled!(tracing::Level::TRACE) {
+                // Where the error comes from: weights alone, activations alone (same smoothing and shift).
+                let weight_only = arith::relative_error(&with_bias(arith::matmul(&prepared, &wd, rows, k, n)), &reference);
+                let act_only = arith::relative_error(&with_bias(arith::matmul(&xq, &ws, rows, k, n)), &reference);
+                tracing::trace!(layer = %t.name, error = decision.error, weight_only, act_only, "error split");
+            }
+            let share = (k * n) as f64 / total_weights.max(1) as f64;
+            if !(decision.error <= options.max_layer_error) {
+                decision.kept_float = Some(format!(
+                    "simulated int8 error {:.2}% exceeds the {:.2}% threshold",
+                    decision.error * 100.0,
+                    options.max_layer_error * 100.0
+                ));
+            } else if share < options.min_weight_fraction && targets.len() > 1 {
+                decision.kept_float =
+                    Some(format!("{:.3}% of the weights: too small to matter for size or speed, kept exact", share * 100.0));
+            }
+            tracing::debug!(layer = %t.name, alpha = decision.alpha, shifted = decision.shifted, error = decision.error, int8 = decision.is_int8(), "layer planned");
+            decisions[i] = Some(decision);
         }
-        let share = (t.k * t.n) as f64 / total_weights.max(1) as f64;
-        if !(decision.error <= options.max_layer_error) {
-            decision.kept_float = Some(format!(
-                "simulated int8 error {:.2}% exceeds the {:.2}% threshold",
-                decision.error * 100.0,
-                options.max_layer_error * 100.0
-            ));
-        } else if share < options.min_weight_fraction && targets.len() > 1 {
-            decision.kept_float = Some(format!(
-                "{:.3}% of the weights: too small to matter for size or speed, kept exact",
-                share * 100.0
-            ));
+        // Members after the first int8 one reuse its quantized activation.
+        let mut first_int8: Option<String> = None;
+        for &i in &group {
+            let d = decisions[i].as_mut().expect("planned");
+            if !d.is_int8() {
+                continue;
+            }
+            match &first_int8 {
+                Some(leader) => d.input_shared_with = Some(leader.clone()),
+                None => first_int8 = Some(d.name.clone()),
+            }
         }
-        tracing::debug!(layer = %t.name, alpha = decision.alpha, shifted = decision.shifted, error = decision.error, int8 = decision.is_int8(), "layer planned");
-        decisions.push(decision);
     }
-    Ok(decisions)
+    Ok(decisions.into_iter().map(|d| d.expect("every target is in one group")).collect())
 }

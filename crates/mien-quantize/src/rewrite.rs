@@ -58,6 +58,103 @@ fn quantized_weight(t: &MatmulTarget, d: &LayerDecision) -> TractResult<(Tensor,
     Ok((q, scales))
 }
 
+/// The quantized activation (and per-token row maxima) another int8 matmul of the same input already
+/// computes, when `d` shares it.
+fn shared_input(model: &TypedModel, d: &LayerDecision) -> TractResult<Option<(OutletId, Option<OutletId>)>> {
+    let Some(leader) = &d.input_shared_with else { return Ok(None) };
+    let xq = OutletId::new(model.node_by_name(format!("{leader}.q.i8"))?.id, 0);
+    let row_max = match d.activation_scale {
+        Some(_) => None,
+        None => Some(OutletId::new(model.node_by_name(format!("{leader}.q.row_max_eps"))?.id, 0)),
+    };
+    Ok(Some((xq, row_max)))
+}
+
+/// Wires `source` → canonical layout → shift, smoothing, scale → round → (clamp) → i8. Returns the i8
+/// wire and, in per-token mode, the row maxima.
+fn quantized_input(
+    patch: &mut TypedModelPatch,
+    model: &TypedModel,
+    t: &MatmulTarget,
+    d: &LayerDecision,
+    source: OutletId,
+) -> TractResult<(OutletId, Option<OutletId>)> {
+    let name = &t.name;
+    let rank = t.rank;
+    let mut x = patch.tap_model(model, source)?;
+    if t.k_span > 1 {
+        let shape = patch.outlet_fact(x)?.shape.to_tvec();
+        let from: TVec<TDim> = shape[t.k_axis..t.k_axis + t.k_span].iter().cloned().collect();
+        x = patch.wire_node(
+            format!("{name}.q.merge_k"),
+            AxisOp::Reshape(t.k_axis, from, tvec!(t.k.to_dim())),
+            &[x],
+        )?[0];
+    }
+    for (removed, axis) in t.dropped_axes.iter().enumerate() {
+        x = patch.wire_node(format!("{name}.q.rm_axis{axis}"), AxisOp::Rm(axis - removed), &[x])?[0];
+    }
+    // Contraction axis once the dropped axes are gone: where the output has its channels.
+    let k_axis = t.n_axis;
+    if let Some(z) = &d.shift {
+        let minus: Vec<f32> = z.iter().map(|z| -z).collect();
+        let minus = patch.add_const(format!("{name}.q.shift"), along_axis(&minus, rank, k_axis)?)?;
+        x = patch.wire_node(format!("{name}.q.shifted"), add(), &[x, minus])?[0];
+    }
+    let factors = d.factors.as_deref();
+
+    // Quantize the activation in float ops.
+    let mut row_max = None;
+    let scaled = match d.activation_scale {
+        Some(scale) => {
+            let multiplier: Vec<f32> = match factors {
+                Some(c) => c.iter().map(|c| 1.0 / (c * scale)).collect(),
+                None => vec![1.0 / scale],
+            };
+            let m = match factors {
+                Some(_) => along_axis(&multiplier, rank, k_axis)?,
+                None => scalar_of_rank(multiplier[0], rank)?,
+            };
+            let m = patch.add_const(format!("{name}.q.multiplier"), m)?;
+            patch.wire_node(format!("{name}.q.scaled"), mul(), &[x, m])?[0]
+        }
+        None => {
+            if let Some(c) = factors {
+                let inv: Vec<f32> = c.iter().map(|c| 1.0 / c).collect();
+                let inv = patch.add_const(format!("{name}.q.smooth"), along_axis(&inv, rank, k_axis)?)?;
+                x = patch.wire_node(format!("{name}.q.smoothed"), mul(), &[x, inv])?[0];
+            }
+            let magnitude = patch.wire_node(format!("{name}.q.abs"), abs(), &[x])?[0];
+            let rmax = patch.wire_node(
+                format!("{name}.q.row_max"),
+                Reduce::new(tvec!(k_axis), Reducer::Max),
+                &[magnitude],
+            )?[0];
+            let eps = patch.add_const(format!("{name}.q.eps"), scalar_of_rank(1e-8, rank)?)?;
+            let rmax = patch.wire_node(format!("{name}.q.row_max_eps"), max(), &[rmax, eps])?[0];
+            let inv = patch.wire_node(format!("{name}.q.row_inv"), recip(), &[rmax])?[0];
+            let qmax = patch.add_const(format!("{name}.q.qmax"), scalar_of_rank(QMAX, rank)?)?;
+            let inv = patch.wire_node(format!("{name}.q.row_multiplier"), mul(), &[inv, qmax])?[0];
+            row_max = Some(rmax);
+            patch.wire_node(format!("{name}.q.scaled"), mul(), &[x, inv])?[0]
+        }
+    };
+    let rounded = patch.wire_node(format!("{name}.q.round"), round_half_to_even(), &[scaled])?[0];
+    // Per token, |x| · 127 / max|x| ≤ 127 already: the clamp is only needed for a calibrated scale
+    // (two passes over the activation saved per matmul).
+    let clamped = if d.activation_scale.is_some() {
+        let hi = patch.add_const(format!("{name}.q.hi"), scalar_of_rank(QMAX, rank)?)?;
+        let lo = patch.add_const(format!("{name}.q.lo"), scalar_of_rank(-QMAX, rank)?)?;
+        let clamped = patch.wire_node(format!("{name}.q.clamp_hi"), min(), &[rounded, hi])?[0];
+        patch.wire_node(format!("{name}.q.clamp_lo"), max(), &[clamped, lo])?[0]
+    } else {
+        rounded
+    };
+    let xq = patch.wire_node(format!("{name}.q.i8"), cast(i8::datum_type()), &[clamped])?[0];
+
+    Ok((xq, row_max))
+}
+
 /// Replaces every target whose decision is int8. Targets and decisions are parallel slices. Returns the
 /// number of matmuls rewritten.
 pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[LayerDecision]) -> TractResult<usize> {
@@ -72,78 +169,11 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
         ensure!(node.op_is::<EinSum>(), "target {} is not an EinSum", node.name);
         let name = &node.name;
         let mut patch = TypedModelPatch::new(format!("int8 {name}"));
-        let source = *replaced.get(&t.activation).unwrap_or(&t.activation);
-        let mut x = patch.tap_model(model, source)?;
-        if t.k_span > 1 {
-            let shape = patch.outlet_fact(x)?.shape.to_tvec();
-            let from: TVec<TDim> = shape[t.k_axis..t.k_axis + t.k_span].iter().cloned().collect();
-            x = patch.wire_node(
-                format!("{name}.q.merge_k"),
-                AxisOp::Reshape(t.k_axis, from, tvec!(t.k.to_dim())),
-                &[x],
-            )?[0];
-        }
-        for (removed, axis) in t.dropped_axes.iter().enumerate() {
-            x = patch.wire_node(format!("{name}.q.rm_axis{axis}"), AxisOp::Rm(axis - removed), &[x])?[0];
-        }
         let rank = t.rank;
-        // Contraction axis once the dropped axes are gone: where the output has its channels.
-        let k_axis = t.n_axis;
-        if let Some(z) = &d.shift {
-            let minus: Vec<f32> = z.iter().map(|z| -z).collect();
-            let minus = patch.add_const(format!("{name}.q.shift"), along_axis(&minus, rank, k_axis)?)?;
-            x = patch.wire_node(format!("{name}.q.shifted"), add(), &[x, minus])?[0];
-        }
-        let factors = d.factors.as_deref();
-
-        // Quantize the activation in float ops.
-        let mut row_max = None;
-        let scaled = match d.activation_scale {
-            Some(scale) => {
-                let multiplier: Vec<f32> = match factors {
-                    Some(c) => c.iter().map(|c| 1.0 / (c * scale)).collect(),
-                    None => vec![1.0 / scale],
-                };
-                let m = match factors {
-                    Some(_) => along_axis(&multiplier, rank, k_axis)?,
-                    None => scalar_of_rank(multiplier[0], rank)?,
-                };
-                let m = patch.add_const(format!("{name}.q.multiplier"), m)?;
-                patch.wire_node(format!("{name}.q.scaled"), mul(), &[x, m])?[0]
-            }
-            None => {
-                if let Some(c) = factors {
-                    let inv: Vec<f32> = c.iter().map(|c| 1.0 / c).collect();
-                    let inv = patch.add_const(format!("{name}.q.smooth"), along_axis(&inv, rank, k_axis)?)?;
-                    x = patch.wire_node(format!("{name}.q.smoothed"), mul(), &[x, inv])?[0];
-                }
-                let magnitude = patch.wire_node(format!("{name}.q.abs"), abs(), &[x])?[0];
-                let rmax = patch.wire_node(
-                    format!("{name}.q.row_max"),
-                    Reduce::new(tvec!(k_axis), Reducer::Max),
-                    &[magnitude],
-                )?[0];
-                let eps = patch.add_const(format!("{name}.q.eps"), scalar_of_rank(1e-8, rank)?)?;
-                let rmax = patch.wire_node(format!("{name}.q.row_max_eps"), max(), &[rmax, eps])?[0];
-                let inv = patch.wire_node(format!("{name}.q.row_inv"), recip(), &[rmax])?[0];
-                let qmax = patch.add_const(format!("{name}.q.qmax"), scalar_of_rank(QMAX, rank)?)?;
-                let inv = patch.wire_node(format!("{name}.q.row_multiplier"), mul(), &[inv, qmax])?[0];
-                row_max = Some(rmax);
-                patch.wire_node(format!("{name}.q.scaled"), mul(), &[x, inv])?[0]
-            }
+        let (xq, row_max) = match shared_input(model, d)? {
+            Some((xq, row_max)) => (patch.tap_model(model, xq)?, row_max.map(|r| patch.tap_model(model, r)).transpose()?),
+            None => quantized_input(&mut patch, model, t, d, *replaced.get(&t.activation).unwrap_or(&t.activation))?,
         };
-        let rounded = patch.wire_node(format!("{name}.q.round"), round_half_to_even(), &[scaled])?[0];
-        // Per token, |x| · 127 / max|x| ≤ 127 already: the clamp is only needed for a calibrated scale
-        // (two passes over the activation saved per matmul).
-        let clamped = if d.activation_scale.is_some() {
-            let hi = patch.add_const(format!("{name}.q.hi"), scalar_of_rank(QMAX, rank)?)?;
-            let lo = patch.add_const(format!("{name}.q.lo"), scalar_of_rank(-QMAX, rank)?)?;
-            let clamped = patch.wire_node(format!("{name}.q.clamp_hi"), min(), &[rounded, hi])?[0];
-            patch.wire_node(format!("{name}.q.clamp_lo"), max(), &[clamped, lo])?[0]
-        } else {
-            rounded
-        };
-        let xq = patch.wire_node(format!("{name}.q.i8"), cast(i8::datum_type()), &[clamped])?[0];
 
         // The integer matmul.
         let (wq, w_scales) = quantized_weight(t, d)?;
@@ -360,6 +390,78 @@ mod tests {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Attention's q, k and v: three matmuls of one activation (channel 5 an outlier); q has `q_outputs`
+    /// output channels, k and v 8.
+    fn three_projections(q_outputs: usize) -> TractResult<(TypedModel, Vec<Tensor>)> {
+        let (single, inputs) = linear_model()?;
+        let w = single.node_by_name("w")?.op_as::<tract_core::ops::konst::Const>().unwrap().val().clone();
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, 12, 16]))?;
+        let mut outputs = tvec!();
+        for (i, name) in ["q", "k", "v"].iter().enumerate() {
+            let mut scaled = w.to_plain_array_view::<f32>()?.mapv(|v| v * (i + 1) as f32 - 0.1 * i as f32).into_tensor();
+            if i == 0 {
+                scaled = scaled.slice(2, 0, q_outputs)?;
+            }
+            let wi = model.add_const(format!("w_{name}"), scaled)?;
+            outputs.push(model.wire_node(*name, EinSum::new("amk,akn->amn".parse()?, f32::datum_type()), &[x, wi])?[0]);
+        }
+        model.select_output_outlets(&outputs)?;
+        Ok((model, inputs))
+    }
+
+    fn quantize_all(model: &TypedModel, inputs: &[Tensor], min_weight_fraction: f64) -> TractResult<(TypedModel, Vec<LayerDecision>)> {
+        let (targets, _) = crate::find_targets(model)?;
+        let mut calibration = Calibration::new(model, &targets, 64, 1)?;
+        for input in &inputs[..4] {
+            calibration.observe(input.clone())?;
+        }
+        let options = QuantizeOptions { max_layer_error: 0.2, min_weight_fraction, ..QuantizeOptions::default() };
+        let decisions = plan_layers(&targets, &calibration.finish(), &options).unwrap();
+        let mut q = model.clone();
+        apply(&mut q, &targets, &decisions)?;
+        Ok((q, decisions))
+    }
+
+    #[test]
+    fn matmuls_of_one_input_quantize_it_once() -> TractResult<()> {
+        let (float, inputs) = three_projections(8)?;
+        let (q, decisions) = quantize_all(&float, &inputs, 0.0)?;
+        let shared: Vec<Option<&str>> = decisions.iter().map(|d| d.input_shared_with.as_deref()).collect();
+        assert_eq!(shared, [None, Some("q"), Some("q")]);
+        assert!(decisions.iter().all(|d| d.factors == decisions[0].factors && d.shift == decisions[0].shift));
+        let count = |suffix: &str| q.nodes().iter().filter(|n| n.name.ends_with(suffix)).count();
+        assert_eq!((count(".q.i8"), count(".q.row_max"), count(".int8")), (1, 1, 3));
+        let mut buffer = vec![];
+        tract_nnef::nnef().write_to_tar(&q, &mut buffer)?;
+        let reloaded = tract_nnef::nnef().model_for_read(&mut &buffer[..])?.into_optimized()?.into_runnable()?;
+        let float = float.into_optimized()?.into_runnable()?;
+        for input in &inputs[4..] {
+            let expected = float.run(tvec!(input.clone().into_tvalue()))?;
+            let got = reloaded.run(tvec!(input.clone().into_tvalue()))?;
+            for (e, g) in expected.iter().zip(&got) {
+                let e: Vec<f32> = e.to_plain_array_view::<f32>()?.iter().copied().collect();
+                let g: Vec<f32> = g.to_plain_array_view::<f32>()?.iter().copied().collect();
+                let err = crate::arith::relative_error(&g, &e);
+                assert!(err < 0.03, "relative error {err}");
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_group_whose_first_matmul_stays_float_is_led_by_the_next() -> TractResult<()> {
+        // q holds 2 / 18 of the weights: below a 20 % floor it stays float, and k leads.
+        let (float, inputs) = three_projections(2)?;
+        let (q, decisions) = quantize_all(&float, &inputs, 0.2)?;
+        assert!(!decisions[0].is_int8());
+        let shared: Vec<Option<&str>> = decisions.iter().map(|d| d.input_shared_with.as_deref()).collect();
+        assert_eq!(shared, [None, None, Some("k")]);
+        assert_eq!(q.nodes().iter().filter(|n| n.name.ends_with(".q.i8")).count(), 1);
+        assert_eq!(q.nodes().iter().filter(|n| n.name.ends_with(".int8")).count(), 2);
         Ok(())
     }
 
