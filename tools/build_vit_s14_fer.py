@@ -252,7 +252,7 @@ def standardize(train):
     return mu, sigma
 
 
-def step_head(train_x, train_y, test_x, test_y, seed, copies=1):
+def step_head(train_x, train_y, test_x, test_y, seed, copies=1, feature_sets=None, l2s=(1e-2, 3e-2, 1e-1)):
     """`copies` = 2 when train_x holds the images then their mirror images: an image and its mirror land on
     the same side of the hyper-parameter split."""
     rng = np.random.default_rng(seed)
@@ -264,11 +264,12 @@ def step_head(train_x, train_y, test_x, test_y, seed, copies=1):
     held[val] = True
     fit = np.array([i for i in range(len(train_y)) if not held[i % n]])
     scores = {}
-    for name, layers, grid in FEATURE_SETS:
+    candidates = [FEATURE_SETS[i] for i in feature_sets] if feature_sets else FEATURE_SETS
+    for name, layers, grid in candidates:
         x = select(train_x, layers, grid)
         mu, sigma = standardize(x[fit])
         xf, xv = (x[fit] - mu) / sigma, (x[val] - mu) / sigma
-        for l2 in [1e-2, 3e-2, 1e-1]:
+        for l2 in l2s:
             w, b = train_logistic(xf, train_y[fit], l2)
             scores[(name, l2)] = float(((xv @ w + b).argmax(1) == train_y[val]).mean())
             log(f"head: {name} ({x.shape[1]} features), l2={l2:g}: validation accuracy {scores[(name, l2)] * 100:.2f} %")
@@ -391,6 +392,10 @@ def main():
     ap.add_argument("--per-class", type=int, default=0, help="train images per class (0 = all)")
     ap.add_argument("--test-per-class", type=int, default=0, help="public_test images per class (0 = all)")
     ap.add_argument("--no-flip", action="store_true", help="skip horizontally flipped training features")
+    ap.add_argument("--feature-sets", type=lambda v: [int(i) for i in v.split(",")],
+                    help="indices into FEATURE_SETS to choose from (default: all; the widest takes the longest)")
+    ap.add_argument("--l2", type=lambda v: [float(i) for i in v.split(",")], default=[1e-2, 3e-2, 1e-1],
+                    help="L2 strengths to choose from (default 0.01,0.03,0.1)")
     ap.add_argument("--cached-train-only", action="store_true",
                     help="train on the train images whose features are already cached (an interrupted extraction "
                          "leaves a uniform sample); extract nothing more for train")
@@ -427,7 +432,8 @@ def main():
         train_y_all = train_y
     if not steps & {"head", "export"}:
         return
-    head, report = step_head(train_x, train_y_all, test_x, test_y, args.seed, copies=1 if args.no_flip else 2)
+    head, report = step_head(train_x, train_y_all, test_x, test_y, args.seed, copies=1 if args.no_flip else 2,
+                             feature_sets=args.feature_sets, l2s=args.l2)
     log(f"public_test accuracy {report['test_accuracy'] * 100:.2f} % on {report['test_images']} images")
     os.makedirs(out_dir, exist_ok=True)
     np.savez(os.path.join(out_dir, "head.npz"), **head)

@@ -325,7 +325,8 @@ fn run(cli: Cli) -> Result<()> {
     let progress = Spinner { bar, started: Instant::now() };
     let result = convert(&options, &progress);
     progress.bar.finish_and_clear();
-    let report = result.with_context(|| format!("converting {}", cli.model.display()))?;
+    // Every ConvertError names its file or flag; printing its sources as well would repeat them.
+    let report = result.map_err(|e| anyhow::anyhow!("{e}"))?;
     let seconds = progress.started.elapsed().as_secs_f64();
 
     let m = &report.manifest;
