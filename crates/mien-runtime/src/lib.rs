@@ -233,12 +233,7 @@ impl Model {
 
     /// Runs the graph on a preprocessed input and returns its output, flattened.
     pub fn run(&self, input: &[f32]) -> Result<Vec<f32>, RuntimeError> {
-        let expected = self.preprocessor.len();
-        if input.len() != expected {
-            return Err(RuntimeError::InputSize { expected, found: input.len() });
-        }
-        let shape = &self.plan.manifest().input.shape;
-        let tensor = Tensor::from_shape(shape, input).map_err(|e| self.run_error(e))?;
+        let tensor = self.input_tensor(input)?;
         let outputs = multithread_tract_scope(self.executor.clone(), || {
             self.runnable.run(tvec!(tensor.into_tvalue()))
         })
@@ -246,6 +241,15 @@ impl Model {
         let output = outputs[0].cast_to::<f32>().map_err(|e| self.run_error(e))?;
         let output = output.to_plain_array_view::<f32>().map_err(|e| self.run_error(e))?;
         Ok(output.iter().copied().collect())
+    }
+
+    /// A preprocessed input as the plan's input tensor, its length checked.
+    fn input_tensor(&self, input: &[f32]) -> Result<Tensor, RuntimeError> {
+        let expected = self.preprocessor.len();
+        if input.len() != expected {
+            return Err(RuntimeError::InputSize { expected, found: input.len() });
+        }
+        Tensor::from_shape(&self.plan.manifest().input.shape, input).map_err(|e| self.run_error(e))
     }
 
     fn run_error(&self, e: TractError) -> RuntimeError {
@@ -256,12 +260,7 @@ impl Model {
     /// slowest first. One thread; for finding where inference time goes (e.g. int8's quantize chain
     /// against its matmuls), not for latency figures.
     pub fn profile(&self, input: &[f32], runs: usize) -> Result<Vec<OpProfile>, RuntimeError> {
-        let expected = self.preprocessor.len();
-        if input.len() != expected {
-            return Err(RuntimeError::InputSize { expected, found: input.len() });
-        }
-        let shape = &self.plan.manifest().input.shape;
-        let tensor = Tensor::from_shape(shape, input).map_err(|e| self.run_error(e))?;
+        let tensor = self.input_tensor(input)?;
         let mut by_op: BTreeMap<String, (usize, std::time::Duration)> = BTreeMap::new();
         let mut state = self.runnable.spawn().map_err(|e| self.run_error(e))?;
         for _ in 0..runs.max(1) {
