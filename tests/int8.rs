@@ -35,7 +35,7 @@ fn int8_options(out: &Path, validate: Option<PathBuf>) -> ConvertOptions {
 }
 
 fn load(plan: &Path, int8_path: Int8Path) -> Classifier {
-    Classifier::load(plan, &RuntimeOptions { threads: 1, int8_path }).unwrap()
+    Classifier::load(plan, &RuntimeOptions { threads: 1, int8_path, ..Default::default() }).unwrap()
 }
 
 fn assert_nothing_written(dir: &Path, except: &[&str]) {

@@ -2,11 +2,13 @@
 //! write tract NNEF plus a `mien.json` manifest, then reload the written plan with the device runtime
 //! and compare its logits with the ONNX model's.
 //!
-//! The offline path, one module per step: [`onnx`] (import, fix shape) → [`quantize`] (int8, optional)
-//! → [`gelu`] (serializer work-around) → plan writing ([`mien_plan::PlanWriter`]) → [`verify`] → for
-//! int8, the drift gate against the float plan ([`quantize::validate`]).
+//! The offline path, one module per step: [`onnx`] (import, fix shape) → [`quantize`] (int8) or
+//! [`half`] (f16), optional → [`gelu`] (serializer work-around) → plan writing
+//! ([`mien_plan::PlanWriter`]) → [`verify`] → for int8 and f16, the drift gate against the float plan
+//! ([`quantize::validate`]).
 
 pub mod gelu;
+pub mod half;
 pub mod hf_config;
 pub mod onnx;
 pub mod quantize;
@@ -16,8 +18,8 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use mien_plan::{
-    ColorOrder, DType, DetectorSpec, InputSpec, Layout, Manifest, ModelInfo, OutputSpec, PlanError, PlanWriter, Precision,
-    Preprocessing, ResampleFilter, FORMAT_VERSION, TRACT_VERSION,
+    ColorOrder, DType, DetectorSpec, InputSpec, Layout, Manifest, ModelInfo, OutputSpec, HalfPrecision, PlanError, PlanWriter,
+    Precision, Preprocessing, ResampleFilter, FORMAT_VERSION, TRACT_VERSION,
 };
 use sha2::Digest;
 
@@ -80,9 +82,11 @@ pub enum ConvertError {
     /// A verification image could not be read.
     #[error(transparent)]
     Image(#[from] mien_image::ImageError),
-    /// The int8 plan drifts too far from the float model on the validation images.
-    #[error("drift gate: the int8 plan agrees with the float model on {agreement:.2}% of {images} validation images, below --min-agreement {min:.2}%; no plan was written")]
+    /// The int8 or f16 plan drifts too far from the float model on the validation images.
+    #[error("drift gate: the {precision} plan agrees with the float model on {agreement:.2}% of {images} validation images, below --min-agreement {min:.2}%; no plan was written")]
     DriftGate {
+        /// The reduced precision (`int8`, `f16`).
+        precision: Precision,
         /// Top-1 agreement in percent.
         agreement: f64,
         /// Images compared.
@@ -151,6 +155,8 @@ pub struct ConvertOptions {
     pub precision: Precision,
     /// Calibration and validation for `Precision::Int8`.
     pub int8: Option<QuantizeSettings>,
+    /// Validation for `Precision::F16` (optional: without it the plan is only checked for serialization).
+    pub f16: Option<HalfSettings>,
     /// Makes a detector plan: how its output decodes into boxes.
     pub detector: Option<DetectorSpec>,
 }
@@ -177,8 +183,26 @@ impl ConvertOptions {
             threads: 0,
             precision: Precision::F32,
             int8: None,
+            f16: None,
             detector: None,
         }
+    }
+}
+
+/// Held-out images on which an f16 plan is compared with the float model.
+#[derive(Debug, Clone)]
+pub struct HalfSettings {
+    /// Held-out images (`DIR/<label>/*` or unlabelled) for the drift report and gate.
+    pub validate: Option<PathBuf>,
+    /// Use at most this many validation images, spread evenly (None: all).
+    pub validation_count: Option<usize>,
+    /// The gate: fail when top-1 agreement with the float plan is below this fraction.
+    pub min_agreement: f64,
+}
+
+impl Default for HalfSettings {
+    fn default() -> Self {
+        HalfSettings { validate: None, validation_count: None, min_agreement: 0.99 }
     }
 }
 
@@ -209,8 +233,10 @@ pub struct ConvertReport {
     pub gelu_unfused: usize,
     /// For int8 plans: the per-layer decisions.
     pub quantized: Option<quantize::QuantizeOutcome>,
-    /// For int8 plans validated on held-out images: the comparison with the float plan.
+    /// For int8 and f16 plans validated on held-out images: the comparison with the float plan.
     pub validation: Option<mien_eval::CompareReport>,
+    /// For f16 plans: the plan against the ONNX model (f32) on the verification inputs.
+    pub float_difference: Option<VerifyReport>,
     /// Warnings issued.
     pub warnings: Vec<String>,
 }
@@ -361,6 +387,7 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
         precision: Precision::F32,
         verification: None,
         quantization: None,
+        half: None,
         detector: options.detector.clone(),
         created_by: format!("mien-convert {}", env!("CARGO_PKG_VERSION")),
         files: vec![],
@@ -398,9 +425,14 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
             quantized = Some(outcome);
         }
         Precision::F16 => {
-            // tract's float translator also retypes the image input; keeping f32 I/O needs a rewrite of the
-            // source, not done yet.
-            return Err(ConvertError::Flag { flag: "--precision".into(), expected: "f32 or int8 (f16 is not implemented yet)".into() });
+            progress.stage("translating the graph to f16");
+            half::to_f16_keeping_f32_io(&mut plan_model).map_err(|e| ConvertError::Tract {
+                path: model_path.to_path_buf(),
+                stage: "translate to f16",
+                message: format!("{e:#}").replace('\n', " "),
+            })?;
+            manifest.precision = Precision::F16;
+            manifest.half = Some(HalfPrecision { kept_f32: half::KEPT_IN_F32.iter().map(|s| s.to_string()).collect(), drift: None });
         }
     }
 
@@ -411,15 +443,17 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
     writer.adopt_graph_dir(&nnef_dir)?;
     let staged = writer.stage_manifest(&manifest)?;
 
-    let report = if quantized.is_some() {
-        progress.stage("verifying the written plan against the quantized graph");
-        // The reference is the in-memory int8 graph: this checks serialization, not quantization error.
-        let reference = verify::Reference { model: &plan_model, name: "quantized graph before serialization (tract-core)".into() };
-        verify::verify(&fixed, &reference, &staged, options, mien_runtime::Int8Path::Integer)?
+    let report = if options.precision != Precision::F32 {
+        progress.stage(&format!("verifying the written plan against the {} graph", manifest.precision));
+        // The reference is the in-memory reduced-precision graph: this checks serialization, not the
+        // precision loss (the drift report measures that).
+        let reference =
+            verify::Reference { model: &plan_model, name: format!("{} graph before serialization (tract-core)", manifest.precision) };
+        verify::verify(&fixed, &reference, &staged, options, mien_runtime::Int8Path::Integer, mien_runtime::HalfPath::F16)?
     } else {
         progress.stage("verifying the written plan against the ONNX model");
         let reference = verify::Reference { model: &fixed.model, name: format!("tract-onnx {}", mien_plan::TRACT_VERSION) };
-        verify::verify(&fixed, &reference, &staged, options, mien_runtime::Int8Path::Auto)?
+        verify::verify(&fixed, &reference, &staged, options, mien_runtime::Int8Path::Auto, mien_runtime::HalfPath::Auto)?
     };
     drop(plan_model);
     manifest.verification = Some(report.to_manifest(options.tolerance));
@@ -431,10 +465,32 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
             agreement: report.top1_agreement * 100.0,
         });
     }
+    let float_difference = if options.precision == Precision::F16 {
+        progress.stage("comparing the f16 plan with the ONNX model");
+        let reference = verify::Reference { model: &fixed.model, name: format!("tract-onnx {}", mien_plan::TRACT_VERSION) };
+        // f16 arithmetic, as on the cores f16 plans are for.
+        let difference =
+            verify::verify(&fixed, &reference, &staged, options, mien_runtime::Int8Path::Auto, mien_runtime::HalfPath::F16)?;
+        if difference.max_abs_diff.is_nan() {
+            return Err(ConvertError::VerificationFailed {
+                max_abs_diff: f32::NAN,
+                tolerance: options.tolerance,
+                agreement: difference.top1_agreement * 100.0,
+            });
+        }
+        Some(difference)
+    } else {
+        None
+    };
 
+    // Held-out images: int8 takes them from its settings (they must not overlap calibration), f16 from its own.
+    let gate = match (options.precision, &options.int8, &options.f16) {
+        (Precision::Int8, Some(s), _) => s.validate.as_ref().map(|dir| (dir, s.validation_count, s.min_agreement)),
+        (Precision::F16, _, Some(s)) => s.validate.as_ref().map(|dir| (dir, s.validation_count, s.min_agreement)),
+        _ => None,
+    };
     let mut validation = None;
-    let validation_settings = options.int8.as_ref().filter(|s| s.validate.is_some());
-    if let (Some(settings), Some(outcome)) = (validation_settings, quantized.as_ref()) {
+    if let Some((dir, count, min_agreement)) = gate {
         progress.stage("writing the float plan to compare with");
         let scratch = tempfile::Builder::new()
             .prefix(".mien-float-")
@@ -448,19 +504,31 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
         let mut float_manifest = manifest.clone();
         float_manifest.precision = Precision::F32;
         float_manifest.quantization = None;
+        float_manifest.half = None;
         float_manifest.verification = None;
         float_writer.finish(float_manifest)?;
-        let (drift, compare) =
-            quantize::validate(&staged, &float_path, settings, &outcome.calibration_files, options.threads, progress)?;
-        let passed = drift.top1_agreement >= settings.min_agreement;
+        let calibration_files = quantized.as_ref().map(|q| q.calibration_files.as_slice()).unwrap_or(&[]);
+        let (drift, compare) = quantize::validate(
+            &staged,
+            &float_path,
+            &quantize::ValidateSettings { dir, count, min_agreement },
+            calibration_files,
+            options.threads,
+            progress,
+        )?;
+        let passed = drift.top1_agreement >= min_agreement;
         if let Some(q) = manifest.quantization.as_mut() {
             q.drift = Some(drift.clone());
         }
+        if let Some(h) = manifest.half.as_mut() {
+            h.drift = Some(drift.clone());
+        }
         if !passed {
             return Err(ConvertError::DriftGate {
+                precision: manifest.precision,
                 agreement: drift.top1_agreement * 100.0,
                 images: drift.images,
-                min: settings.min_agreement * 100.0,
+                min: min_agreement * 100.0,
             });
         }
         validation = Some(compare);
@@ -475,6 +543,7 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
         gelu_unfused,
         quantized,
         validation,
+        float_difference,
         warnings,
     })
 }

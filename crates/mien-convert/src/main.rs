@@ -25,7 +25,10 @@ Examples:
 
   # int8: calibrate on 256 training images, gate on held-out labelled images (DIR/<label>/*):
   mien-convert vit-s14-fer.onnx -o vit-s14-fer-int8.mien --precision int8 \\
-      --calibrate fer2013/train --validate fer2013/public_test --min-agreement 97";
+      --calibrate fer2013/train --validate fer2013/public_test --min-agreement 97
+
+  # f16 (for Cortex-A76/A78 cores with FP16 arithmetic), with the same drift report and gate:
+  mien-convert vit-s14-fer.onnx -o vit-s14-fer-f16.mien --precision f16 --validate fer2013/public_test";
 
 /// Convert an ONNX image classifier into a shape-fixed, verified mien plan.
 ///
@@ -85,7 +88,9 @@ struct Cli {
     #[arg(long, default_value_t = 0)]
     threads: usize,
     /// Plan precision. int8 quantizes every matmul with a constant weight (weights per output channel,
-    /// activations per --activations) and needs --calibrate.
+    /// activations per --activations) and needs --calibrate. f16 computes and stores weights in 16-bit
+    /// float (input and logits stay f32); it pays on CPUs with FP16 arithmetic (Cortex-A76/A78: Pi 5,
+    /// Jetson Orin) and is much slower elsewhere.
     #[arg(long, value_enum, default_value = "f32")]
     precision: PrecisionArg,
     /// int8: folder of calibration images, searched recursively (e.g. part of the training set).
@@ -94,14 +99,14 @@ struct Cli {
     /// int8: calibration images to use, spread evenly over the folder's sorted files.
     #[arg(long, default_value_t = 256, value_name = "N")]
     calibration_count: usize,
-    /// int8: held-out images for the drift report and gate: DIR/<label>/* (accuracy is reported too)
-    /// or a flat folder. Never the calibration images.
+    /// int8 and f16: held-out images for the drift report and gate: DIR/<label>/* (accuracy is reported
+    /// too) or a flat folder. Never the calibration images.
     #[arg(long, value_name = "DIR")]
     validate: Option<PathBuf>,
-    /// int8: use at most N validation images, spread evenly (default: all).
+    /// int8 and f16: use at most N validation images, spread evenly (default: all).
     #[arg(long, value_name = "N")]
     validation_count: Option<usize>,
-    /// int8: fail, writing nothing, when top-1 agreement with the float model on --validate is below
+    /// int8 and f16: fail, writing nothing, when top-1 agreement with the float model on --validate is below
     /// this percentage.
     #[arg(long, default_value_t = 99.0, value_name = "PERCENT")]
     min_agreement: f64,
@@ -143,6 +148,7 @@ struct Cli {
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
 enum PrecisionArg {
     F32,
+    F16,
     Int8,
 }
 
@@ -275,16 +281,26 @@ fn run(cli: Cli) -> Result<()> {
     options.verify_inputs = cli.verify_inputs;
     options.verify_images = cli.verify_images;
     options.threads = cli.threads;
-    if cli.precision == PrecisionArg::Int8 {
+    if cli.precision != PrecisionArg::F32 && !(0.0..=100.0).contains(&cli.min_agreement) {
+        bail!("--min-agreement: expected a percentage between 0 and 100, got {}", cli.min_agreement);
+    }
+    if cli.precision == PrecisionArg::F16 {
+        if cli.calibrate.is_some() {
+            bail!("--calibrate: only used with --precision int8 (f16 needs no calibration)");
+        }
+        options.precision = mien_plan::Precision::F16;
+        options.f16 = Some(mien_convert::HalfSettings {
+            validate: cli.validate.clone(),
+            validation_count: cli.validation_count,
+            min_agreement: cli.min_agreement / 100.0,
+        });
+    } else if cli.precision == PrecisionArg::Int8 {
         options.precision = mien_plan::Precision::Int8;
         let Some(calibrate) = cli.calibrate.clone() else {
             bail!("--calibrate: expected a folder of calibration images for --precision int8");
         };
         if cli.calibration_count == 0 {
             bail!("--calibration-count: expected at least 1");
-        }
-        if !(0.0..=100.0).contains(&cli.min_agreement) {
-            bail!("--min-agreement: expected a percentage between 0 and 100, got {}", cli.min_agreement);
         }
         if !(cli.percentile > 0.0 && cli.percentile <= 100.0) {
             bail!("--percentile: expected a value in (0, 100], got {}", cli.percentile);
@@ -316,7 +332,7 @@ fn run(cli: Cli) -> Result<()> {
             },
         });
     } else if cli.calibrate.is_some() || cli.validate.is_some() {
-        bail!("--calibrate/--validate: only used with --precision int8");
+        bail!("--calibrate/--validate: only used with --precision int8 or f16");
     }
 
     let bar = ProgressBar::new_spinner();
@@ -349,6 +365,13 @@ fn run(cli: Cli) -> Result<()> {
             },
             "gelu_unfused": report.gelu_unfused,
             "quantization": m.quantization,
+            "half": m.half,
+            "float_difference": report.float_difference.as_ref().map(|d| serde_json::json!({
+                "reference": d.reference,
+                "inputs": d.inputs,
+                "max_abs_logit_diff": d.max_abs_diff,
+                "top1_agreement": d.top1_agreement,
+            })),
             "layers": report.quantized.as_ref().map(|q| &q.layers),
             "validation": report.validation,
             "warnings": report.warnings,
@@ -388,6 +411,26 @@ fn run(cli: Cli) -> Result<()> {
                     println!("drift on {} held-out images: {} (gate {:.2}%)", d.images, d.summary(), d.min_agreement * 100.0);
                     if let (Some(f), Some(q)) = (d.accuracy_reference, d.accuracy) {
                         println!("accuracy: int8 {:.2}%, float {:.2}% ({:+.2} points)", q * 100.0, f * 100.0, (q - f) * 100.0);
+                    }
+                }
+                None => println!("no drift report: pass --validate DIR (held-out images) to measure and gate it"),
+            }
+        }
+        if let Some(h) = &m.half {
+            println!("f16: computes in 16-bit float; kept in f32: {}", h.kept_f32.join(", "));
+            if let Some(d) = &report.float_difference {
+                println!(
+                    "      against the ONNX model (f32) on {} inputs: max |logit diff| {:.2e}, top-1 agreement {:.0}%",
+                    d.inputs,
+                    d.max_abs_diff,
+                    d.top1_agreement * 100.0
+                );
+            }
+            match &h.drift {
+                Some(d) => {
+                    println!("drift on {} held-out images: {} (gate {:.2}%)", d.images, d.summary(), d.min_agreement * 100.0);
+                    if let (Some(f), Some(q)) = (d.accuracy_reference, d.accuracy) {
+                        println!("accuracy: f16 {:.2}%, float {:.2}% ({:+.2} points)", q * 100.0, f * 100.0, (q - f) * 100.0);
                     }
                 }
                 None => println!("no drift report: pass --validate DIR (held-out images) to measure and gate it"),

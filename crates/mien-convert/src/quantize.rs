@@ -192,18 +192,33 @@ pub fn quantize(
     Ok(QuantizeOutcome { layers, unsupported, calibration_images: used, calibration_files: files, unreadable })
 }
 
-/// Compares the staged int8 plan with the float plan on held-out images.
+/// Where and how hard [`validate`] compares.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidateSettings<'a> {
+    /// Held-out images (`DIR/<label>/*` or unlabelled).
+    pub dir: &'a Path,
+    /// Use at most this many, spread evenly (None: all).
+    pub count: Option<usize>,
+    /// The gate, recorded in the drift report.
+    pub min_agreement: f64,
+}
+
+/// Compares the staged int8 or f16 plan with the float plan on held-out images, which must not include
+/// any of `calibration_files`.
 pub fn validate(
-    int8_plan: &Path,
+    reduced_plan: &Path,
     float_plan: &Path,
-    settings: &QuantizeSettings,
+    settings: &ValidateSettings,
     calibration_files: &[PathBuf],
     threads: usize,
     progress: &dyn Progress,
 ) -> Result<(Drift, mien_eval::CompareReport), ConvertError> {
-    let dir = settings.validate.as_ref().expect("validate is set");
+    let dir = settings.dir;
     let options = RuntimeOptions { threads, ..Default::default() };
-    let quantized = Classifier::load(int8_plan, &options)?;
+    // f16 plans are measured in f16 arithmetic, as the cores they are made for run them (not widened to
+    // f32, which `auto` does on this machine when it lacks FP16).
+    let reduced_options = RuntimeOptions { f16_path: mien_runtime::HalfPath::F16, ..options.clone() };
+    let quantized = Classifier::load(reduced_plan, &reduced_options)?;
     let float = Classifier::load(float_plan, &options)?;
     let eval_err = |e: mien_eval::EvalError| ConvertError::Flag { flag: "--validate".into(), expected: e.to_string() };
     let mut dataset = mien_eval::scan(dir, float.labels(), &mien_eval::LabelMap::default()).map_err(eval_err)?;
@@ -215,7 +230,7 @@ pub fn validate(
             expected: format!("held-out images; {overlap} files of {} are also calibration images", dir.display()),
         });
     }
-    if let Some(count) = settings.validation_count.filter(|c| *c < dataset.items.len()) {
+    if let Some(count) = settings.count.filter(|c| *c < dataset.items.len()) {
         let len = dataset.items.len();
         dataset.items = (0..count).map(|i| dataset.items[i * len / count].clone()).collect();
     }

@@ -73,8 +73,9 @@ pub fn verify(
     plan_dir: &Path,
     options: &ConvertOptions,
     int8_path: mien_runtime::Int8Path,
+    f16_path: mien_runtime::HalfPath,
 ) -> Result<VerifyReport, ConvertError> {
-    let plan = PlanModel::load(plan_dir, &RuntimeOptions { threads: options.threads, int8_path })?;
+    let plan = PlanModel::load(plan_dir, &RuntimeOptions { threads: options.threads, int8_path, f16_path })?;
     let mut images: Vec<RgbImage> = (0..options.verify_inputs)
         .map(|i| synthetic_image(fixed.size.0, fixed.size.1, i as u32 + 1))
         .collect();

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 pub use manifest::{
     AnchorLayer, ColorOrder, DetectorSpec, DType, Drift, FileEntry, FloatLayer, InputSpec, Layout, Manifest, ModelInfo, OutputSpec,
-    Precision, Preprocessing, Quantization, ResampleFilter, Verification, FORMAT_VERSION, TRACT_VERSION,
+    HalfPrecision, Precision, Preprocessing, Quantization, ResampleFilter, Verification, FORMAT_VERSION, TRACT_VERSION,
 };
 pub use writer::{PlanKind, PlanWriter};
 

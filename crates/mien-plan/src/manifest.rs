@@ -38,6 +38,9 @@ pub struct Manifest {
     /// How an int8 plan was quantized and how far it drifts from the float model.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<Quantization>,
+    /// How an f16 plan was made and how far it drifts from the float model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub half: Option<HalfPrecision>,
     /// Present on detector plans: how to turn the raw output into boxes. Classifier plans omit it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub detector: Option<DetectorSpec>,
@@ -249,6 +252,16 @@ pub struct Quantization {
     pub int8_layers: usize,
     /// Matmuls kept in float, with the reason.
     pub float_layers: Vec<FloatLayer>,
+    /// Drift on held-out images, when the converter was given `--validate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drift: Option<Drift>,
+}
+
+/// How an f16 plan was made: which ops stayed in f32, and its drift from the float model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HalfPrecision {
+    /// Op kinds kept in f32, with why.
+    pub kept_f32: Vec<String>,
     /// Drift on held-out images, when the converter was given `--validate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<Drift>,
@@ -524,6 +537,7 @@ pub(crate) mod tests {
             precision: Precision::F32,
             verification: None,
             quantization: None,
+            half: None,
             detector: None,
             created_by: "test".into(),
             files: vec![FileEntry { path: "graph.nnef".into(), size: 1, crc32: "00000000".into() }],

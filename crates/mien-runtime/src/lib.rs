@@ -5,6 +5,7 @@
 //! for the device binary.
 
 pub mod cpu;
+pub mod half;
 pub mod int8;
 mod preprocess;
 
@@ -19,6 +20,7 @@ use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 pub use mien_image::RgbImage;
 pub use mien_plan::{Manifest, Plan, PlanError};
+pub use half::HalfPath;
 pub use int8::Int8Path;
 pub use preprocess::Preprocessor;
 
@@ -73,6 +75,8 @@ pub struct RuntimeOptions {
     pub threads: usize,
     /// How int8 plans run their matmuls (ignored for float plans).
     pub int8_path: Int8Path,
+    /// Whether f16 plans compute in f16 or are widened to f32 at load (ignored for other plans).
+    pub f16_path: HalfPath,
 }
 
 impl RuntimeOptions {
@@ -123,6 +127,16 @@ pub struct Model {
     threads: usize,
     timings: LoadTimings,
     int8: Option<Int8Choice>,
+    half: Option<HalfChoice>,
+}
+
+/// The f16 path a model took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HalfChoice {
+    /// f16 arithmetic, or widened to f32.
+    pub path: HalfPath,
+    /// Why.
+    pub reason: &'static str,
 }
 
 /// The int8 path a classifier took.
@@ -176,6 +190,16 @@ impl Model {
         } else {
             None
         };
+        let half_choice = if half::has_f16(&model) {
+            let (path, reason) = half::resolve(options.f16_path);
+            if path == HalfPath::F32 {
+                half::widen_to_f32(&mut model).map_err(tract_err("widen f16 to f32"))?;
+            }
+            tracing::debug!(%path, reason, "f16 path");
+            Some(HalfChoice { path, reason })
+        } else {
+            None
+        };
 
         let start = Instant::now();
         let optimized = Arc::new(model.into_optimized().map_err(tract_err("optimize"))?);
@@ -198,7 +222,13 @@ impl Model {
             threads,
             timings: LoadTimings { verify_ms, load_ms, optimize_ms },
             int8: int8_choice,
+            half: half_choice,
         })
+    }
+
+    /// For f16 plans: whether they compute in f16 or were widened to f32, and why; `None` otherwise.
+    pub fn f16_path(&self) -> Option<HalfChoice> {
+        self.half
     }
 
     /// For plans with int8 matmuls: the path they run on and why; `None` for float plans.

@@ -40,7 +40,7 @@ fn expected_integer_kernel() -> &'static str {
 
 #[test]
 fn every_int8_matmul_runs_on_the_integer_kernel_this_cpu_should_use() {
-    let classifier = Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path: Int8Path::Integer }).unwrap();
+    let classifier = Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path: Int8Path::Integer, ..Default::default() }).unwrap();
     let int8_layers = classifier.manifest().quantization.as_ref().unwrap().int8_layers;
     let kernels = classifier.matmul_kernels();
     let expected = expected_integer_kernel();
@@ -60,7 +60,7 @@ fn every_int8_matmul_runs_on_the_integer_kernel_this_cpu_should_use() {
 
 #[test]
 fn auto_path_follows_the_cpu() {
-    let classifier = Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path: Int8Path::Auto }).unwrap();
+    let classifier = Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path: Int8Path::Auto, ..Default::default() }).unwrap();
     let choice = classifier.int8_path().unwrap();
     if std::env::var("MIEN_INT8_PATH").is_ok() {
         return;
@@ -75,9 +75,9 @@ fn auto_path_follows_the_cpu() {
 
 #[test]
 fn both_paths_give_the_same_answers() {
-    let integer = Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path: Int8Path::Integer }).unwrap();
+    let integer = Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path: Int8Path::Integer, ..Default::default() }).unwrap();
     let dequantized =
-        Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path: Int8Path::DequantizedWeights }).unwrap();
+        Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path: Int8Path::DequantizedWeights, ..Default::default() }).unwrap();
     let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/photos");
     for name in ["astronaut.png", "camera.png", "chelsea.png", "coffee.png"] {
         let image = mien_image::open_rgb(photos.join(name)).unwrap();

@@ -96,6 +96,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             "peak_rss_mb": peak_rss_mb,
             "matmul_kernels": classifier.matmul_kernels(),
             "int8_path": crate::int8_path_json(&classifier),
+            "f16_path": crate::f16_path_json(&classifier),
         });
         let mut value = value;
         if let Some(profile) = &profile {
@@ -106,6 +107,9 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
         println!("plan        {} ({}, {} threads)", classifier.plan().path().display(), m.precision, classifier.threads());
         if let Some(c) = classifier.int8_path() {
             println!("int8 path   {} ({})", c.path, c.reason);
+        }
+        if let Some(c) = classifier.f16_path() {
+            println!("f16 path    {} ({})", c.path, c.reason);
         }
         println!("load        {load_ms:.0} ms (of which checksums {:.0} ms), optimize {:.0} ms", t.verify_ms, t.optimize_ms);
         println!("preprocess  {preprocess_ms:.2} ms (640x480 -> {}x{})", m.preprocessing.width, m.preprocessing.height);

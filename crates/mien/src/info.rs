@@ -26,7 +26,11 @@ pub struct InfoArgs {
     /// How int8 plans run their matmuls: auto, integer or dequantized (see `mien classify --help`).
     #[arg(long, default_value = "auto", value_name = "auto|integer|dequantized")]
     int8_path: mien_runtime::Int8Path,
-    /// Print JSON: manifest, op_counts, matmul_kernels, int8_path, cpu, timings (with --cpu: cpu only).
+    /// How f16 plans run: auto, f16 or f32 (see `mien classify --help`).
+    #[arg(long, default_value = "auto", value_name = "auto|f16|f32")]
+    f16_path: mien_runtime::HalfPath,
+    /// Print JSON: manifest, op_counts, matmul_kernels, int8_path, f16_path, cpu, timings (with --cpu:
+    /// cpu only).
     #[arg(long)]
     json: bool,
 }
@@ -48,7 +52,7 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let options = RunArgs { plan: plan.clone(), threads: args.threads, int8_path: args.int8_path }.options();
+    let options = RunArgs { plan: plan.clone(), threads: args.threads, int8_path: args.int8_path, f16_path: args.f16_path }.options();
     // Any plan: classifiers and detectors.
     let classifier = Model::load(plan, &options)?;
     let m = classifier.manifest();
@@ -62,6 +66,7 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
             "op_counts": ops,
             "matmul_kernels": kernels,
             "int8_path": crate::int8_path_json(&classifier),
+            "f16_path": crate::f16_path_json(&classifier),
             "cpu": cpu_json(),
             "threads": classifier.threads(),
             "verify_ms": t.verify_ms,
@@ -126,8 +131,20 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
             }
         }
     }
+    if let Some(h) = &m.half {
+        println!("f16         kept in f32: {}", h.kept_f32.join(", "));
+        if let Some(d) = &h.drift {
+            println!("drift       vs {} on {} images: {}", d.reference, d.images, d.summary());
+            if let (Some(a), Some(b)) = (d.accuracy_reference, d.accuracy) {
+                println!("accuracy    {:.2}% (float {:.2}%)", b * 100.0, a * 100.0);
+            }
+        }
+    }
     if let Some(c) = classifier.int8_path() {
         println!("int8 path   {} ({})", c.path, c.reason);
+    }
+    if let Some(c) = classifier.f16_path() {
+        println!("f16 path    {} ({})", c.path, c.reason);
     }
     println!("timings     verify {:.0} ms, load {:.0} ms, optimize {:.0} ms", t.verify_ms, t.load_ms, t.optimize_ms);
     println!("cpu         {}", mien_runtime::cpu::summary());

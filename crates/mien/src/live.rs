@@ -86,6 +86,9 @@ pub struct LiveArgs {
     /// How int8 plans run their matmuls: auto, integer or dequantized (see `mien bench --help`).
     #[arg(long, default_value = "auto", value_name = "auto|integer|dequantized")]
     int8_path: mien_runtime::Int8Path,
+    /// How f16 plans run: auto, f16 or f32 (see `mien bench --help`).
+    #[arg(long, default_value = "auto", value_name = "auto|f16|f32")]
+    f16_path: mien_runtime::HalfPath,
 }
 
 
@@ -226,7 +229,7 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
 
     // The source first: a wrong camera or file fails before the models load.
     let mut source = open_source(&args)?;
-    let runtime = RuntimeOptions { threads: args.threads, int8_path: args.int8_path };
+    let runtime = RuntimeOptions { threads: args.threads, int8_path: args.int8_path, f16_path: args.f16_path };
     let classifier = Classifier::load(&plan, &runtime).with_context(|| format!("--plan {}", plan.display()))?;
     let detector = FaceDetector::load(
         &detector_plan,

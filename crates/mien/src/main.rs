@@ -80,11 +80,15 @@ pub struct RunArgs {
     /// overrides auto.
     #[arg(long, default_value = "auto", value_name = "auto|integer|dequantized")]
     pub int8_path: mien_runtime::Int8Path,
+    /// How f16 plans run: `f16` (16-bit arithmetic), `f32` (widened at load) or `auto` (f16 where the CPU
+    /// has FP16 arithmetic: Cortex-A76/A78). MIEN_F16_PATH overrides auto.
+    #[arg(long, default_value = "auto", value_name = "auto|f16|f32")]
+    pub f16_path: mien_runtime::HalfPath,
 }
 
 impl RunArgs {
     fn options(&self) -> mien_runtime::RuntimeOptions {
-        mien_runtime::RuntimeOptions { threads: self.threads, int8_path: self.int8_path }
+        mien_runtime::RuntimeOptions { threads: self.threads, int8_path: self.int8_path, f16_path: self.f16_path }
     }
 }
 
@@ -115,6 +119,14 @@ pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
 /// The int8 path in words and as JSON (`null` for float plans).
 pub fn int8_path_json(classifier: &mien_runtime::Model) -> serde_json::Value {
     match classifier.int8_path() {
+        Some(c) => serde_json::json!({"path": c.path.to_string(), "reason": c.reason}),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// The f16 path in words and as JSON (`null` for plans without f16).
+pub fn f16_path_json(classifier: &mien_runtime::Model) -> serde_json::Value {
+    match classifier.f16_path() {
         Some(c) => serde_json::json!({"path": c.path.to_string(), "reason": c.reason}),
         None => serde_json::Value::Null,
     }

@@ -1,0 +1,139 @@
+//! The f16 step of the offline path: tract's float translator, with the plan's interface kept in f32.
+//!
+//! tract's `f32_to_f16` retypes the graph's source and output too, so a caller would have to hand it f16
+//! pixels. Here the source stays f32 and is cast to f16 at the graph's entry, and the logits are cast
+//! back to f32 at its exit: preprocessing, the manifest's input spec and every consumer of the logits
+//! are the same for f16 and f32 plans. Weights are stored as f16 (half the plan size).
+//!
+//! Sums over a whole axis (the mean of LayerNorm, pooling) stay in f32: a transformer's residual stream
+//! carries channels in the hundreds, and 384 or 768 of them summed in f16 lose most of their precision
+//! or overflow (f16 tops out at 65504).
+
+use tract_core::floats::FloatPrecisionTranslator;
+use tract_core::internal::translator::Translate;
+use tract_core::internal::*;
+use tract_core::ops::cast::cast;
+use tract_core::ops::nn::Reduce;
+use tract_core::ops::source::TypedSource;
+
+/// Op kinds left in f32, for reports.
+pub const KEPT_IN_F32: &[&str] = &["Reduce (sums over an axis: LayerNorm means, pooling)"];
+
+fn stays_f32(node: &TypedNode) -> bool {
+    node.op_is::<Reduce>()
+}
+
+/// Rewrites `model` to compute in f16, keeping an f32 input and f32 outputs. Returns the number of
+/// nodes left in f32 (see [`KEPT_IN_F32`]).
+pub fn to_f16_keeping_f32_io(model: &mut TypedModel) -> TractResult<usize> {
+    let kept = model.nodes().iter().filter(|n| stays_f32(n)).count();
+    let translator = FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), |n| !stays_f32(n));
+    let mut half = translator.translate_model(model)?;
+
+    for input in half.input_outlets()?.to_vec() {
+        let fact = half.outlet_fact(input)?.clone();
+        if fact.datum_type != f16::datum_type() {
+            continue;
+        }
+        let f32_fact = f32::fact(fact.shape.clone());
+        let consumers = half.outlet_successors(input).to_vec();
+        let name = half.node(input.node).name.clone();
+        half.node_mut(input.node).op = Box::new(TypedSource::new(f32_fact.clone()));
+        half.set_outlet_fact(input, f32_fact)?;
+        let to_half = half.wire_node(format!("{name}.to_f16"), cast(f16::datum_type()), &[input])?[0];
+        for consumer in consumers {
+            half.add_edge(to_half, consumer)?;
+        }
+    }
+
+    let mut outputs = vec![];
+    for output in half.output_outlets()?.to_vec() {
+        if half.outlet_fact(output)?.datum_type != f16::datum_type() {
+            outputs.push(output);
+            continue;
+        }
+        // The cast takes the output's name: the manifest and the runtime find the logits by it.
+        let name = half.node(output.node).name.clone();
+        half.node_mut(output.node).name = format!("{name}.f16");
+        let back = half.wire_node(&name, cast(f32::datum_type()), &[output])?[0];
+        if let Some(label) = half.outlet_label(output).map(|s| s.to_string()) {
+            half.set_outlet_label(back, label)?;
+        }
+        outputs.push(back);
+    }
+    half.select_output_outlets(&outputs)?;
+    // The translator casts each f32 constant at run time; declutter folds those casts, so weights are
+    // stored in f16.
+    *model = half.into_decluttered()?;
+    Ok(kept)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_core::ops::konst::Const;
+    use tract_core::ops::math::add;
+    use tract_core::ops::nn::Reducer;
+
+    fn values(t: &TValue) -> TractResult<Vec<f32>> {
+        Ok(t.to_plain_array_view::<f32>()?.iter().copied().collect())
+    }
+
+    /// A LayerNorm-like mean over the last axis plus a matmul-free affine step: enough to see where the
+    /// casts go.
+    fn small_model() -> TractResult<TypedModel> {
+        let mut model = TypedModel::default();
+        let x = model.add_source("input", f32::fact([1, 4, 6]))?;
+        let w = model.add_const("w", Tensor::from_shape(&[1, 1, 6], &[0.5f32, -1.0, 2.0, 0.25, 1.5, -0.75])?)?;
+        let y = model.wire_node("affine", tract_core::ops::math::mul(), &[x, w])?[0];
+        let s = model.wire_node("mean", Reduce::new(tvec!(2), Reducer::Sum), &[y])?[0];
+        let z = model.wire_node("logits", add(), &[y, s])?;
+        model.select_output_outlets(&z)?;
+        Ok(model)
+    }
+
+    #[test]
+    fn keeps_f32_interface_and_stores_f16_weights() -> TractResult<()> {
+        let mut model = small_model()?;
+        let input: Vec<f32> = (0..24).map(|i| (i as f32 - 11.0) * 0.37).collect();
+        let input = Tensor::from_shape(&[1, 4, 6], &input)?;
+        let expected = model.clone().into_runnable()?.run(tvec!(input.clone().into()))?;
+
+        assert_eq!(to_f16_keeping_f32_io(&mut model)?, 1);
+        let source = model.input_outlets()?[0];
+        assert_eq!(model.outlet_fact(source)?.datum_type, f32::datum_type());
+        let output = model.output_outlets()?[0];
+        assert_eq!(model.outlet_fact(output)?.datum_type, f32::datum_type());
+        assert_eq!(model.node(output.node).name, "logits");
+        let consts: Vec<DatumType> =
+            model.nodes().iter().filter_map(|n| n.op_as::<Const>()).map(|c| c.val().datum_type()).collect();
+        assert!(consts.contains(&f16::datum_type()), "weights stored as f16: {consts:?}");
+        assert!(!consts.contains(&f32::datum_type()), "no f32 weights left: {consts:?}");
+        let reduce = model.nodes().iter().find(|n| n.op_is::<Reduce>()).expect("the sum survives");
+        assert_eq!(model.outlet_fact(reduce.id.into())?.datum_type, f32::datum_type());
+
+        let got = model.into_runnable()?.run(tvec!(input.into()))?;
+        let (got, expected) = (values(&got[0])?, values(&expected[0])?);
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() <= 5e-3 * e.abs().max(1.0), "{g} vs {e}");
+        }
+        assert!(got.iter().zip(&expected).any(|(g, e)| g != e), "f16 rounding is visible, so the graph did change");
+        Ok(())
+    }
+
+    #[test]
+    fn survives_nnef_round_trip() -> TractResult<()> {
+        let mut model = small_model()?;
+        to_f16_keeping_f32_io(&mut model)?;
+        let mut buffer = vec![];
+        tract_nnef::nnef().write_to_tar(&model, &mut buffer)?;
+        let reloaded = tract_nnef::nnef().model_for_read(&mut &buffer[..])?.into_decluttered()?;
+        let source = reloaded.input_outlets()?[0];
+        assert_eq!(reloaded.outlet_fact(source)?.datum_type, f32::datum_type());
+        let input = Tensor::from_shape(&[1, 4, 6], &[1f32; 24])?;
+        let a = model.into_runnable()?.run(tvec!(input.clone().into()))?;
+        let b = reloaded.into_runnable()?.run(tvec!(input.into()))?;
+        assert_eq!(values(&a[0])?, values(&b[0])?);
+        Ok(())
+    }
+}

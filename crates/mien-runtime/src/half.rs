@@ -1,0 +1,115 @@
+//! How an f16 plan runs on this CPU.
+//!
+//! f16 pays only where the cores do FP16 arithmetic (Armv8.2 FEAT_FP16: Cortex-A76/A78, so Pi 5 and
+//! Jetson Orin), where tract runs its f16 NEON kernels on half the memory traffic. Elsewhere (Pi 4's
+//! A72, armv7, x86) tract falls back to slow generic f16 code, so the plan is widened to f32 at load:
+//! the weights keep their f16-rounded values, only the arithmetic runs in f32.
+
+use tract_core::floats::FloatPrecisionTranslator;
+use tract_core::internal::translator::Translate;
+use tract_core::internal::*;
+
+/// The caller's choice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum HalfPath {
+    /// f16 where the CPU has FP16 arithmetic, f32 elsewhere (`MIEN_F16_PATH` overrides).
+    #[default]
+    Auto,
+    /// Always compute in f16.
+    F16,
+    /// Always widen to f32 at load.
+    F32,
+}
+
+impl std::str::FromStr for HalfPath {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "auto" => Ok(HalfPath::Auto),
+            "f16" => Ok(HalfPath::F16),
+            "f32" => Ok(HalfPath::F32),
+            other => Err(format!("expected auto, f16 or f32, found {other:?}")),
+        }
+    }
+}
+
+impl std::fmt::Display for HalfPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            HalfPath::Auto => "auto",
+            HalfPath::F16 => "f16",
+            HalfPath::F32 => "f32",
+        })
+    }
+}
+
+/// True when this CPU does FP16 arithmetic in its vector unit.
+pub fn fp16_arithmetic() -> bool {
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("fp16")
+    }
+    #[cfg(not(target_arch = "aarch64"))]
+    {
+        false
+    }
+}
+
+/// Resolves `Auto` (and the `MIEN_F16_PATH` environment override) to a concrete path, with the reason.
+pub fn resolve(choice: HalfPath) -> (HalfPath, &'static str) {
+    let choice = match (choice, std::env::var("MIEN_F16_PATH").ok().and_then(|v| v.parse().ok())) {
+        (HalfPath::Auto, Some(env)) if env != HalfPath::Auto => return (env, "MIEN_F16_PATH"),
+        (choice, _) => choice,
+    };
+    match choice {
+        HalfPath::Auto if fp16_arithmetic() => (HalfPath::F16, "this CPU has FP16 arithmetic"),
+        HalfPath::Auto => (HalfPath::F32, "no FP16 arithmetic on this CPU: tract's f16 fallback is slower than f32"),
+        other => (other, "requested"),
+    }
+}
+
+/// True when the graph computes anything in f16.
+pub fn has_f16(model: &TypedModel) -> bool {
+    model.nodes().iter().any(|n| n.outputs.iter().any(|o| o.fact.datum_type == f16::datum_type()))
+}
+
+/// Rewrites every f16 computation and constant of `model` to f32 (the f16 → f32 casts at the plan's
+/// interface become no-ops that tract's declutter removes).
+pub fn widen_to_f32(model: &mut TypedModel) -> TractResult<()> {
+    *model = FloatPrecisionTranslator::new(f16::datum_type(), f32::datum_type()).translate_model(model)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn widening_keeps_values_and_drops_f16() -> TractResult<()> {
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([3]))?;
+        let half = model.wire_node("x.f16", tract_core::ops::cast::cast(f16::datum_type()), &[x])?[0];
+        let w = model.add_const("w", tensor1(&[f16::from_f32(0.5), f16::from_f32(-2.0), f16::from_f32(0.1)]))?;
+        let y = model.wire_node("y", tract_core::ops::math::mul(), &[half, w])?[0];
+        let out = model.wire_node("logits", tract_core::ops::cast::cast(f32::datum_type()), &[y])?;
+        model.select_output_outlets(&out)?;
+        assert!(has_f16(&model));
+
+        widen_to_f32(&mut model)?;
+        let model = model.into_decluttered()?;
+        assert!(!has_f16(&model));
+        let got = model.into_runnable()?.run(tvec!(tensor1(&[2f32, 3.0, 10.0]).into()))?;
+        let got: Vec<f32> = got[0].to_plain_array_view::<f32>()?.iter().copied().collect();
+        // The weights keep their f16-rounded values (0.1 is 0.0999756 in f16).
+        assert_eq!(got, vec![1.0, -6.0, 10.0 * f16::from_f32(0.1).to_f32()]);
+        Ok(())
+    }
+
+    #[test]
+    fn parses_and_prints() {
+        for path in [HalfPath::Auto, HalfPath::F16, HalfPath::F32] {
+            assert_eq!(path.to_string().parse::<HalfPath>(), Ok(path));
+        }
+        assert!("half".parse::<HalfPath>().is_err());
+    }
+}
