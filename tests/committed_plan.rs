@@ -41,3 +41,22 @@ fn committed_tiny_int8_plan_is_current() {
     let (cq, fq) = (c.quantization.as_ref().unwrap(), f.quantization.as_ref().unwrap());
     assert_eq!((cq.int8_layers, &cq.float_layers, &cq.activations), (fq.int8_layers, &fq.float_layers, &fq.activations));
 }
+
+/// The committed tiny f16 plan (the fixture of the f16 kernel tests that run under qemu) is what the
+/// converter makes today from the committed ONNX.
+#[test]
+fn committed_tiny_f16_plan_is_current() {
+    let committed = Plan::open(root().join("models/tiny-vit/tiny-vit-f16.mien")).expect("committed f16 plan loads");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny-vit-f16.mien");
+    let mut options = mien_convert::ConvertOptions::new(tiny_onnx(), &out);
+    options.precision = mien_plan::Precision::F16;
+    mien_convert::convert(&options, &mien_convert::Quiet).unwrap();
+    let fresh = Plan::open(&out).unwrap();
+    let (c, f) = (committed.manifest(), fresh.manifest());
+    assert_eq!(
+        c.files, f.files,
+        "graph files differ: regenerate with mien-convert models/tiny-vit/model.onnx -o models/tiny-vit/tiny-vit-f16.mien --precision f16"
+    );
+    assert_eq!(c.half, f.half);
+}

@@ -112,3 +112,34 @@ fn int8_json_report_lists_layers_and_flags_are_checked() {
         assert!(!bad.exists());
     }
 }
+
+#[test]
+fn f16_json_report_and_refused_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny-f16.mien");
+    let onnx = root().join("models/tiny-vit/model.onnx");
+    let result = convert(&[onnx.as_os_str(), "-o".as_ref(), out.as_os_str(), "--precision".as_ref(), "f16".as_ref(), "--json".as_ref()]);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    assert_eq!(v["precision"], "f16");
+    assert!(v["half"]["kept_f32"].as_array().is_some_and(|k| !k.is_empty()), "{v}");
+    assert_eq!(v["verification"]["max_abs_logit_diff"], 0.0);
+    let difference = v["float_difference"]["max_abs_logit_diff"].as_f64().unwrap();
+    assert!(difference > 0.0 && difference < 2e-2, "{difference}");
+    assert!(out.is_file());
+
+    let bad = dir.path().join("bad.mien");
+    for (args, needle) in [
+        (vec!["--precision", "f16", "--calibrate", "x"], "--calibrate"),
+        (vec!["--precision", "f16", "--min-agreement", "101"], "--min-agreement"),
+        (vec!["--precision", "f16", "--validate", "/no/such/folder"], "--validate"),
+    ] {
+        let mut full: Vec<&std::ffi::OsStr> = vec![onnx.as_os_str(), "-o".as_ref(), bad.as_os_str()];
+        full.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
+        let result = convert(&full);
+        let stderr = String::from_utf8_lossy(&result.stderr);
+        assert!(!result.status.success(), "{args:?}");
+        assert!(stderr.contains(needle) && stderr.trim().lines().count() == 1, "{args:?}: {stderr}");
+        assert!(!bad.exists());
+    }
+}

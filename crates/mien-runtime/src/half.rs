@@ -43,11 +43,13 @@ impl std::fmt::Display for HalfPath {
     }
 }
 
-/// True when this CPU does FP16 arithmetic in its vector unit.
+/// True when tract will run f16 matmuls on its FP16 NEON kernels here: the CPU does FP16 arithmetic
+/// as tract sees it. tract reads `asimdhp` from /proc/cpuinfo, which under qemu-user describes the host,
+/// so emulated A76 runs need `TRACT_CPU_ISA=+fp16` (as CI sets); on a real board both views agree.
 pub fn fp16_arithmetic() -> bool {
     #[cfg(target_arch = "aarch64")]
     {
-        std::arch::is_aarch64_feature_detected!("fp16")
+        tract_linalg::isa::native().has(tract_linalg::isa::Isa::Aarch64Fp16)
     }
     #[cfg(not(target_arch = "aarch64"))]
     {
