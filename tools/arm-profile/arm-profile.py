@@ -56,7 +56,7 @@ def run(cpu, binary, args):
     return counts
 
 
-def symbols(binary):
+def symbols(binary, per_symbol=False):
     elf_type = subprocess.run(["aarch64-linux-gnu-readelf", "-h", binary], capture_output=True, text=True, check=True).stdout
     base = PIE_BASE if "DYN" in elf_type else 0
     nm = subprocess.run(["aarch64-linux-gnu-nm", "-n", "-C", "--defined-only", binary], capture_output=True, text=True, check=True)
@@ -65,7 +65,8 @@ def symbols(binary):
         parts = line.split(" ", 2)
         if len(parts) == 3 and parts[1] in "tTwW":
             starts.append(int(parts[0], 16) + base)
-            names.append(re.sub(r"::h[0-9a-f]{16}$", "", parts[2]))
+            name = re.sub(r"::h[0-9a-f]{16}$", "", parts[2])
+            names.append(f"{name} @{parts[0].lstrip('0')}" if per_symbol else name)
     if not starts:
         sys.exit(f"arm-profile: {binary} has no symbols (build it unstripped, e.g. the debug profile)")
     size = os.path.getsize(binary)
@@ -98,10 +99,11 @@ def main():
     p.add_argument("--divide", type=float, default=1.0, help="divide the counts (e.g. by the extra inferences)")
     p.add_argument("--top", type=int, default=40)
     p.add_argument("--by", choices=["function", "crate"], default="function")
+    p.add_argument("--per-symbol", action="store_true", help="one line per symbol (monomorphization), with its address in the binary (for objdump)")
     p.add_argument("binary")
     p.add_argument("args", nargs=argparse.REMAINDER)
     a = p.parse_args()
-    base, starts, names, size = symbols(a.binary)
+    base, starts, names, size = symbols(a.binary, a.per_symbol)
     per = attribute(run(a.cpu, a.binary, a.args), base, starts, names, size)
     if a.baseline:
         per.subtract(attribute(run(a.cpu, a.binary, shlex.split(a.baseline)), base, starts, names, size))
