@@ -398,6 +398,18 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
         probe.files = vec![mien_plan::FileEntry { path: "graph.nnef".into(), size: 0, crc32: "00000000".into() }];
         probe.validate()?;
     }
+    // A mistyped --validate folder should fail now, not after minutes of conversion.
+    let validate_dir = match options.precision {
+        Precision::Int8 => options.int8.as_ref().and_then(|s| s.validate.as_ref()),
+        Precision::F16 => options.f16.as_ref().and_then(|s| s.validate.as_ref()),
+        Precision::F32 => None,
+    };
+    if let Some(dir) = validate_dir.filter(|d| !d.is_dir()) {
+        return Err(ConvertError::Flag {
+            flag: "--validate".into(),
+            expected: format!("a folder of held-out images; {} is not a folder", dir.display()),
+        });
+    }
 
     let mut plan_model = fixed.model.clone();
     let mut quantized = None;
