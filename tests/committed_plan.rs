@@ -18,22 +18,29 @@ fn committed_tiny_plan_is_current() {
     assert_eq!(c.model.source_sha256, f.model.source_sha256);
 }
 
+/// The committed plan `models/tiny-vit/NAME` and a fresh conversion of the committed ONNX with
+/// `configure`'s settings, as manifests.
+fn committed_and_fresh(name: &str, configure: impl FnOnce(&mut mien_convert::ConvertOptions)) -> (mien_plan::Manifest, mien_plan::Manifest) {
+    let committed = Plan::open(root().join("models/tiny-vit").join(name)).expect("committed plan loads");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join(name);
+    let mut options = mien_convert::ConvertOptions::new(tiny_onnx(), &out);
+    configure(&mut options);
+    mien_convert::convert(&options, &mien_convert::Quiet).unwrap();
+    (committed.manifest().clone(), Plan::open(&out).unwrap().manifest().clone())
+}
+
 /// The committed tiny int8 plan (the fixture of the kernel-choice tests that run under qemu) is what the
 /// converter makes today from the committed ONNX and the committed photos.
 #[test]
 fn committed_tiny_int8_plan_is_current() {
-    let committed = Plan::open(root().join("models/tiny-vit/tiny-vit-int8.mien")).expect("committed int8 plan loads");
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("tiny-vit-int8.mien");
-    let mut options = mien_convert::ConvertOptions::new(tiny_onnx(), &out);
-    options.precision = mien_plan::Precision::Int8;
-    options.int8 = Some(mien_convert::QuantizeSettings {
-        calibrate: root().join("tests/data/photos"),
-        ..mien_convert::QuantizeSettings::default()
+    let (c, f) = committed_and_fresh("tiny-vit-int8.mien", |options| {
+        options.precision = mien_plan::Precision::Int8;
+        options.int8 = Some(mien_convert::QuantizeSettings {
+            calibrate: root().join("tests/data/photos"),
+            ..mien_convert::QuantizeSettings::default()
+        });
     });
-    mien_convert::convert(&options, &mien_convert::Quiet).unwrap();
-    let fresh = Plan::open(&out).unwrap();
-    let (c, f) = (committed.manifest(), fresh.manifest());
     assert_eq!(
         c.files, f.files,
         "graph files differ: regenerate with mien-convert models/tiny-vit/model.onnx -o models/tiny-vit/tiny-vit-int8.mien --precision int8 --calibrate tests/data/photos"
@@ -46,14 +53,7 @@ fn committed_tiny_int8_plan_is_current() {
 /// converter makes today from the committed ONNX.
 #[test]
 fn committed_tiny_f16_plan_is_current() {
-    let committed = Plan::open(root().join("models/tiny-vit/tiny-vit-f16.mien")).expect("committed f16 plan loads");
-    let dir = tempfile::tempdir().unwrap();
-    let out = dir.path().join("tiny-vit-f16.mien");
-    let mut options = mien_convert::ConvertOptions::new(tiny_onnx(), &out);
-    options.precision = mien_plan::Precision::F16;
-    mien_convert::convert(&options, &mien_convert::Quiet).unwrap();
-    let fresh = Plan::open(&out).unwrap();
-    let (c, f) = (committed.manifest(), fresh.manifest());
+    let (c, f) = committed_and_fresh("tiny-vit-f16.mien", |options| options.precision = mien_plan::Precision::F16);
     assert_eq!(
         c.files, f.files,
         "graph files differ: regenerate with mien-convert models/tiny-vit/model.onnx -o models/tiny-vit/tiny-vit-f16.mien --precision f16"

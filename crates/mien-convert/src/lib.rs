@@ -398,13 +398,14 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
         probe.files = vec![mien_plan::FileEntry { path: "graph.nnef".into(), size: 0, crc32: "00000000".into() }];
         probe.validate()?;
     }
-    // A mistyped --validate folder should fail now, not after minutes of conversion.
-    let validate_dir = match options.precision {
-        Precision::Int8 => options.int8.as_ref().and_then(|s| s.validate.as_ref()),
-        Precision::F16 => options.f16.as_ref().and_then(|s| s.validate.as_ref()),
-        Precision::F32 => None,
+    // Held-out images: int8 takes them from its settings (they must not overlap calibration), f16 from
+    // its own. A mistyped folder fails now, not after minutes of conversion.
+    let gate = match (options.precision, &options.int8, &options.f16) {
+        (Precision::Int8, Some(s), _) => s.validate.as_deref().map(|dir| (dir, s.validation_count, s.min_agreement)),
+        (Precision::F16, _, Some(s)) => s.validate.as_deref().map(|dir| (dir, s.validation_count, s.min_agreement)),
+        _ => None,
     };
-    if let Some(dir) = validate_dir.filter(|d| !d.is_dir()) {
+    if let Some((dir, _, _)) = gate.filter(|(d, _, _)| !d.is_dir()) {
         return Err(ConvertError::Flag {
             flag: "--validate".into(),
             expected: format!("a folder of held-out images; {} is not a folder", dir.display()),
@@ -455,52 +456,37 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
     writer.adopt_graph_dir(&nnef_dir)?;
     let staged = writer.stage_manifest(&manifest)?;
 
-    let report = if options.precision != Precision::F32 {
-        progress.stage(&format!("verifying the written plan against the {} graph", manifest.precision));
-        // The reference is the in-memory reduced-precision graph: this checks serialization, not the
-        // precision loss (the drift report measures that).
-        let reference =
+    let onnx_reference = verify::Reference { model: &fixed.model, name: format!("tract-onnx {}", mien_plan::TRACT_VERSION) };
+    let (report, float_difference) = if options.precision != Precision::F32 {
+        progress.stage(&format!("verifying the written plan against the {} graph and the ONNX model", manifest.precision));
+        // The first reference is the in-memory reduced-precision graph: it checks serialization, not the
+        // precision loss (the drift report measures that). f16 plans also report their difference from
+        // the ONNX model, in f16 arithmetic as on the cores they are for.
+        let serialized =
             verify::Reference { model: &plan_model, name: format!("{} graph before serialization (tract-core)", manifest.precision) };
-        verify::verify(&fixed, &reference, &staged, options, mien_runtime::Int8Path::Integer, mien_runtime::HalfPath::F16)?
+        let references = if options.precision == Precision::F16 { vec![serialized, onnx_reference] } else { vec![serialized] };
+        let mut reports = verify::verify(&fixed, &references, &staged, options, mien_runtime::Int8Path::Integer, mien_runtime::HalfPath::F16)?;
+        let float_difference = (reports.len() > 1).then(|| reports.remove(1));
+        (reports.remove(0), float_difference)
     } else {
         progress.stage("verifying the written plan against the ONNX model");
-        let reference = verify::Reference { model: &fixed.model, name: format!("tract-onnx {}", mien_plan::TRACT_VERSION) };
-        verify::verify(&fixed, &reference, &staged, options, mien_runtime::Int8Path::Auto, mien_runtime::HalfPath::Auto)?
+        let mut reports =
+            verify::verify(&fixed, &[onnx_reference], &staged, options, mien_runtime::Int8Path::Auto, mien_runtime::HalfPath::Auto)?;
+        (reports.remove(0), None)
     };
     drop(plan_model);
     manifest.verification = Some(report.to_manifest(options.tolerance));
-    // NaN differences fail too.
-    if report.max_abs_diff.is_nan() || report.max_abs_diff > options.tolerance {
+    // NaN differences fail too, also against the ONNX model where only the difference is reported.
+    let nan_from_onnx = float_difference.as_ref().is_some_and(|d| d.max_abs_diff.is_nan());
+    if report.max_abs_diff.is_nan() || report.max_abs_diff > options.tolerance || nan_from_onnx {
+        let failed = float_difference.as_ref().filter(|_| nan_from_onnx).unwrap_or(&report);
         return Err(ConvertError::VerificationFailed {
-            max_abs_diff: report.max_abs_diff,
+            max_abs_diff: failed.max_abs_diff,
             tolerance: options.tolerance,
-            agreement: report.top1_agreement * 100.0,
+            agreement: failed.top1_agreement * 100.0,
         });
     }
-    let float_difference = if options.precision == Precision::F16 {
-        progress.stage("comparing the f16 plan with the ONNX model");
-        let reference = verify::Reference { model: &fixed.model, name: format!("tract-onnx {}", mien_plan::TRACT_VERSION) };
-        // f16 arithmetic, as on the cores f16 plans are for.
-        let difference =
-            verify::verify(&fixed, &reference, &staged, options, mien_runtime::Int8Path::Auto, mien_runtime::HalfPath::F16)?;
-        if difference.max_abs_diff.is_nan() {
-            return Err(ConvertError::VerificationFailed {
-                max_abs_diff: f32::NAN,
-                tolerance: options.tolerance,
-                agreement: difference.top1_agreement * 100.0,
-            });
-        }
-        Some(difference)
-    } else {
-        None
-    };
 
-    // Held-out images: int8 takes them from its settings (they must not overlap calibration), f16 from its own.
-    let gate = match (options.precision, &options.int8, &options.f16) {
-        (Precision::Int8, Some(s), _) => s.validate.as_ref().map(|dir| (dir, s.validation_count, s.min_agreement)),
-        (Precision::F16, _, Some(s)) => s.validate.as_ref().map(|dir| (dir, s.validation_count, s.min_agreement)),
-        _ => None,
-    };
     let mut validation = None;
     if let Some((dir, count, min_agreement)) = gate {
         progress.stage("writing the float plan to compare with");

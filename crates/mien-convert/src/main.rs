@@ -406,15 +406,7 @@ fn run(cli: Cli) -> Result<()> {
             for layer in &q.float_layers {
                 println!("      float: {} ({})", layer.name, layer.reason);
             }
-            match &q.drift {
-                Some(d) => {
-                    println!("drift on {} held-out images: {} (gate {:.2}%)", d.images, d.summary(), d.min_agreement * 100.0);
-                    if let (Some(f), Some(q)) = (d.accuracy_reference, d.accuracy) {
-                        println!("accuracy: int8 {:.2}%, float {:.2}% ({:+.2} points)", q * 100.0, f * 100.0, (q - f) * 100.0);
-                    }
-                }
-                None => println!("no drift report: pass --validate DIR (held-out images) to measure and gate it"),
-            }
+            print_drift(m.precision, q.drift.as_ref());
         }
         if let Some(h) = &m.half {
             println!("f16: computes in 16-bit float; kept in f32: {}", h.kept_f32.join(", "));
@@ -426,18 +418,23 @@ fn run(cli: Cli) -> Result<()> {
                     d.top1_agreement * 100.0
                 );
             }
-            match &h.drift {
-                Some(d) => {
-                    println!("drift on {} held-out images: {} (gate {:.2}%)", d.images, d.summary(), d.min_agreement * 100.0);
-                    if let (Some(f), Some(q)) = (d.accuracy_reference, d.accuracy) {
-                        println!("accuracy: f16 {:.2}%, float {:.2}% ({:+.2} points)", q * 100.0, f * 100.0, (q - f) * 100.0);
-                    }
-                }
-                None => println!("no drift report: pass --validate DIR (held-out images) to measure and gate it"),
-            }
+            print_drift(m.precision, h.drift.as_ref());
         }
     }
     Ok(())
+}
+
+/// The drift report of an int8 or f16 plan against the float plan, or how to get one.
+fn print_drift(precision: mien_plan::Precision, drift: Option<&mien_plan::Drift>) {
+    match drift {
+        Some(d) => {
+            println!("drift on {} held-out images: {} (gate {:.2}%)", d.images, d.summary(), d.min_agreement * 100.0);
+            if let (Some(f), Some(q)) = (d.accuracy_reference, d.accuracy) {
+                println!("accuracy: {precision} {:.2}%, float {:.2}% ({:+.2} points)", q * 100.0, f * 100.0, (q - f) * 100.0);
+            }
+        }
+        None => println!("no drift report: pass --validate DIR (held-out images) to measure and gate it"),
+    }
 }
 
 fn main() -> ExitCode {

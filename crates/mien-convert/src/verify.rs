@@ -65,16 +65,16 @@ fn argmax(v: &[f32]) -> usize {
     mien_runtime::top_k(v, 1)[0].0
 }
 
-/// Runs the staged plan (through the runtime's [`PlanModel`], exactly as the device will) and the source model on
-/// the same inputs.
+/// Runs the staged plan (through the runtime's [`PlanModel`], exactly as the device will) once per input
+/// and compares it with each reference model on the same inputs: one report per reference, in order.
 pub fn verify(
     fixed: &FixedModel,
-    reference: &Reference,
+    references: &[Reference],
     plan_dir: &Path,
     options: &ConvertOptions,
     int8_path: mien_runtime::Int8Path,
     f16_path: mien_runtime::HalfPath,
-) -> Result<VerifyReport, ConvertError> {
+) -> Result<Vec<VerifyReport>, ConvertError> {
     let plan = PlanModel::load(plan_dir, &RuntimeOptions { threads: options.threads, int8_path, f16_path })?;
     let mut images: Vec<RgbImage> = (0..options.verify_inputs)
         .map(|i| synthetic_image(fixed.size.0, fixed.size.1, i as u32 + 1))
@@ -90,29 +90,36 @@ pub fn verify(
         stage: "run",
         message: format!("{e:#}").replace('\n', " "),
     };
-    let reference_name = reference.name.clone();
-    let reference = reference.model.clone().into_optimized().map_err(tract_err)?.into_runnable().map_err(tract_err)?;
-    let mut max_abs_diff = 0f32;
-    let mut agree = 0usize;
+    let runnables = references
+        .iter()
+        .map(|r| r.model.clone().into_optimized().and_then(|m| m.into_runnable()).map_err(tract_err))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut max_abs_diff = vec![0f32; references.len()];
+    let mut agree = vec![0usize; references.len()];
     for image in &images {
         let input = plan.preprocessor().run(image);
         let ours = plan.run(&input)?;
         let tensor = Tensor::from_shape(&fixed.input_shape, &input).map_err(tract_err)?;
-        let theirs = reference.run(tvec!(tensor.into_tvalue())).map_err(tract_err)?;
-        let theirs = theirs[0].cast_to::<f32>().map_err(tract_err)?;
-        let theirs: Vec<f32> = theirs.to_plain_array_view::<f32>().map_err(tract_err)?.iter().copied().collect();
-        let theirs = &theirs[..];
-        for (a, b) in ours.iter().zip(theirs) {
-            let d = (a - b).abs();
-            // NaN must fail verification, not slip past a max().
-            max_abs_diff = if d.is_nan() || max_abs_diff.is_nan() { f32::NAN } else { max_abs_diff.max(d) };
+        for (i, reference) in runnables.iter().enumerate() {
+            let theirs = reference.run(tvec!(tensor.clone().into_tvalue())).map_err(tract_err)?;
+            let theirs = theirs[0].cast_to::<f32>().map_err(tract_err)?;
+            let theirs: Vec<f32> = theirs.to_plain_array_view::<f32>().map_err(tract_err)?.iter().copied().collect();
+            for (a, b) in ours.iter().zip(&theirs) {
+                let d = (a - b).abs();
+                // NaN must fail verification, not slip past a max().
+                max_abs_diff[i] = if d.is_nan() || max_abs_diff[i].is_nan() { f32::NAN } else { max_abs_diff[i].max(d) };
+            }
+            agree[i] += (argmax(&ours) == argmax(&theirs)) as usize;
         }
-        agree += (argmax(&ours) == argmax(theirs)) as usize;
     }
-    Ok(VerifyReport {
-        inputs: images.len(),
-        max_abs_diff,
-        top1_agreement: agree as f32 / images.len() as f32,
-        reference: reference_name,
-    })
+    Ok(references
+        .iter()
+        .enumerate()
+        .map(|(i, r)| VerifyReport {
+            inputs: images.len(),
+            max_abs_diff: max_abs_diff[i],
+            top1_agreement: agree[i] as f32 / images.len() as f32,
+            reference: r.name.clone(),
+        })
+        .collect())
 }

@@ -20,11 +20,11 @@ use tract_core::ops::math::{abs, add, max, min, mul, recip, sub};
 use tract_core::ops::nn::{Reduce, Reducer};
 
 use crate::arith::QMAX;
+use crate::target::MatmulTarget;
+use crate::LayerDecision;
 
 /// 1.5 · 2^23: adding it to an f32 of magnitude below 2^22 rounds it to an integer, half to even.
 const ROUNDING_MAGIC: f32 = 12_582_912.0;
-use crate::target::MatmulTarget;
-use crate::LayerDecision;
 
 /// A vector laid along `axis` of a rank-`rank` tensor (all other axes 1), for broadcasting.
 fn along_axis(values: &[f32], rank: usize, axis: usize) -> TractResult<Tensor> {

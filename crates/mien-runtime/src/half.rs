@@ -59,10 +59,9 @@ pub fn fp16_arithmetic() -> bool {
 
 /// Resolves `Auto` (and the `MIEN_F16_PATH` environment override) to a concrete path, with the reason.
 pub fn resolve(choice: HalfPath) -> (HalfPath, &'static str) {
-    let choice = match (choice, std::env::var("MIEN_F16_PATH").ok().and_then(|v| v.parse().ok())) {
-        (HalfPath::Auto, Some(env)) if env != HalfPath::Auto => return (env, "MIEN_F16_PATH"),
-        (choice, _) => choice,
-    };
+    if let Some(env) = crate::env_override(choice, HalfPath::Auto, "MIEN_F16_PATH") {
+        return (env, "MIEN_F16_PATH");
+    }
     match choice {
         HalfPath::Auto if fp16_arithmetic() => (HalfPath::F16, "this CPU has FP16 arithmetic"),
         HalfPath::Auto => (HalfPath::F32, "no FP16 arithmetic on this CPU: tract's f16 fallback is slower than f32"),

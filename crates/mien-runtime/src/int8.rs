@@ -57,10 +57,9 @@ pub fn integer_kernels_pay() -> bool {
 
 /// Resolves `Auto` (and the `MIEN_INT8_PATH` environment override) to a concrete path, with the reason.
 pub fn resolve(choice: Int8Path) -> (Int8Path, &'static str) {
-    let choice = match (choice, std::env::var("MIEN_INT8_PATH").ok().and_then(|v| v.parse().ok())) {
-        (Int8Path::Auto, Some(env)) if env != Int8Path::Auto => return (env, "MIEN_INT8_PATH"),
-        (choice, _) => choice,
-    };
+    if let Some(env) = crate::env_override(choice, Int8Path::Auto, "MIEN_INT8_PATH") {
+        return (env, "MIEN_INT8_PATH");
+    }
     match choice {
         Int8Path::Auto if integer_kernels_pay() => (Int8Path::Integer, "integer kernels pay on this CPU"),
         Int8Path::Auto => (Int8Path::DequantizedWeights, "x86 without VNNI: tract's i8 kernels lose to float here"),

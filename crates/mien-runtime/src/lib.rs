@@ -130,22 +130,25 @@ pub struct Model {
     half: Option<HalfChoice>,
 }
 
-/// The f16 path a model took.
+/// How a plan's reduced-precision ops run on this CPU (an [`Int8Path`] or a [`HalfPath`]), and why.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HalfChoice {
-    /// f16 arithmetic, or widened to f32.
-    pub path: HalfPath,
+pub struct PathChoice<P> {
+    /// The path taken.
+    pub path: P,
     /// Why.
     pub reason: &'static str,
 }
 
-/// The int8 path a classifier took.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Int8Choice {
-    /// Integer kernels or dequantized weights.
-    pub path: Int8Path,
-    /// Why.
-    pub reason: &'static str,
+/// The int8 path a model took: integer kernels or dequantized weights.
+pub type Int8Choice = PathChoice<Int8Path>;
+/// The f16 path a model took: f16 arithmetic, or widened to f32.
+pub type HalfChoice = PathChoice<HalfPath>;
+
+/// A `MIEN_*_PATH` environment variable that overrides an `Auto` choice: `Some` only when the caller
+/// asked for `auto` and the variable names another path.
+fn env_override<P: std::str::FromStr + PartialEq + Copy>(choice: P, auto: P, var: &str) -> Option<P> {
+    let env = std::env::var(var).ok()?.parse().ok()?;
+    (choice == auto && env != auto).then_some(env)
 }
 
 impl std::fmt::Debug for Model {

@@ -95,8 +95,8 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             "latency_ms": {"p50": p50, "p90": p90, "p99": p99, "mean": mean, "min": latencies[0], "max": latencies[latencies.len() - 1]},
             "peak_rss_mb": peak_rss_mb,
             "matmul_kernels": classifier.matmul_kernels(),
-            "int8_path": crate::int8_path_json(&classifier),
-            "f16_path": crate::f16_path_json(&classifier),
+            "int8_path": crate::path_json(classifier.int8_path()),
+            "f16_path": crate::path_json(classifier.f16_path()),
         });
         let mut value = value;
         if let Some(profile) = &profile {

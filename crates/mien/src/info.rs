@@ -65,8 +65,8 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
             "manifest": m,
             "op_counts": ops,
             "matmul_kernels": kernels,
-            "int8_path": crate::int8_path_json(&classifier),
-            "f16_path": crate::f16_path_json(&classifier),
+            "int8_path": crate::path_json(classifier.int8_path()),
+            "f16_path": crate::path_json(classifier.f16_path()),
             "cpu": cpu_json(),
             "threads": classifier.threads(),
             "verify_ms": t.verify_ms,
@@ -124,21 +124,11 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
         for layer in &q.float_layers {
             println!("  float: {} ({})", layer.name, layer.reason);
         }
-        if let Some(d) = &q.drift {
-            println!("drift       vs {} on {} images: {}", d.reference, d.images, d.summary());
-            if let (Some(a), Some(b)) = (d.accuracy_reference, d.accuracy) {
-                println!("accuracy    {:.2}% (float {:.2}%)", b * 100.0, a * 100.0);
-            }
-        }
+        print_drift(q.drift.as_ref());
     }
     if let Some(h) = &m.half {
         println!("f16         kept in f32: {}", h.kept_f32.join(", "));
-        if let Some(d) = &h.drift {
-            println!("drift       vs {} on {} images: {}", d.reference, d.images, d.summary());
-            if let (Some(a), Some(b)) = (d.accuracy_reference, d.accuracy) {
-                println!("accuracy    {:.2}% (float {:.2}%)", b * 100.0, a * 100.0);
-            }
-        }
+        print_drift(h.drift.as_ref());
     }
     if let Some(c) = classifier.int8_path() {
         println!("int8 path   {} ({})", c.path, c.reason);
@@ -164,5 +154,15 @@ fn format_bytes(bytes: u64) -> String {
         format!("{:.1} MB", bytes as f64 / 1e6)
     } else {
         format!("{:.1} kB", bytes as f64 / 1e3)
+    }
+}
+
+/// The manifest's drift figures of an int8 or f16 plan against its float plan.
+fn print_drift(drift: Option<&mien_plan::Drift>) {
+    if let Some(d) = drift {
+        println!("drift       vs {} on {} images: {}", d.reference, d.images, d.summary());
+        if let (Some(a), Some(b)) = (d.accuracy_reference, d.accuracy) {
+            println!("accuracy    {:.2}% (float {:.2}%)", b * 100.0, a * 100.0);
+        }
     }
 }

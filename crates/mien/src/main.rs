@@ -116,17 +116,9 @@ pub fn parse_size(text: &str) -> Result<(u32, u32), String> {
     }
 }
 
-/// The int8 path in words and as JSON (`null` for float plans).
-pub fn int8_path_json(classifier: &mien_runtime::Model) -> serde_json::Value {
-    match classifier.int8_path() {
-        Some(c) => serde_json::json!({"path": c.path.to_string(), "reason": c.reason}),
-        None => serde_json::Value::Null,
-    }
-}
-
-/// The f16 path in words and as JSON (`null` for plans without f16).
-pub fn f16_path_json(classifier: &mien_runtime::Model) -> serde_json::Value {
-    match classifier.f16_path() {
+/// The int8 or f16 path a plan took, as JSON: {`path`, `reason`}, or `null` when the plan has no such ops.
+pub fn path_json<P: std::fmt::Display>(choice: Option<mien_runtime::PathChoice<P>>) -> serde_json::Value {
+    match choice {
         Some(c) => serde_json::json!({"path": c.path.to_string(), "reason": c.reason}),
         None => serde_json::Value::Null,
     }
