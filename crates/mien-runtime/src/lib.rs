@@ -7,6 +7,7 @@
 pub mod cpu;
 pub mod half;
 pub mod int8;
+pub mod pack;
 mod preprocess;
 
 use std::collections::BTreeMap;
@@ -205,7 +206,9 @@ impl Model {
         };
 
         let start = Instant::now();
-        let optimized = Arc::new(model.into_optimized().map_err(tract_err("optimize"))?);
+        let mut optimized = model.into_optimized().map_err(tract_err("optimize"))?;
+        let fast_packs = pack::speed_up_int8_packing(&mut optimized).map_err(tract_err("optimize"))?;
+        let optimized = Arc::new(optimized);
         let runnable = optimized.clone().into_runnable().map_err(tract_err("optimize"))?;
         let optimize_ms = start.elapsed().as_secs_f64() * 1e3;
 
@@ -214,7 +217,7 @@ impl Model {
 
         let manifest = plan.manifest();
         let preprocessor = Preprocessor::new(&manifest.preprocessing, &manifest.input);
-        tracing::debug!(cpu = %cpu::summary(), kernels = ?kernel_names(&optimized), "kernels chosen");
+        tracing::debug!(cpu = %cpu::summary(), kernels = ?kernel_names(&optimized), fast_packs, "kernels chosen");
         tracing::debug!(plan = %plan_name, verify_ms, load_ms, optimize_ms, threads, rss_mb = current_rss_mb(), peak_rss_mb = peak_rss_mb(), "plan ready");
         Ok(Model {
             plan,
