@@ -75,7 +75,7 @@ pub fn verify(
     int8_path: mien_runtime::Int8Path,
     f16_path: mien_runtime::HalfPath,
 ) -> Result<Vec<VerifyReport>, ConvertError> {
-    let plan = PlanModel::load(plan_dir, &RuntimeOptions { threads: options.threads, int8_path, f16_path })?;
+    let plan = PlanModel::load(plan_dir, &RuntimeOptions { threads: options.threads, int8_path, f16_path, ..Default::default() })?;
     let mut images: Vec<RgbImage> = (0..options.verify_inputs)
         .map(|i| synthetic_image(fixed.size.0, fixed.size.1, i as u32 + 1))
         .collect();

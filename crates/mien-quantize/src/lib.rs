@@ -19,6 +19,7 @@
 
 pub mod arith;
 pub mod calibrate;
+pub mod fuse;
 pub mod patchify;
 pub mod rewrite;
 pub mod target;

@@ -24,7 +24,7 @@ use crate::target::MatmulTarget;
 use crate::LayerDecision;
 
 /// 1.5 · 2^23: adding it to an f32 of magnitude below 2^22 rounds it to an integer, half to even.
-const ROUNDING_MAGIC: f32 = 12_582_912.0;
+pub(crate) const ROUNDING_MAGIC: f32 = 12_582_912.0;
 
 /// A vector laid along `axis` of a rank-`rank` tensor (all other axes 1), for broadcasting.
 fn along_axis(values: &[f32], rank: usize, axis: usize) -> TractResult<Tensor> {
@@ -290,13 +290,13 @@ pub fn dequantize_weights(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{plan_layers, ActivationMode, Calibration, QuantizeOptions, Smoothing, StaticCalibrator};
 
     /// y = x · W with x [1, 12, 16] (channel 5 an outlier) and W [16, 8], in the layouts tract's declutter
     /// leaves Linear layers in.
-    const LAYOUTS: [(&str, &[usize], &[usize]); 6] = [
+    pub(crate) const LAYOUTS: [(&str, &[usize], &[usize]); 6] = [
         ("amk,akn->amn", &[1, 12, 16], &[1, 16, 8]),
         ("amk,kn->mn", &[1, 12, 16], &[16, 8]),
         ("mk,nk->mn", &[12, 16], &[8, 16]),
@@ -334,7 +334,7 @@ mod tests {
         quantized_in(mode, LAYOUTS[0])
     }
 
-    fn quantized_in(mode: ActivationMode, layout: (&str, &[usize], &[usize])) -> TractResult<(TypedModel, TypedModel, Vec<Tensor>)> {
+    pub(crate) fn quantized_in(mode: ActivationMode, layout: (&str, &[usize], &[usize])) -> TractResult<(TypedModel, TypedModel, Vec<Tensor>)> {
         let (model, inputs) = linear_model_in(layout)?;
         let (targets, unsupported) = crate::find_targets(&model)?;
         assert_eq!((targets.len(), unsupported.len()), (1, 0));
@@ -351,7 +351,7 @@ mod tests {
         Ok((model, q, inputs))
     }
 
-    fn run(model: &TypedModel, input: &Tensor) -> TractResult<Vec<f32>> {
+    pub(crate) fn run(model: &TypedModel, input: &Tensor) -> TractResult<Vec<f32>> {
         let out = model.clone().into_optimized()?.into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
         Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
     }
@@ -427,7 +427,7 @@ mod tests {
 
     /// Attention's q, k and v: three matmuls of one activation (channel 5 an outlier); q has `q_outputs`
     /// output channels, k and v 8.
-    fn three_projections(q_outputs: usize) -> TractResult<(TypedModel, Vec<Tensor>)> {
+    pub(crate) fn three_projections(q_outputs: usize) -> TractResult<(TypedModel, Vec<Tensor>)> {
         let (single, inputs) = linear_model()?;
         let w = single.node_by_name("w")?.op_as::<tract_core::ops::konst::Const>().unwrap().val().clone();
         let mut model = TypedModel::default();
@@ -445,7 +445,7 @@ mod tests {
         Ok((model, inputs))
     }
 
-    fn quantize_all(model: &TypedModel, inputs: &[Tensor], min_weight_fraction: f64) -> TractResult<(TypedModel, Vec<LayerDecision>)> {
+    pub(crate) fn quantize_all(model: &TypedModel, inputs: &[Tensor], min_weight_fraction: f64) -> TractResult<(TypedModel, Vec<LayerDecision>)> {
         let (targets, _) = crate::find_targets(model)?;
         let mut calibration = Calibration::new(model, &targets, 64, 1)?;
         for input in &inputs[..4] {

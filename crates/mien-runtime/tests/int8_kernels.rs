@@ -88,3 +88,29 @@ fn both_paths_give_the_same_answers() {
         assert_eq!(a.label, b.label);
     }
 }
+
+#[test]
+fn fused_int8_ops_are_in_use_and_bit_identical_to_tracts() {
+    let photos = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/photos");
+    for int8_path in [Int8Path::Integer, Int8Path::DequantizedWeights] {
+        let load = |tract_ops_only| {
+            Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path, tract_ops_only, ..Default::default() }).unwrap()
+        };
+        let (fused, tract) = (load(false), load(true));
+        let ops = fused.op_counts();
+        // Every per-token quantization (one Abs each in tract's form) is fused.
+        let chains = tract.op_counts().get("Abs").copied().unwrap_or(0);
+        assert!(chains > 0 && !tract.op_counts().contains_key("QuantizeRowsI8(mien)"));
+        assert_eq!(ops.get("QuantizeRowsI8(mien)"), Some(&chains), "{int8_path}: {ops:?}");
+        assert!(!ops.contains_key("Abs"), "{int8_path}: {ops:?}");
+        // tract packs i8 activations in the SDOT layout only for its dotprod kernels.
+        #[cfg(target_arch = "aarch64")]
+        if int8_path == Int8Path::Integer && std::arch::is_aarch64_feature_detected!("dotprod") {
+            assert!(ops.get("I8K4Pack(mien)").is_some_and(|&n| n > 0), "{ops:?}");
+        }
+        for name in ["astronaut.png", "camera.png", "chelsea.png", "coffee.png"] {
+            let image = mien_image::open_rgb(photos.join(name)).unwrap();
+            assert_eq!(fused.classify(&image).unwrap().logits, tract.classify(&image).unwrap().logits, "{int8_path}, {name}");
+        }
+    }
+}

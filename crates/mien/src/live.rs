@@ -229,7 +229,7 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
 
     // The source first: a wrong camera or file fails before the models load.
     let mut source = open_source(&args)?;
-    let runtime = RuntimeOptions { threads: args.threads, int8_path: args.int8_path, f16_path: args.f16_path };
+    let runtime = RuntimeOptions { threads: args.threads, int8_path: args.int8_path, f16_path: args.f16_path, ..Default::default() };
     let classifier = Classifier::load(&plan, &runtime).with_context(|| format!("--plan {}", plan.display()))?;
     let detector = FaceDetector::load(
         &detector_plan,

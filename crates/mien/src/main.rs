@@ -88,7 +88,7 @@ pub struct RunArgs {
 
 impl RunArgs {
     fn options(&self) -> mien_runtime::RuntimeOptions {
-        mien_runtime::RuntimeOptions { threads: self.threads, int8_path: self.int8_path, f16_path: self.f16_path }
+        mien_runtime::RuntimeOptions { threads: self.threads, int8_path: self.int8_path, f16_path: self.f16_path, ..Default::default() }
     }
 }
 
