@@ -23,13 +23,9 @@ fn stays_f32(node: &TypedNode) -> bool {
     node.op_is::<Reduce>()
 }
 
-/// Rewrites `model` to compute in f16, keeping an f32 input and f32 outputs. Returns the number of
-/// nodes left in f32 (see [`KEPT_IN_F32`]).
-pub fn to_f16_keeping_f32_io(model: &mut TypedModel) -> TractResult<usize> {
-    let kept = model.nodes().iter().filter(|n| stays_f32(n)).count();
-    let translator = FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), |n| !stays_f32(n));
-    let mut half = translator.translate_model(model)?;
-
+/// Puts back the f32 source the translator retypes (casting it to f16 at the graph's entry) and casts
+/// f16 outputs back to f32 under their original names.
+fn keep_f32_interface(half: &mut TypedModel) -> TractResult<()> {
     for input in half.input_outlets()?.to_vec() {
         let fact = half.outlet_fact(input)?.clone();
         if fact.datum_type != f16::datum_type() {
@@ -62,10 +58,43 @@ pub fn to_f16_keeping_f32_io(model: &mut TypedModel) -> TractResult<usize> {
         outputs.push(back);
     }
     half.select_output_outlets(&outputs)?;
+    Ok(())
+}
+
+/// Rewrites `model` to compute in f16, keeping an f32 input and f32 outputs. Returns the number of
+/// nodes left in f32 (see [`KEPT_IN_F32`]).
+pub fn to_f16_keeping_f32_io(model: &mut TypedModel) -> TractResult<usize> {
+    let kept = model.nodes().iter().filter(|n| stays_f32(n)).count();
+    let translator = FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), |n| !stays_f32(n));
+    let mut half = translator.translate_model(model)?;
+
+    keep_f32_interface(&mut half)?;
     // The translator casts each f32 constant at run time; declutter folds those casts, so weights are
     // stored in f16.
     *model = half.into_decluttered()?;
     Ok(kept)
+}
+
+/// For int8 plans: stores and runs the matmuls that stayed in float (attention's products, layers over
+/// the error threshold) in f16, except those named in `keep_f32`. On cores with FP16 arithmetic (Pi 5,
+/// Jetson Orin) tract runs them on its f16 kernels, half the arithmetic of f32; elsewhere the runtime
+/// widens them back to f32 at load. Their inputs are cast to f16 and outputs back to f32 around each
+/// product, so everything else (softmax, LayerNorm, residuals) stays f32. Returns how many.
+pub fn float_matmuls_to_f16(model: &mut TypedModel, keep_f32: std::collections::HashSet<String>) -> TractResult<usize> {
+    fn selected(n: &TypedNode, keep_f32: &std::collections::HashSet<String>) -> bool {
+        n.op_as::<tract_core::ops::einsum::EinSum>().is_some_and(|op| op.q_params.is_none() && op.operating_dt == f32::datum_type())
+            && !keep_f32.contains(&n.name)
+    }
+    let count = model.nodes().iter().filter(|n| selected(n, &keep_f32)).count();
+    if count == 0 {
+        return Ok(0);
+    }
+    let translator = FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), move |n| selected(n, &keep_f32));
+    let mut half = translator.translate_model(model)?;
+    keep_f32_interface(&mut half)?;
+    // Declutter folds the casts of constant weights, so they are stored in f16.
+    *model = half.into_decluttered()?;
+    Ok(count)
 }
 
 #[cfg(test)]
@@ -134,6 +163,35 @@ mod tests {
         let a = model.into_runnable()?.run(tvec!(input.clone().into()))?;
         let b = reloaded.into_runnable()?.run(tvec!(input.into()))?;
         assert_eq!(values(&a[0])?, values(&b[0])?);
+        Ok(())
+    }
+
+    #[test]
+    fn float_matmuls_go_f16_except_the_kept_ones_and_the_interface_stays_f32() -> TractResult<()> {
+        use tract_core::ops::einsum::EinSum;
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([2, 4]))?;
+        let w: Vec<f32> = (0..16).map(|i| i as f32 * 0.1 - 0.7).collect();
+        let w = model.add_const("w", Tensor::from_shape(&[4, 4], &w)?)?;
+        let y = model.wire_node("attention", EinSum::new("mk,kn->mn".parse()?, f32::datum_type()), &[x, w])?[0];
+        let z = model.wire_node("head", EinSum::new("mk,kn->mn".parse()?, f32::datum_type()), &[y, w])?;
+        model.select_output_outlets(&z)?;
+        let input = tvec!(Tensor::from_shape(&[2, 4], &[1f32, -2.0, 0.5, 3.0, 0.25, 0.0, -1.0, 2.0])?.into_tvalue());
+        let expected = model.clone().into_runnable()?.run(input.clone())?;
+
+        let mut mixed = model.clone();
+        let kept: std::collections::HashSet<String> = ["head".to_string()].into();
+        assert_eq!(float_matmuls_to_f16(&mut mixed, kept)?, 1);
+        let einsum_dt = |name: &str| mixed.node_by_name(name).unwrap().op_as::<EinSum>().unwrap().operating_dt;
+        assert_eq!(einsum_dt("attention"), f16::datum_type());
+        assert_eq!(einsum_dt("head"), f32::datum_type());
+        assert_eq!(mixed.input_fact(0)?.datum_type, f32::datum_type());
+        assert_eq!(mixed.output_fact(0)?.datum_type, f32::datum_type());
+        let got = mixed.into_runnable()?.run(input)?;
+        let (got, expected) = (values(&got[0])?, values(&expected[0])?);
+        for (g, e) in got.iter().zip(&expected) {
+            assert!((g - e).abs() <= 1e-2 * e.abs().max(1.0), "{got:?} vs {expected:?}");
+        }
         Ok(())
     }
 }

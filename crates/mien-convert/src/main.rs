@@ -133,6 +133,16 @@ struct Cli {
     /// tried per layer and kept where it lowers the error; its product with the weight becomes a bias).
     #[arg(long)]
     no_shift: bool,
+    /// int8: also run attention's products of two activations in int8, both operands quantized per row
+    /// at run time: scores (QKᵀ), weighted (softmax · V) or all. Fewer ARM instructions, more drift:
+    /// check it with --validate.
+    #[arg(long, value_enum, value_name = "PRODUCTS")]
+    int8_attention: Option<AttentionArg>,
+    /// int8: precision of the matmuls that stay in float (attention's products, layers over
+    /// --max-layer-error): f16 halves their arithmetic on cores with FP16 (Pi 5, Jetson Orin) and is
+    /// widened to f32 at load elsewhere; tiny layers kept exact stay f32.
+    #[arg(long, value_enum, default_value = "f32", value_name = "PRECISION")]
+    float_matmuls: FloatMatmulsArg,
     /// Make a detector plan: a JSON file with the anchor and decoding parameters (mien.json's
     /// `detector` section; see models/blazeface/detector.json). Labels default to `face`.
     #[arg(long, value_name = "FILE")]
@@ -150,6 +160,19 @@ enum PrecisionArg {
     F32,
     F16,
     Int8,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum FloatMatmulsArg {
+    F32,
+    F16,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum AttentionArg {
+    Scores,
+    Weighted,
+    All,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -284,6 +307,12 @@ fn run(cli: Cli) -> Result<()> {
     if cli.precision != PrecisionArg::F32 && !(0.0..=100.0).contains(&cli.min_agreement) {
         bail!("--min-agreement: expected a percentage between 0 and 100, got {}", cli.min_agreement);
     }
+    if cli.int8_attention.is_some() && cli.precision != PrecisionArg::Int8 {
+        bail!("--int8-attention: only used with --precision int8");
+    }
+    if cli.float_matmuls == FloatMatmulsArg::F16 && cli.precision != PrecisionArg::Int8 {
+        bail!("--float-matmuls: only used with --precision int8 (use --precision f16 for a whole f16 plan)");
+    }
     if cli.precision == PrecisionArg::F16 {
         if cli.calibrate.is_some() {
             bail!("--calibrate: only used with --precision int8 (f16 needs no calibration)");
@@ -322,12 +351,19 @@ fn run(cli: Cli) -> Result<()> {
             validate: cli.validate.clone(),
             validation_count: cli.validation_count,
             min_agreement: cli.min_agreement / 100.0,
+            f16_float_matmuls: cli.float_matmuls == FloatMatmulsArg::F16,
             options: mien_quantize::QuantizeOptions {
                 activations,
                 smoothing: cli.smoothing.clone(),
                 max_layer_error: cli.max_layer_error / 100.0,
                 shift: !cli.no_shift,
                 gptq: matches!(cli.weight_rounding, WeightRoundingArg::Gptq),
+                activation_products: match cli.int8_attention {
+                    None => mien_quantize::ActivationProducts::Off,
+                    Some(AttentionArg::Scores) => mien_quantize::ActivationProducts::Scores,
+                    Some(AttentionArg::Weighted) => mien_quantize::ActivationProducts::Weighted,
+                    Some(AttentionArg::All) => mien_quantize::ActivationProducts::All,
+                },
                 ..Default::default()
             },
         });
@@ -402,6 +438,12 @@ fn run(cli: Cli) -> Result<()> {
                 let worst = layers.iter().filter(|l| l.is_int8()).map(|l| l.error).fold(0f32, f32::max);
                 let mean = layers.iter().filter(|l| l.is_int8()).map(|l| l.error).sum::<f32>() / q.int8_layers.max(1) as f32;
                 println!("      simulated layer error: mean {:.2}%, worst {:.2}%", mean * 100.0, worst * 100.0);
+            }
+            if q.int8_activation_products > 0 {
+                println!("      and {} products of two activations (attention) in int8", q.int8_activation_products);
+            }
+            if q.f16_float_matmuls > 0 {
+                println!("      {} matmuls left in float are stored and run in f16", q.f16_float_matmuls);
             }
             for layer in &q.float_layers {
                 println!("      float: {} ({})", layer.name, layer.reason);

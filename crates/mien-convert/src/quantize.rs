@@ -26,6 +26,8 @@ pub struct QuantizeSettings {
     pub min_agreement: f64,
     /// Quantizer settings.
     pub options: QuantizeOptions,
+    /// Store and run the matmuls that stay in float in f16 ([`crate::half::float_matmuls_to_f16`]).
+    pub f16_float_matmuls: bool,
 }
 
 impl Default for QuantizeSettings {
@@ -37,6 +39,7 @@ impl Default for QuantizeSettings {
             validation_count: None,
             min_agreement: 0.99,
             options: QuantizeOptions::default(),
+            f16_float_matmuls: false,
         }
     }
 }
@@ -112,6 +115,10 @@ pub struct QuantizeOutcome {
     pub calibration_files: Vec<PathBuf>,
     /// Calibration files that could not be read (skipped with a warning).
     pub unreadable: Vec<String>,
+    /// Products of two activations rewritten to int8 (with `activation_products`).
+    pub activation_products: Vec<String>,
+    /// Float matmuls stored and run in f16 (with `f16_float_matmuls`).
+    pub f16_float_matmuls: usize,
 }
 
 impl QuantizeOutcome {
@@ -132,6 +139,8 @@ impl QuantizeOutcome {
             max_layer_error: settings.options.max_layer_error,
             int8_layers: self.layers.iter().filter(|l| l.is_int8()).count(),
             float_layers,
+            int8_activation_products: self.activation_products.len(),
+            f16_float_matmuls: self.f16_float_matmuls,
             drift: None,
         }
     }
@@ -189,7 +198,32 @@ pub fn quantize(
         .map_err(|e| ConvertError::Tract { path: model_path.to_path_buf(), stage: "quantize", message: e.to_string() })?;
     progress.stage("rewriting matmuls to int8");
     mien_quantize::rewrite::apply(model, &targets, &layers).map_err(tract_err(model_path, "quantize"))?;
-    Ok(QuantizeOutcome { layers, unsupported, calibration_images: used, calibration_files: files, unreadable })
+    let activation_products = if settings.options.activation_products != mien_quantize::ActivationProducts::Off {
+        progress.stage("rewriting products of two activations to int8");
+        mien_quantize::rewrite::quantize_activation_products(model, settings.options.activation_products)
+            .map_err(tract_err(model_path, "quantize attention of"))?
+    } else {
+        vec![]
+    };
+    let f16_float_matmuls = if settings.f16_float_matmuls {
+        progress.stage("storing the matmuls left in float as f16");
+        // The classifier head and other layers kept exact for being tiny stay f32: their error goes
+        // straight into the logits and they cost nothing.
+        let exact: std::collections::HashSet<String> =
+            layers.iter().filter(|l| l.kept_float.as_deref().is_some_and(|r| r.contains("kept exact"))).map(|l| l.name.clone()).collect();
+        crate::half::float_matmuls_to_f16(model, exact).map_err(tract_err(model_path, "translate float matmuls to f16 in"))?
+    } else {
+        0
+    };
+    Ok(QuantizeOutcome {
+        layers,
+        unsupported,
+        calibration_images: used,
+        calibration_files: files,
+        unreadable,
+        activation_products,
+        f16_float_matmuls,
+    })
 }
 
 /// Where and how hard [`validate`] compares.

@@ -252,9 +252,21 @@ pub struct Quantization {
     pub int8_layers: usize,
     /// Matmuls kept in float, with the reason.
     pub float_layers: Vec<FloatLayer>,
+    /// Products of two activations (attention's QKᵀ and PV) running in int8, quantized per row at run
+    /// time; not counted in `int8_layers`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub int8_activation_products: usize,
+    /// Matmuls left in float that are stored and run in f16 (widened to f32 at load on cores without
+    /// FP16 arithmetic); the others left in float are f32.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub f16_float_matmuls: usize,
     /// Drift on held-out images, when the converter was given `--validate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<Drift>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// How an f16 plan was made: which ops stayed in f32, and its drift from the float model.

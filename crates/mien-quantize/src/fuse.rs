@@ -358,4 +358,20 @@ mod tests {
         let row: Vec<f32> = (0..19).map(|i| i as f32 - 9.0).collect();
         assert_eq!(quantize_row(&row, 1e-8, &mut long), 9.0, "maximum found in the tail too");
     }
+
+    #[test]
+    fn attention_operands_quantized_along_their_last_axis_are_fused_bit_identically() -> TractResult<()> {
+        let (float, inputs) = crate::rewrite::tests::attention_model(19, 3, 8)?;
+        let mut q = float.clone();
+        crate::rewrite::quantize_activation_products(&mut q, crate::ActivationProducts::All)?;
+        let mut fused = q.clone();
+        // q, k and the probabilities are quantized along their last axis; v along its first stays as is.
+        assert_eq!(fuse_per_token_quantization(&mut fused)?, 3);
+        let plan = |m: &TypedModel| m.clone().into_optimized().unwrap().into_runnable().unwrap();
+        let (fused_plan, q_plan) = (plan(&fused), plan(&q));
+        for input in inputs {
+            assert_eq!(fused_plan.run(input.clone())?, q_plan.run(input)?);
+        }
+        Ok(())
+    }
 }

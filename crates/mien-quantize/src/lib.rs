@@ -61,6 +61,32 @@ pub enum Smoothing {
 /// The smoothing grid searched by default.
 pub const DEFAULT_ALPHAS: [f32; 7] = [0.0, 0.25, 0.5, 0.6, 0.7, 0.8, 0.9];
 
+/// Products of two activations to run in int8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ActivationProducts {
+    /// None: attention stays in float.
+    #[default]
+    Off,
+    /// Products none of whose operands is a softmax output (attention's scores, QKᵀ).
+    Scores,
+    /// Products reading a softmax output (attention's probabilities times V).
+    Weighted,
+    /// Both.
+    All,
+}
+
+impl ActivationProducts {
+    /// Whether a product whose operands do (`true`) or do not read a softmax is selected.
+    pub fn selects(self, reads_softmax: bool) -> bool {
+        match self {
+            ActivationProducts::Off => false,
+            ActivationProducts::Scores => !reads_softmax,
+            ActivationProducts::Weighted => reads_softmax,
+            ActivationProducts::All => true,
+        }
+    }
+}
+
 /// Quantization settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QuantizeOptions {
@@ -81,6 +107,9 @@ pub struct QuantizeOptions {
     /// Matmuls holding less than this fraction of all targets' weights stay in float: too small to
     /// matter for size or speed (a classifier head), and their error goes straight into the logits.
     pub min_weight_fraction: f64,
+    /// Which products of two activations (attention's QKᵀ and PV) also run in int8, both operands
+    /// quantized per row at run time ([`rewrite::quantize_activation_products`]). Off by default.
+    pub activation_products: ActivationProducts,
 }
 
 impl Default for QuantizeOptions {
@@ -93,6 +122,7 @@ impl Default for QuantizeOptions {
             shift: true,
             gptq: true,
             min_weight_fraction: 0.001,
+            activation_products: ActivationProducts::Off,
         }
     }
 }

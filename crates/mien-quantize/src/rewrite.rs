@@ -73,6 +73,34 @@ fn shared_input(model: &TypedModel, d: &LayerDecision) -> TractResult<Option<(Ou
     Ok(Some((xq, row_max)))
 }
 
+/// `127 / max(max|x| along k_axis, ε)` as tract ops (recip then multiply), and the floored maxima.
+fn per_row_multiplier(
+    patch: &mut TypedModelPatch,
+    name: &str,
+    x: OutletId,
+    k_axis: usize,
+    rank: usize,
+) -> TractResult<(OutletId, OutletId)> {
+    let magnitude = patch.wire_node(format!("{name}.q.abs"), abs(), &[x])?[0];
+    let rmax = patch.wire_node(format!("{name}.q.row_max"), Reduce::new(tvec!(k_axis), Reducer::Max), &[magnitude])?[0];
+    let eps = patch.add_const(format!("{name}.q.eps"), scalar_of_rank(1e-8, rank)?)?;
+    let rmax = patch.wire_node(format!("{name}.q.row_max_eps"), max(), &[rmax, eps])?[0];
+    let inv = patch.wire_node(format!("{name}.q.row_inv"), recip(), &[rmax])?[0];
+    let qmax = patch.add_const(format!("{name}.q.qmax"), scalar_of_rank(QMAX, rank)?)?;
+    let inv = patch.wire_node(format!("{name}.q.row_multiplier"), mul(), &[inv, qmax])?[0];
+    Ok((inv, rmax))
+}
+
+/// Round half to even by adding and subtracting 1.5 · 2^23: for |x| < 2^22 the sum's last mantissa bit
+/// is worth 1, so the add itself rounds (IEEE round-to-nearest-even) and the subtraction is exact. Two
+/// binary ops join the scale multiply in one of tract's fused element-wise chains; tract's
+/// RoundHalfToEven was a separate pass costing ~5 % of an int8 ViT's ARM instructions.
+fn round_half_even(patch: &mut TypedModelPatch, name: &str, x: OutletId, rank: usize) -> TractResult<OutletId> {
+    let magic = patch.add_const(format!("{name}.q.round_magic"), scalar_of_rank(ROUNDING_MAGIC, rank)?)?;
+    let biased = patch.wire_node(format!("{name}.q.round_add"), add(), &[x, magic])?[0];
+    Ok(patch.wire_node(format!("{name}.q.round"), sub(), &[biased, magic])?[0])
+}
+
 /// Wires `source` → canonical layout → shift, smoothing, scale → round → (clamp) → i8. Returns the i8
 /// wire and, in per-token mode, the row maxima.
 fn quantized_input(
@@ -127,28 +155,12 @@ fn quantized_input(
                 let inv = patch.add_const(format!("{name}.q.smooth"), along_axis(&inv, rank, k_axis)?)?;
                 x = patch.wire_node(format!("{name}.q.smoothed"), mul(), &[x, inv])?[0];
             }
-            let magnitude = patch.wire_node(format!("{name}.q.abs"), abs(), &[x])?[0];
-            let rmax = patch.wire_node(
-                format!("{name}.q.row_max"),
-                Reduce::new(tvec!(k_axis), Reducer::Max),
-                &[magnitude],
-            )?[0];
-            let eps = patch.add_const(format!("{name}.q.eps"), scalar_of_rank(1e-8, rank)?)?;
-            let rmax = patch.wire_node(format!("{name}.q.row_max_eps"), max(), &[rmax, eps])?[0];
-            let inv = patch.wire_node(format!("{name}.q.row_inv"), recip(), &[rmax])?[0];
-            let qmax = patch.add_const(format!("{name}.q.qmax"), scalar_of_rank(QMAX, rank)?)?;
-            let inv = patch.wire_node(format!("{name}.q.row_multiplier"), mul(), &[inv, qmax])?[0];
+            let (inv, rmax) = per_row_multiplier(patch, name, x, k_axis, rank)?;
             row_max = Some(rmax);
             patch.wire_node(format!("{name}.q.scaled"), mul(), &[x, inv])?[0]
         }
     };
-    // Round half to even by adding and subtracting 1.5 · 2^23: for |x| < 2^22 the sum's last mantissa bit
-    // is worth 1, so the add itself rounds (IEEE round-to-nearest-even) and the subtraction is exact. Two
-    // binary ops join the scale multiply in one of tract's fused element-wise chains; tract's
-    // RoundHalfToEven was a separate pass costing ~5 % of an int8 ViT's ARM instructions.
-    let magic = patch.add_const(format!("{name}.q.round_magic"), scalar_of_rank(ROUNDING_MAGIC, rank)?)?;
-    let biased = patch.wire_node(format!("{name}.q.round_add"), add(), &[scaled, magic])?[0];
-    let rounded = patch.wire_node(format!("{name}.q.round"), sub(), &[biased, magic])?[0];
+    let rounded = round_half_even(patch, name, scaled, rank)?;
     // Per token, |x| · 127 / max|x| ≤ 127 already: the clamp is only needed for a calibrated scale
     // (two passes over the activation saved per matmul).
     let clamped = if d.activation_scale.is_some() {
@@ -234,6 +246,118 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
     Ok(count)
 }
 
+/// Rewrites every product of two activations (attention's QKᵀ and PV) into int8: each operand quantized
+/// per row along the contraction axis at run time (scale `max|row| / 127`, as the per-token mode), an
+/// `i8 × i8 → i32` EinSum, and the result multiplied back by both operands' row maxima. Returns the
+/// names of the products rewritten.
+pub fn quantize_activation_products(model: &mut TypedModel, which: crate::ActivationProducts) -> TractResult<Vec<String>> {
+    let mut names = vec![];
+    for id in model.eval_order()? {
+        let node = model.node(id).clone();
+        let Some(op) = node.op_as::<EinSum>() else { continue };
+        if op.q_params.is_some() || node.inputs.len() != 2 || op.operating_dt != f32::datum_type() {
+            continue;
+        }
+        let facts = [model.outlet_fact(node.inputs[0])?.clone(), model.outlet_fact(node.inputs[1])?.clone()];
+        if facts.iter().any(|f| f.konst.is_some() || f.datum_type != f32::datum_type()) {
+            continue;
+        }
+        let reads_softmax = node.inputs.iter().any(|i| model.node(i.node).op_is::<tract_core::ops::nn::Softmax>());
+        if !which.selects(reads_softmax) {
+            continue;
+        }
+        let axes: Vec<&tract_core::axes::Axis> = op.axes.iter_all_axes().collect();
+        let contraction: Vec<&&tract_core::axes::Axis> =
+            axes.iter().filter(|a| a.inputs[0].len() == 1 && a.inputs[1].len() == 1 && a.outputs[0].is_empty()).collect();
+        let [k] = contraction[..] else { continue };
+        // Plain products only: no repeated axis, nothing summed away but the contraction.
+        if axes.iter().any(|a| a.inputs[0].len() > 1 || a.inputs[1].len() > 1 || a.outputs[0].len() > 1 || (a.repr != k.repr && a.outputs[0].is_empty())) {
+            continue;
+        }
+        let name = &node.name;
+        let mut patch = TypedModelPatch::new(format!("int8 {name}"));
+        let mut codes = tvec!();
+        let mut maxima = tvec!();
+        for slot in 0..2 {
+            let operand = format!("{name}.{}", ["a", "b"][slot]);
+            let rank = facts[slot].rank();
+            let k_axis = k.inputs[slot][0];
+            let x = patch.tap_model(model, node.inputs[slot])?;
+            let (inv, rmax) = per_row_multiplier(&mut patch, &operand, x, k_axis, rank)?;
+            let scaled = patch.wire_node(format!("{operand}.q.scaled"), mul(), &[x, inv])?[0];
+            let rounded = round_half_even(&mut patch, &operand, scaled, rank)?;
+            codes.push(patch.wire_node(format!("{operand}.q.i8"), cast(i8::datum_type()), &[rounded])?[0]);
+            maxima.push(along_output_axes(&mut patch, &operand, rmax, &op.axes, slot, k.repr)?);
+        }
+        let quantized_axes: AxesMapping = nine_input_expression(&op.axes.to_string())?.parse()?;
+        let zero = patch.add_const(format!("{name}.zero"), tensor0(0i32))?;
+        let one = patch.add_const(format!("{name}.one"), tensor0(1f32))?;
+        let mut inputs = codes.clone();
+        inputs.extend([zero, zero, one, zero, one, zero, one]);
+        let acc =
+            patch.wire_node(format!("{name}.int8"), EinSum::newq(quantized_axes, i32::datum_type(), i32::datum_type()), &inputs)?[0];
+        let out_rank = patch.outlet_fact(acc)?.rank();
+        let accf = patch.wire_node(format!("{name}.dequant.f32"), cast(f32::datum_type()), &[acc])?[0];
+        let unit = patch.add_const(format!("{name}.dequant.scale"), scalar_of_rank(1.0 / (QMAX * QMAX), out_rank)?)?;
+        let mut y = patch.wire_node(format!("{name}.dequant"), mul(), &[accf, unit])?[0];
+        for (slot, m) in maxima.iter().enumerate() {
+            y = patch.wire_node(format!("{name}.dequant.rows{slot}"), mul(), &[y, *m])?[0];
+        }
+        patch.shunt_outside(model, OutletId::new(id, 0), y)?;
+        patch.apply(model)?;
+        names.push(name.clone());
+    }
+    if !names.is_empty() {
+        *model = std::mem::take(model).into_compact()?;
+    }
+    Ok(names)
+}
+
+/// An operand's row maxima (its shape with the contraction axis reduced to 1) laid along the product's
+/// output axes, size 1 on the other operand's, for broadcasting.
+fn along_output_axes(
+    patch: &mut TypedModelPatch,
+    name: &str,
+    row_max: OutletId,
+    axes: &AxesMapping,
+    slot: usize,
+    contraction: char,
+) -> TractResult<OutletId> {
+    let rank = patch.outlet_fact(row_max)?.rank();
+    let letter_at = |slot_axes: &dyn Fn(&tract_core::axes::Axis) -> Option<usize>, pos: usize| {
+        axes.iter_all_axes().find(|a| slot_axes(a) == Some(pos)).map(|a| a.repr).context("axis of the product")
+    };
+    let mut current: Vec<char> =
+        (0..rank).map(|pos| letter_at(&|a: &tract_core::axes::Axis| a.inputs[slot].first().copied(), pos)).collect::<TractResult<_>>()?;
+    let output: Vec<char> = (0..axes.rank(InOut::Out(0)))
+        .map(|pos| letter_at(&|a: &tract_core::axes::Axis| a.outputs[0].first().copied(), pos))
+        .collect::<TractResult<_>>()?;
+    let mut x = row_max;
+    let mut step = 0;
+    let mut wire = |patch: &mut TypedModelPatch, x: OutletId, op: AxisOp| -> TractResult<OutletId> {
+        step += 1;
+        Ok(patch.wire_node(format!("{name}.q.row_max_axes{step}"), op, &[x])?[0])
+    };
+    let k_pos = current.iter().position(|&c| c == contraction).context("contraction axis")?;
+    x = wire(patch, x, AxisOp::Rm(k_pos))?;
+    current.remove(k_pos);
+    for &letter in &output {
+        if !current.contains(&letter) {
+            x = wire(patch, x, AxisOp::Add(current.len()))?;
+            current.push(letter);
+        }
+    }
+    for (target, &letter) in output.iter().enumerate() {
+        let from = current.iter().position(|&c| c == letter).context("output axis")?;
+        if from != target {
+            x = wire(patch, x, AxisOp::Move(from, target))?;
+            let moved = current.remove(from);
+            current.insert(target, moved);
+        }
+    }
+    Ok(x)
+}
+
 /// `A,B->C` to the quantized EinSum's `A,B,,,,,,,->C` (bias, zero points and scales are scalars).
 fn nine_input_expression(two: &str) -> TractResult<String> {
     let (ins, out) = two.split_once("->").context("einsum expression")?;
@@ -270,10 +394,23 @@ pub fn dequantize_weights(model: &mut TypedModel) -> TractResult<usize> {
         if cast_node.op_as::<Cast>().map(|c| c.to != f32::datum_type()).unwrap_or(true) {
             continue;
         }
-        let Some((act_slot, weight)) = crate::target::constant_operand(model, &node) else { continue };
         let axes: AxesMapping = two_input_expression(&op.axes.to_string())?.parse()?;
-
         let mut patch = TypedModelPatch::new(format!("dequantize {}", node.name));
+        let Some((act_slot, weight)) = crate::target::constant_operand(model, &node) else {
+            // A product of two activations: both i8 operands in f32 (sums of products of magnitude ≤ 127²
+            // stay exact in f32 for contractions up to 1,040 long: attention's 64 and 257 here).
+            let mut inputs = tvec!();
+            for slot in 0..2 {
+                let x = patch.tap_model(model, node.inputs[slot])?;
+                inputs.push(patch.wire_node(format!("{}.act_f32.{slot}", node.name), cast(f32::datum_type()), &[x])?[0]);
+            }
+            let y = patch.wire_node(format!("{}.f32", node.name), EinSum::new(axes, f32::datum_type()), &inputs)?[0];
+            patch.shunt_outside(model, OutletId::new(cast_node.id, 0), y)?;
+            patch.apply(model)?;
+            count += 1;
+            continue;
+        };
+
         let act = patch.tap_model(model, node.inputs[act_slot])?;
         let act = patch.wire_node(format!("{}.act_f32", node.name), cast(f32::datum_type()), &[act])?[0];
         let w = patch.add_const(format!("{}.weight_f32", node.name), weight.cast_to::<f32>()?.into_owned())?;
@@ -552,6 +689,70 @@ pub(crate) mod tests {
         let decisions = plan_layers(&targets, &calibration.finish(), &options).unwrap();
         assert_eq!(decisions[0].alpha, 0.0);
         assert!(decisions[0].factors.is_none());
+        Ok(())
+    }
+
+    /// Attention over `t` tokens, `a` heads of `d` channels: softmax(q·kᵀ)·v from three activations.
+    pub(crate) fn attention_model(t: usize, a: usize, d: usize) -> TractResult<(TypedModel, Vec<TVec<TValue>>)> {
+        let mut model = TypedModel::default();
+        let q = model.add_source("q", f32::fact([t, a, d]))?;
+        let k = model.add_source("k", f32::fact([t, a, d]))?;
+        let v = model.add_source("v", f32::fact([t, a, d]))?;
+        let scores = model.wire_node("qk", EinSum::new("mak,nak->amn".parse()?, f32::datum_type()), &[q, k])?[0];
+        let probs = model.wire_node(
+            "softmax",
+            tract_core::ops::nn::Softmax::new(tvec!(2), None, tract_core::ops::nn::SoftmaxKind::default()),
+            &[scores],
+        )?[0];
+        let out = model.wire_node("pv", EinSum::new("amk,kan->man".parse()?, f32::datum_type()), &[probs, v])?;
+        model.select_output_outlets(&out)?;
+        let mut seed = 7u64;
+        let mut next = move || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        };
+        let inputs = (0..3)
+            .map(|_| {
+                (0..3)
+                    .map(|i| {
+                        let scale = if i == 2 { 1.0 } else { 2.0 };
+                        let v: Vec<f32> = (0..t * a * d).map(|_| next() * scale).collect();
+                        Tensor::from_shape(&[t, a, d], &v).unwrap().into_tvalue()
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok((model, inputs))
+    }
+
+    #[test]
+    fn attention_products_in_int8_track_float_on_both_paths_and_reload() -> TractResult<()> {
+        let (float, inputs) = attention_model(19, 3, 8)?;
+        let mut q = float.clone();
+        let mut scores_only = float.clone();
+        assert_eq!(quantize_activation_products(&mut scores_only, crate::ActivationProducts::Scores)?, vec!["qk".to_string()]);
+        let mut weighted_only = float.clone();
+        assert_eq!(quantize_activation_products(&mut weighted_only, crate::ActivationProducts::Weighted)?, vec!["pv".to_string()]);
+        assert_eq!(quantize_activation_products(&mut q, crate::ActivationProducts::All)?, vec!["qk".to_string(), "pv".to_string()]);
+        assert!(has_int8_matmuls(&q));
+        let mut dequantized = q.clone();
+        assert_eq!(dequantize_weights(&mut dequantized)?, 2);
+        let mut buffer = vec![];
+        tract_nnef::nnef().write_to_tar(&q, &mut buffer)?;
+        let reloaded = tract_nnef::nnef().model_for_read(&mut &buffer[..])?;
+        let plan = |m: &TypedModel| m.clone().into_optimized().unwrap().into_runnable().unwrap();
+        let (float_plan, q_plan, dq_plan, re_plan) = (plan(&float), plan(&q), plan(&dequantized), plan(&reloaded));
+        let values = |out: TVec<TValue>| -> Vec<f32> { out[0].to_plain_array_view::<f32>().unwrap().iter().copied().collect() };
+        for input in inputs {
+            let expected = values(float_plan.run(input.clone())?);
+            let got = values(q_plan.run(input.clone())?);
+            let err = crate::arith::relative_error(&got, &expected);
+            assert!(err < 0.03, "relative error {err}");
+            assert!(err > 0.0, "the products really are quantized");
+            let dq = values(dq_plan.run(input.clone())?);
+            assert!(crate::arith::relative_error(&dq, &got) < 1e-5, "dequantized path");
+            assert_eq!(values(re_plan.run(input)?), got, "NNEF round trip changes nothing");
+        }
         Ok(())
     }
 }

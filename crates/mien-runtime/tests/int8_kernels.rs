@@ -41,7 +41,8 @@ fn expected_integer_kernel() -> &'static str {
 #[test]
 fn every_int8_matmul_runs_on_the_integer_kernel_this_cpu_should_use() {
     let classifier = Classifier::load(int8_plan(), &RuntimeOptions { threads: 1, int8_path: Int8Path::Integer, ..Default::default() }).unwrap();
-    let int8_layers = classifier.manifest().quantization.as_ref().unwrap().int8_layers;
+    let quantization = classifier.manifest().quantization.as_ref().unwrap();
+    let int8_layers = quantization.int8_layers + quantization.int8_activation_products;
     let kernels = classifier.matmul_kernels();
     let expected = expected_integer_kernel();
     let integer: usize = kernels.iter().filter(|(name, _)| name.contains("i32")).map(|(_, n)| n).sum();

@@ -121,6 +121,12 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
             if q.weight_rounding.is_empty() { "not recorded" } else { &q.weight_rounding },
             q.calibration_images
         );
+        if q.int8_activation_products > 0 {
+            println!("  and {} products of two activations (attention) in int8", q.int8_activation_products);
+        }
+        if q.f16_float_matmuls > 0 {
+            println!("  {} matmuls left in float are stored and run in f16", q.f16_float_matmuls);
+        }
         for layer in &q.float_layers {
             println!("  float: {} ({})", layer.name, layer.reason);
         }
