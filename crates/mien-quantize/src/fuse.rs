@@ -51,27 +51,52 @@ impl std::hash::Hash for OrderedF32 {
     }
 }
 
-/// Largest absolute value of `row`; eight independent maxima so the compiler keeps them in vector lanes.
-fn abs_max(row: &[f32]) -> f32 {
+/// Largest absolute value of `row` (times `factors`, element by element, when given); eight independent
+/// maxima so the compiler keeps them in vector lanes.
+fn abs_max(row: &[f32], factors: Option<&[f32]>) -> f32 {
     let mut lanes = [0f32; 8];
-    let chunks = row.chunks_exact(8);
-    let tail = chunks.remainder();
-    for chunk in chunks {
-        for (lane, v) in lanes.iter_mut().zip(chunk) {
-            *lane = lane.max(v.abs());
+    let tail_max = match factors {
+        None => {
+            let chunks = row.chunks_exact(8);
+            let tail = chunks.remainder();
+            for chunk in chunks {
+                for (lane, v) in lanes.iter_mut().zip(chunk) {
+                    *lane = lane.max(v.abs());
+                }
+            }
+            tail.iter().fold(0f32, |m, v| m.max(v.abs()))
         }
-    }
-    let tail_max = tail.iter().fold(0f32, |m, v| m.max(v.abs()));
+        Some(factors) => {
+            let chunks = row.chunks_exact(8).zip(factors.chunks_exact(8));
+            let tail_start = row.len() / 8 * 8;
+            for (chunk, f) in chunks {
+                for ((lane, v), f) in lanes.iter_mut().zip(chunk).zip(f) {
+                    *lane = lane.max((v * f).abs());
+                }
+            }
+            row[tail_start..].iter().zip(&factors[tail_start..]).fold(0f32, |m, (v, f)| m.max((v * f).abs()))
+        }
+    };
     lanes.iter().fold(tail_max, |m, &v| m.max(v))
 }
 
-/// Quantizes one row into `codes`, returning its (ε-floored) maximum.
-pub fn quantize_row(row: &[f32], eps: f32, codes: &mut [i8]) -> f32 {
-    let row_max = abs_max(row).max(eps);
+/// Quantizes one row (times `factors` when given, rounded to f32 first as the plan's multiply does) into
+/// `codes`, returning its (ε-floored) maximum.
+pub fn quantize_row(row: &[f32], factors: Option<&[f32]>, eps: f32, codes: &mut [i8]) -> f32 {
+    let row_max = abs_max(row, factors).max(eps);
     // Two roundings, as the plan's recip then multiply: not 127 / row_max.
     let multiplier = row_max.recip() * QMAX;
-    for (code, &v) in codes.iter_mut().zip(row) {
-        *code = (v * multiplier).round_ties_even() as i8;
+    match factors {
+        None => {
+            for (code, &v) in codes.iter_mut().zip(row) {
+                *code = (v * multiplier).round_ties_even() as i8;
+            }
+        }
+        Some(factors) => {
+            for ((code, &v), f) in codes.iter_mut().zip(row).zip(factors) {
+                *code = ((v * f) * multiplier).round_ties_even() as i8;
+            }
+        }
     }
     row_max
 }
@@ -103,7 +128,6 @@ impl EvalOp for QuantizeRowsI8 {
         let mut maxima = Tensor::zero::<f32>(&max_shape)?;
         let factor_view = self.channel_factors.as_ref().map(|f| f.try_as_plain_ram()).transpose()?;
         let factors = factor_view.as_ref().map(|v| v.as_slice::<f32>()).transpose()?;
-        let mut smoothed = vec![0f32; if factors.is_some() { k } else { 0 }];
         {
             let mut codes_view = codes.try_as_plain_ram_mut()?;
             let mut maxima_view = maxima.try_as_plain_ram_mut()?;
@@ -111,16 +135,7 @@ impl EvalOp for QuantizeRowsI8 {
             for ((row, codes), row_max) in
                 x.chunks_exact(k.max(1)).zip(code_rows).zip(maxima_view.as_slice_mut::<f32>()?)
             {
-                let row = match factors {
-                    Some(factors) => {
-                        for ((s, v), f) in smoothed.iter_mut().zip(row).zip(factors) {
-                            *s = v * f;
-                        }
-                        &smoothed[..]
-                    }
-                    None => row,
-                };
-                *row_max = quantize_row(row, self.eps.0, codes);
+                *row_max = quantize_row(row, factors, self.eps.0, codes);
             }
         }
         Ok(tvec!(codes.into_tvalue(), maxima.into_tvalue()))
@@ -350,13 +365,16 @@ mod tests {
     #[test]
     fn row_quantization_rounds_half_to_even_and_floors_the_maximum() {
         let mut codes = [0i8; 5];
-        let m = quantize_row(&[127.0, 0.5, -1.5, 2.5, -127.0], 1e-8, &mut codes);
+        let m = quantize_row(&[127.0, 0.5, -1.5, 2.5, -127.0], None, 1e-8, &mut codes);
         assert_eq!((m, codes), (127.0, [127, 0, -2, 2, -127]));
-        let m = quantize_row(&[0.0; 5], 1e-8, &mut codes);
+        let m = quantize_row(&[0.0; 5], None, 1e-8, &mut codes);
         assert_eq!((m, codes), (1e-8, [0; 5]));
         let mut long = [0i8; 19];
         let row: Vec<f32> = (0..19).map(|i| i as f32 - 9.0).collect();
-        assert_eq!(quantize_row(&row, 1e-8, &mut long), 9.0, "maximum found in the tail too");
+        assert_eq!(quantize_row(&row, None, 1e-8, &mut long), 9.0, "maximum found in the tail too");
+        let factors: Vec<f32> = (0..19).map(|i| if i == 1 { 2.0 } else { 0.5 }).collect();
+        assert_eq!(quantize_row(&row, Some(&factors), 1e-8, &mut long), 16.0, "the smoothed maximum (-8 x 2)");
+        assert_eq!((long[1], long[18]), (-127, 36), "codes of the smoothed values (9 x 0.5 x 127 / 16 = 35.7)");
     }
 
     #[test]

@@ -225,7 +225,18 @@ mod tests {
     /// neither, taken from views of one tensor.
     #[test]
     fn packing_matches_tract_byte_for_byte_for_every_layout() {
-        for (mn, k, r) in [(257, 384, 8), (1, 64, 8), (7, 4, 8), (8, 8, 8), (9, 12, 8), (33, 1536, 8), (40, 32, 32), (5, 16, 4), (11, 7, 8), (3, 1, 8)] {
+        for (mn, k, r) in [
+            (257, 384, 8),
+            (1, 64, 8),
+            (7, 4, 8),
+            (8, 8, 8),
+            (9, 12, 8),
+            (33, 1536, 8),
+            (40, 32, 32),
+            (5, 16, 4),
+            (11, 7, 8),
+            (3, 1, 8),
+        ] {
             let data = pseudo_random_i8(mn * k * 2, (mn * 31 + k) as u32);
             // [mn, 2k]: rows 2k apart, K contiguous; its transpose [2k, mn] read as (mn, k): rows contiguous.
             let wide = Tensor::from_shape(&[mn, 2 * k], &data).unwrap();
@@ -233,9 +244,27 @@ mod tests {
             // [mn, k, 2]: neither axis contiguous.
             let spread = Tensor::from_shape(&[mn, k, 2], &data).unwrap();
             let cases = [
-                (wide.slice(1, 0, k).unwrap(), 1, 0, MatrixLayout { offset: 0, mn, mn_stride: 2 * k, k, k_stride: 1 }, &wide),
-                (tall.slice(0, k, 2 * k).unwrap(), 0, 1, MatrixLayout { offset: k * mn, mn, mn_stride: 1, k, k_stride: mn }, &tall),
-                (spread.slice(2, 1, 2).unwrap(), 1, 0, MatrixLayout { offset: 1, mn, mn_stride: 2 * k, k, k_stride: 2 }, &spread),
+                (
+                    wide.slice(1, 0, k).unwrap(),
+                    1,
+                    0,
+                    MatrixLayout { offset: 0, mn, mn_stride: 2 * k, k, k_stride: 1 },
+                    &wide,
+                ),
+                (
+                    tall.slice(0, k, 2 * k).unwrap(),
+                    0,
+                    1,
+                    MatrixLayout { offset: k * mn, mn, mn_stride: 1, k, k_stride: mn },
+                    &tall,
+                ),
+                (
+                    spread.slice(2, 1, 2).unwrap(),
+                    1,
+                    0,
+                    MatrixLayout { offset: 1, mn, mn_stride: 2 * k, k, k_stride: 2 },
+                    &spread,
+                ),
             ];
             for (view, k_axis, mn_axis, layout, whole) in cases {
                 let packer = PackedI8K4::new(r);
