@@ -12,7 +12,7 @@
 use tract_core::floats::FloatPrecisionTranslator;
 use tract_core::internal::translator::Translate;
 use tract_core::internal::*;
-use tract_core::ops::cast::cast;
+use tract_core::ops::cast::{cast, Cast};
 use tract_core::ops::nn::Reduce;
 use tract_core::ops::source::TypedSource;
 
@@ -38,7 +38,11 @@ fn keep_f32_interface(half: &mut TypedModel) -> TractResult<()> {
         half.set_outlet_fact(input, f32_fact)?;
         let to_half = half.wire_node(format!("{name}.to_f16"), cast(f16::datum_type()), &[input])?[0];
         for consumer in consumers {
-            half.add_edge(to_half, consumer)?;
+            // Ops the translator left in f32 read the source through a cast back to f32: give them the
+            // f32 source itself (the cast becomes an identity declutter removes), not a round trip
+            // through f16 that would round the pixels.
+            let back_to_f32 = half.node(consumer.node).op_as::<Cast>().is_some_and(|c| c.to == f32::datum_type());
+            half.add_edge(if back_to_f32 { input } else { to_half }, consumer)?;
         }
     }
 
@@ -81,19 +85,42 @@ pub fn to_f16_keeping_f32_io(model: &mut TypedModel) -> TractResult<usize> {
 /// widens them back to f32 at load. Their inputs are cast to f16 and outputs back to f32 around each
 /// product, so everything else (softmax, LayerNorm, residuals) stays f32. Returns how many.
 pub fn float_matmuls_to_f16(model: &mut TypedModel, keep_f32: std::collections::HashSet<String>) -> TractResult<usize> {
-    fn selected(n: &TypedNode, keep_f32: &std::collections::HashSet<String>) -> bool {
-        n.op_as::<tract_core::ops::einsum::EinSum>().is_some_and(|op| op.q_params.is_none() && op.operating_dt == f32::datum_type())
-            && !keep_f32.contains(&n.name)
+    use tract_core::ops::einsum::EinSum;
+    // tract's float translator with a node filter keeps the unselected ops in f32 but passes values
+    // between them in f16: here only the selected products change, everything else keeps f32 values.
+    let mut count = 0;
+    for id in model.eval_order()? {
+        let node = model.node(id).clone();
+        let Some(op) = node.op_as::<EinSum>() else { continue };
+        if op.q_params.is_some() || op.operating_dt != f32::datum_type() || keep_f32.contains(&node.name) {
+            continue;
+        }
+        if node.inputs.iter().any(|i| model.outlet_fact(*i).is_ok_and(|f| f.datum_type != f32::datum_type())) {
+            continue;
+        }
+        let mut patch = TypedModelPatch::new(format!("f16 {}", node.name));
+        let mut inputs = tvec!();
+        for (slot, input) in node.inputs.iter().enumerate() {
+            let fact = model.outlet_fact(*input)?;
+            inputs.push(match &fact.konst {
+                Some(k) => patch.add_const(format!("{}.f16_{slot}", node.name), k.cast_to::<f16>()?.into_owned())?,
+                None => {
+                    let x = patch.tap_model(model, *input)?;
+                    patch.wire_node(format!("{}.to_f16_{slot}", node.name), cast(f16::datum_type()), &[x])?[0]
+                }
+            });
+        }
+        let product = patch.wire_node(format!("{}.f16", node.name), EinSum::new(op.axes.clone(), f16::datum_type()), &inputs)?[0];
+        let back = patch.wire_node(&node.name, cast(f32::datum_type()), &[product])?[0];
+        patch.shunt_outside(model, OutletId::new(id, 0), back)?;
+        // The cast takes the product's name (reports and the runtime's kernel listing name layers by it).
+        patch.obliterate(id)?;
+        patch.apply(model)?;
+        count += 1;
     }
-    let count = model.nodes().iter().filter(|n| selected(n, &keep_f32)).count();
-    if count == 0 {
-        return Ok(0);
+    if count > 0 {
+        *model = std::mem::take(model).into_compact()?;
     }
-    let translator = FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), move |n| selected(n, &keep_f32));
-    let mut half = translator.translate_model(model)?;
-    keep_f32_interface(&mut half)?;
-    // Declutter folds the casts of constant weights, so they are stored in f16.
-    *model = half.into_decluttered()?;
     Ok(count)
 }
 
@@ -174,20 +201,26 @@ mod tests {
         let w: Vec<f32> = (0..16).map(|i| i as f32 * 0.1 - 0.7).collect();
         let w = model.add_const("w", Tensor::from_shape(&[4, 4], &w)?)?;
         let y = model.wire_node("attention", EinSum::new("mk,kn->mn".parse()?, f32::datum_type()), &[x, w])?[0];
-        let z = model.wire_node("head", EinSum::new("mk,kn->mn".parse()?, f32::datum_type()), &[y, w])?;
-        model.select_output_outlets(&z)?;
-        let input = tvec!(Tensor::from_shape(&[2, 4], &[1f32, -2.0, 0.5, 3.0, 0.25, 0.0, -1.0, 2.0])?.into_tvalue());
+        let z = model.wire_node("head", EinSum::new("mk,kn->mn".parse()?, f32::datum_type()), &[y, w])?[0];
+        // An f32 op reading the source directly must see the exact pixels, not an f16 round trip.
+        let two = model.add_const("two", tensor2(&[[2f32]]))?;
+        let doubled = model.wire_node("doubled", tract_core::ops::math::mul(), &[x, two])?[0];
+        model.select_output_outlets(&[z, doubled])?;
+        let pixels = [1f32, -2.0, 0.1, 3.0, 0.25, 0.0, -1.0, 2.0];
+        let input = tvec!(Tensor::from_shape(&[2, 4], &pixels)?.into_tvalue());
         let expected = model.clone().into_runnable()?.run(input.clone())?;
 
         let mut mixed = model.clone();
         let kept: std::collections::HashSet<String> = ["head".to_string()].into();
         assert_eq!(float_matmuls_to_f16(&mut mixed, kept)?, 1);
         let einsum_dt = |name: &str| mixed.node_by_name(name).unwrap().op_as::<EinSum>().unwrap().operating_dt;
-        assert_eq!(einsum_dt("attention"), f16::datum_type());
+        assert_eq!(einsum_dt("attention.f16"), f16::datum_type());
         assert_eq!(einsum_dt("head"), f32::datum_type());
         assert_eq!(mixed.input_fact(0)?.datum_type, f32::datum_type());
         assert_eq!(mixed.output_fact(0)?.datum_type, f32::datum_type());
         let got = mixed.into_runnable()?.run(input)?;
+        assert_eq!(values(&got[1])?, pixels.iter().map(|p| p * 2.0).collect::<Vec<f32>>());
+        assert_eq!(values(&got[1])?, pixels.iter().map(|p| p * 2.0).collect::<Vec<f32>>());
         let (got, expected) = (values(&got[0])?, values(&expected[0])?);
         for (g, e) in got.iter().zip(&expected) {
             assert!((g - e).abs() <= 1e-2 * e.abs().max(1.0), "{got:?} vs {expected:?}");
