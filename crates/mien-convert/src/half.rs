@@ -110,7 +110,8 @@ pub fn float_matmuls_to_f16(model: &mut TypedModel, keep_f32: std::collections::
                 }
             });
         }
-        let product = patch.wire_node(format!("{}.f16", node.name), EinSum::new(op.axes.clone(), f16::datum_type()), &inputs)?[0];
+        let product =
+            patch.wire_node(format!("{}.f16", node.name), EinSum::new(op.axes.clone(), f16::datum_type()), &inputs)?[0];
         let back = patch.wire_node(&node.name, cast(f32::datum_type()), &[product])?[0];
         patch.shunt_outside(model, OutletId::new(id, 0), back)?;
         // The cast takes the product's name (reports and the runtime's kernel listing name layers by it).
