@@ -79,8 +79,9 @@ pub struct RuntimeOptions {
     /// Whether f16 plans compute in f16 or are widened to f32 at load (ignored for other plans).
     pub f16_path: HalfPath,
     /// Run the graph with tract's ops only. By default int8 plans run their per-token quantization and
-    /// the packing of i8 activations with mien's fused ops ([`mien_quantize::fuse`], [`pack`]), which give
-    /// bit-identical results in fewer instructions; this switch is for comparisons and debugging.
+    /// the packing of i8 activations with mien's fused ops ([`mien_quantize::fuse`], [`pack`]), and casts
+    /// between f32 and f16 convert whole slices ([`half::SliceCast`]): bit-identical results in fewer
+    /// instructions; this switch is for comparisons and debugging.
     pub tract_ops_only: bool,
 }
 
@@ -216,8 +217,14 @@ impl Model {
 
         let start = Instant::now();
         let mut optimized = model.into_optimized().map_err(tract_err("optimize"))?;
-        let fast_packs =
-            if options.tract_ops_only { 0 } else { pack::speed_up_int8_packing(&mut optimized).map_err(tract_err("optimize"))? };
+        let (fast_packs, slice_casts) = if options.tract_ops_only {
+            (0, 0)
+        } else {
+            (
+                pack::speed_up_int8_packing(&mut optimized).map_err(tract_err("optimize"))?,
+                half::vectorize_half_casts(&mut optimized).map_err(tract_err("optimize"))?,
+            )
+        };
         let optimized = Arc::new(optimized);
         let runnable = optimized.clone().into_runnable().map_err(tract_err("optimize"))?;
         let optimize_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -227,7 +234,7 @@ impl Model {
 
         let manifest = plan.manifest();
         let preprocessor = Preprocessor::new(&manifest.preprocessing, &manifest.input);
-        tracing::debug!(cpu = %cpu::summary(), kernels = ?kernel_names(&optimized), fused_quantizations, fast_packs, "kernels chosen");
+        tracing::debug!(cpu = %cpu::summary(), kernels = ?kernel_names(&optimized), fused_quantizations, fast_packs, slice_casts, "kernels chosen");
         tracing::debug!(plan = %plan_name, verify_ms, load_ms, optimize_ms, threads, rss_mb = current_rss_mb(), peak_rss_mb = peak_rss_mb(), "plan ready");
         Ok(Model {
             plan,

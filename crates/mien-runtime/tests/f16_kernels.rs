@@ -75,3 +75,22 @@ fn f16_and_widened_paths_track_the_f32_plan() {
         assert!(diff > 0.0, "{path}: f16 weights must change something");
     }
 }
+
+#[test]
+fn slice_casts_are_in_use_on_the_f16_path_and_change_nothing() {
+    let input = photo();
+    let load_with = |tract_ops_only| {
+        Classifier::load(
+            f16_plan(),
+            &RuntimeOptions { threads: 1, f16_path: HalfPath::F16, tract_ops_only, ..Default::default() },
+        )
+        .unwrap()
+    };
+    let (ours, tracts) = (load_with(false), load_with(true));
+    // Every run-time cast (the plan's input and logits, and around the sums kept in f32).
+    let casts = tracts.op_counts().get("Cast").copied().unwrap_or(0);
+    assert!(casts >= 2, "{:?}", tracts.op_counts());
+    assert_eq!(ours.op_counts().get("SliceCast(mien)"), Some(&casts), "{:?}", ours.op_counts());
+    assert!(!ours.op_counts().contains_key("Cast"), "{:?}", ours.op_counts());
+    assert_eq!(ours.run_logits(&input).unwrap(), tracts.run_logits(&input).unwrap());
+}
