@@ -52,32 +52,36 @@ impl std::hash::Hash for OrderedF32 {
 }
 
 /// Largest absolute value of `row` (times `factors`, element by element, when given); eight independent
-/// maxima so the compiler keeps them in vector lanes.
+/// maxima over fixed-size chunks so the compiler keeps them in vector lanes.
 fn abs_max(row: &[f32], factors: Option<&[f32]>) -> f32 {
     let mut lanes = [0f32; 8];
-    let tail_max = match factors {
+    let whole = row.len() / 8 * 8;
+    match factors {
         None => {
-            let chunks = row.chunks_exact(8);
-            let tail = chunks.remainder();
-            for chunk in chunks {
-                for (lane, v) in lanes.iter_mut().zip(chunk) {
-                    *lane = lane.max(v.abs());
+            for chunk in row[..whole].chunks_exact(8) {
+                let chunk: &[f32; 8] = chunk.try_into().expect("chunks of 8");
+                for i in 0..8 {
+                    lanes[i] = lanes[i].max(chunk[i].abs());
                 }
             }
-            tail.iter().fold(0f32, |m, v| m.max(v.abs()))
         }
         Some(factors) => {
-            let chunks = row.chunks_exact(8).zip(factors.chunks_exact(8));
-            let tail_start = row.len() / 8 * 8;
-            for (chunk, f) in chunks {
-                for ((lane, v), f) in lanes.iter_mut().zip(chunk).zip(f) {
-                    *lane = lane.max((v * f).abs());
+            for (chunk, f) in row[..whole].chunks_exact(8).zip(factors[..whole].chunks_exact(8)) {
+                let (chunk, f): (&[f32; 8], &[f32; 8]) = (chunk.try_into().expect("8"), f.try_into().expect("8"));
+                for i in 0..8 {
+                    lanes[i] = lanes[i].max((chunk[i] * f[i]).abs());
                 }
             }
-            row[tail_start..].iter().zip(&factors[tail_start..]).fold(0f32, |m, (v, f)| m.max((v * f).abs()))
         }
-    };
-    lanes.iter().fold(tail_max, |m, &v| m.max(v))
+    }
+    let tail = row[whole..].iter().enumerate().fold(0f32, |m, (i, v)| {
+        let v = match factors {
+            Some(f) => v * f[whole + i],
+            None => *v,
+        };
+        m.max(v.abs())
+    });
+    lanes.iter().fold(tail, |m, &v| m.max(v))
 }
 
 /// Quantizes one row (times `factors` when given, rounded to f32 first as the plan's multiply does) into
@@ -86,17 +90,10 @@ pub fn quantize_row(row: &[f32], factors: Option<&[f32]>, eps: f32, codes: &mut 
     let row_max = abs_max(row, factors).max(eps);
     // Two roundings, as the plan's recip then multiply: not 127 / row_max.
     let multiplier = row_max.recip() * QMAX;
+    let code = |v: f32| (v * multiplier).round_ties_even() as i8;
     match factors {
-        None => {
-            for (code, &v) in codes.iter_mut().zip(row) {
-                *code = (v * multiplier).round_ties_even() as i8;
-            }
-        }
-        Some(factors) => {
-            for ((code, &v), f) in codes.iter_mut().zip(row).zip(factors) {
-                *code = ((v * f) * multiplier).round_ties_even() as i8;
-            }
-        }
+        None => codes.iter_mut().zip(row).for_each(|(c, &v)| *c = code(v)),
+        Some(factors) => codes.iter_mut().zip(row.iter().zip(factors)).for_each(|(c, (&v, &f))| *c = code(v * f)),
     }
     row_max
 }

@@ -81,9 +81,9 @@ pub fn widen_to_f32(model: &mut TypedModel) -> TractResult<()> {
     Ok(())
 }
 
-/// A cast between f32 and f16 over a whole tensor with the `half` crate's slice conversion (four lanes
-/// at a time: FCVT on aarch64 with FP16, F16C on x86), in place of tract's cast, which converts one
-/// element at a time through a per-element feature check. Same IEEE round-to-nearest-even values.
+/// A cast between f32 and f16 over a whole tensor with [`crate::f16_convert`] (eight NEON lanes at a
+/// time on aarch64), in place of tract's cast, which converts one element at a time through a
+/// per-element feature check. Same IEEE round-to-nearest-even values.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct SliceCast {
     /// f16 or f32.
@@ -106,16 +106,15 @@ impl EvalOp for SliceCast {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        use tract_data::half::slice::HalfFloatSliceExt;
         let input = args_1!(inputs);
         let source = input.try_as_plain_ram()?;
         let output = if self.to == f16::datum_type() {
             let mut out = Tensor::zero::<f16>(input.shape())?;
-            out.try_as_plain_ram_mut()?.as_slice_mut::<f16>()?.convert_from_f32_slice(source.as_slice::<f32>()?);
+            crate::f16_convert::f32_to_f16(source.as_slice::<f32>()?, out.try_as_plain_ram_mut()?.as_slice_mut::<f16>()?);
             out
         } else {
             let mut out = Tensor::zero::<f32>(input.shape())?;
-            source.as_slice::<f16>()?.convert_to_f32_slice(out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
+            crate::f16_convert::f16_to_f32(source.as_slice::<f16>()?, out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
             out
         };
         Ok(tvec!(output.into_tvalue()))

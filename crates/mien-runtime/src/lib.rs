@@ -5,6 +5,7 @@
 //! for the device binary.
 
 pub mod cpu;
+pub mod f16_convert;
 pub mod half;
 pub mod int8;
 pub mod pack;
