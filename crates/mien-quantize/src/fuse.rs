@@ -90,7 +90,9 @@ pub fn quantize_row(row: &[f32], factors: Option<&[f32]>, eps: f32, codes: &mut 
     let row_max = abs_max(row, factors).max(eps);
     // Two roundings, as the plan's recip then multiply: not 127 / row_max.
     let multiplier = row_max.recip() * QMAX;
-    let code = |v: f32| (v * multiplier).round_ties_even() as i8;
+    // |v| ≤ row_max, so codes lie within ±127 and narrowing from i32 needs no clamp (NaN becomes 0, as
+    // tract's cast makes it).
+    let code = |v: f32| ((v * multiplier).round_ties_even() as i32) as i8;
     match factors {
         None => codes.iter_mut().zip(row).for_each(|(c, &v)| *c = code(v)),
         Some(factors) => codes.iter_mut().zip(row.iter().zip(factors)).for_each(|(c, (&v, &f))| *c = code(v * f)),
