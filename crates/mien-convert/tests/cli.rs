@@ -102,6 +102,9 @@ fn int8_json_report_lists_layers_and_flags_are_checked() {
         (vec!["--precision", "int8", "--calibrate", "x", "--min-agreement", "120"], "--min-agreement"),
         (vec!["--precision", "int8", "--calibrate", "x", "--smoothing", "2"], "--smoothing"),
         (vec!["--calibrate", "x"], "--precision int8"),
+        (vec!["--float-matmuls", "f16"], "--float-matmuls"),
+        (vec!["--precision", "f16", "--int8-attention", "all"], "--int8-attention"),
+        (vec!["--precision", "int8", "--calibrate", "x", "--float-matmuls", "f8"], "--float-matmuls"),
     ] {
         let mut full: Vec<&std::ffi::OsStr> = vec![onnx.as_os_str(), "-o".as_ref(), bad.as_os_str()];
         full.extend(args.iter().map(|a| std::ffi::OsStr::new(*a)));
@@ -111,6 +114,29 @@ fn int8_json_report_lists_layers_and_flags_are_checked() {
         assert!(stderr.contains(needle), "{args:?}: {stderr}");
         assert!(!bad.exists());
     }
+}
+
+#[test]
+fn int8_attention_and_f16_float_matmuls_are_recorded_and_the_plan_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tiny-mixed.mien");
+    let onnx = root().join("models/tiny-vit/model.onnx");
+    let photos = root().join("tests/data/photos");
+    let mut args: Vec<&std::ffi::OsStr> = vec![onnx.as_os_str(), "-o".as_ref(), out.as_os_str()];
+    args.extend(
+        ["--precision", "int8", "--calibrate"].iter().map(std::ffi::OsStr::new).chain([photos.as_os_str()]).chain(
+            ["--int8-attention", "scores", "--float-matmuls", "f16", "--json"].iter().map(std::ffi::OsStr::new),
+        ),
+    );
+    let result = convert(&args);
+    assert!(result.status.success(), "{}", String::from_utf8_lossy(&result.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&result.stdout).unwrap();
+    // Two blocks: their q·kᵀ in int8, their softmax·v stored in f16.
+    assert_eq!(v["quantization"]["int8_activation_products"], 2, "{v}");
+    assert_eq!(v["quantization"]["f16_float_matmuls"], 2, "{v}");
+    assert_eq!(v["verification"]["max_abs_logit_diff"], 0.0);
+    let plan = mien_plan::Plan::open(&out).unwrap();
+    assert_eq!(plan.manifest().quantization.as_ref().unwrap().f16_float_matmuls, 2);
 }
 
 #[test]
