@@ -6,12 +6,14 @@
 //! strided store per byte; on an emulated Cortex-A76 this was 12 % of an int8 ViT inference, as much as
 //! all the softmaxes and GELUs together. When K is the operand's innermost axis and a multiple of four,
 //! each group of four K values is one contiguous 4-byte word in the source and in the packed layout, so
-//! packing is a gather of words (`pack_i8k4`, a quarter of the moves and no per-byte address arithmetic).
+//! packing is a gather of words (`pack_i8k4`, a quarter of the moves and no per-byte address arithmetic);
+//! when the rows are contiguous instead (attention's V), four rows are read side by side to build each
+//! word. On the committed ViT int8 plan: 149 M instructions per inference down to 22 M.
 //!
 //! [`speed_up_int8_packing`] runs on the optimized graph at load: every `OptMatMulPack` whose packer is
-//! `PackedI8K4` becomes an [`I8K4Pack`], which produces the same packed value (tested byte for byte
-//! against tract's packer) and hands any input it does not cover back to tract's op. Nothing is saved
-//! in plans: it is purely how this runtime executes them.
+//! `PackedI8K4` becomes an [`I8K4Pack`], which produces the same packed values, one per batch coordinate
+//! (tested byte for byte against tract's packer), and hands operands for other packers back to tract's op.
+//! Nothing is saved in plans: it is purely how this runtime executes them.
 
 use tract_core::internal::*;
 use tract_core::ndarray::Dimension;
