@@ -12,7 +12,7 @@
 use tract_core::floats::FloatPrecisionTranslator;
 use tract_core::internal::translator::Translate;
 use tract_core::internal::*;
-use tract_core::ops::cast::{cast, Cast};
+use tract_core::ops::cast::cast;
 use tract_core::ops::nn::Reduce;
 use tract_core::ops::source::TypedSource;
 
@@ -23,9 +23,13 @@ fn stays_f32(node: &TypedNode) -> bool {
     node.op_is::<Reduce>()
 }
 
-/// Puts back the f32 source the translator retypes (casting it to f16 at the graph's entry) and casts
-/// f16 outputs back to f32 under their original names.
-fn keep_f32_interface(half: &mut TypedModel) -> TractResult<()> {
+/// Rewrites `model` to compute in f16, keeping an f32 input and f32 outputs. Returns the number of
+/// nodes left in f32 (see [`KEPT_IN_F32`]).
+pub fn to_f16_keeping_f32_io(model: &mut TypedModel) -> TractResult<usize> {
+    let kept = model.nodes().iter().filter(|n| stays_f32(n)).count();
+    let translator = FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), |n| !stays_f32(n));
+    let mut half = translator.translate_model(model)?;
+
     for input in half.input_outlets()?.to_vec() {
         let fact = half.outlet_fact(input)?.clone();
         if fact.datum_type != f16::datum_type() {
@@ -38,11 +42,7 @@ fn keep_f32_interface(half: &mut TypedModel) -> TractResult<()> {
         half.set_outlet_fact(input, f32_fact)?;
         let to_half = half.wire_node(format!("{name}.to_f16"), cast(f16::datum_type()), &[input])?[0];
         for consumer in consumers {
-            // Ops the translator left in f32 read the source through a cast back to f32: give them the
-            // f32 source itself (the cast becomes an identity declutter removes), not a round trip
-            // through f16 that would round the pixels.
-            let back_to_f32 = half.node(consumer.node).op_as::<Cast>().is_some_and(|c| c.to == f32::datum_type());
-            half.add_edge(if back_to_f32 { input } else { to_half }, consumer)?;
+            half.add_edge(to_half, consumer)?;
         }
     }
 
@@ -62,17 +62,6 @@ fn keep_f32_interface(half: &mut TypedModel) -> TractResult<()> {
         outputs.push(back);
     }
     half.select_output_outlets(&outputs)?;
-    Ok(())
-}
-
-/// Rewrites `model` to compute in f16, keeping an f32 input and f32 outputs. Returns the number of
-/// nodes left in f32 (see [`KEPT_IN_F32`]).
-pub fn to_f16_keeping_f32_io(model: &mut TypedModel) -> TractResult<usize> {
-    let kept = model.nodes().iter().filter(|n| stays_f32(n)).count();
-    let translator = FloatPrecisionTranslator::with_filter(f32::datum_type(), f16::datum_type(), |n| !stays_f32(n));
-    let mut half = translator.translate_model(model)?;
-
-    keep_f32_interface(&mut half)?;
     // The translator casts each f32 constant at run time; declutter folds those casts, so weights are
     // stored in f16.
     *model = half.into_decluttered()?;

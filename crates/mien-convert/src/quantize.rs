@@ -207,10 +207,13 @@ pub fn quantize(
     };
     let f16_float_matmuls = if settings.f16_float_matmuls {
         progress.stage("storing the matmuls left in float as f16");
-        // The classifier head and other layers kept exact for being tiny stay f32: their error goes
-        // straight into the logits and they cost nothing.
-        let exact: std::collections::HashSet<String> =
-            layers.iter().filter(|l| l.kept_float.as_deref().is_some_and(|r| r.contains("kept exact"))).map(|l| l.name.clone()).collect();
+        // Float layers within the error threshold were kept for being tiny (the classifier head): they stay
+        // f32, their error would go straight into the logits and they cost nothing.
+        let exact: std::collections::HashSet<String> = layers
+            .iter()
+            .filter(|l| !l.is_int8() && l.error <= settings.options.max_layer_error)
+            .map(|l| l.name.clone())
+            .collect();
         crate::half::float_matmuls_to_f16(model, exact).map_err(tract_err(model_path, "translate float matmuls to f16 in"))?
     } else {
         0

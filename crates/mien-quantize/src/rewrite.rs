@@ -396,25 +396,22 @@ pub fn dequantize_weights(model: &mut TypedModel) -> TractResult<usize> {
         }
         let axes: AxesMapping = two_input_expression(&op.axes.to_string())?.parse()?;
         let mut patch = TypedModelPatch::new(format!("dequantize {}", node.name));
-        let Some((act_slot, weight)) = crate::target::constant_operand(model, &node) else {
+        let inputs: TVec<OutletId> = match crate::target::constant_operand(model, &node) {
+            Some((act_slot, weight)) => {
+                let act = patch.tap_model(model, node.inputs[act_slot])?;
+                let act = patch.wire_node(format!("{}.act_f32", node.name), cast(f32::datum_type()), &[act])?[0];
+                let w = patch.add_const(format!("{}.weight_f32", node.name), weight.cast_to::<f32>()?.into_owned())?;
+                if act_slot == 0 { tvec![act, w] } else { tvec![w, act] }
+            }
             // A product of two activations: both i8 operands in f32 (sums of products of magnitude ≤ 127²
             // stay exact in f32 for contractions up to 1,040 long: attention's 64 and 257 here).
-            let mut inputs = tvec!();
-            for slot in 0..2 {
-                let x = patch.tap_model(model, node.inputs[slot])?;
-                inputs.push(patch.wire_node(format!("{}.act_f32.{slot}", node.name), cast(f32::datum_type()), &[x])?[0]);
-            }
-            let y = patch.wire_node(format!("{}.f32", node.name), EinSum::new(axes, f32::datum_type()), &inputs)?[0];
-            patch.shunt_outside(model, OutletId::new(cast_node.id, 0), y)?;
-            patch.apply(model)?;
-            count += 1;
-            continue;
+            None => (0..2)
+                .map(|slot| {
+                    let x = patch.tap_model(model, node.inputs[slot])?;
+                    Ok(patch.wire_node(format!("{}.act_f32.{slot}", node.name), cast(f32::datum_type()), &[x])?[0])
+                })
+                .collect::<TractResult<_>>()?,
         };
-
-        let act = patch.tap_model(model, node.inputs[act_slot])?;
-        let act = patch.wire_node(format!("{}.act_f32", node.name), cast(f32::datum_type()), &[act])?[0];
-        let w = patch.add_const(format!("{}.weight_f32", node.name), weight.cast_to::<f32>()?.into_owned())?;
-        let inputs = if act_slot == 0 { [act, w] } else { [w, act] };
         let y = patch.wire_node(format!("{}.f32", node.name), EinSum::new(axes, f32::datum_type()), &inputs)?[0];
         patch.shunt_outside(model, OutletId::new(cast_node.id, 0), y)?;
         patch.apply(model)?;
