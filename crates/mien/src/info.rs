@@ -142,7 +142,7 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
     if let Some(c) = classifier.f16_path() {
         println!("f16 path    {} ({})", c.path, c.reason);
     }
-    println!("timings     verify {:.0} ms, load {:.0} ms, optimize {:.0} ms", t.verify_ms, t.load_ms, t.optimize_ms);
+    println!("timings     load {:.0} ms (checksums {:.0} ms alongside parsing), optimize {:.0} ms", t.load_ms, t.verify_ms, t.optimize_ms);
     println!("cpu         {}", mien_runtime::cpu::summary());
     println!("kernels     (matmul kernels tract chose on this CPU)");
     for (name, count) in &kernels {
