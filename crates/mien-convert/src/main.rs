@@ -147,6 +147,11 @@ struct Cli {
     /// widened to f32 at load elsewhere; tiny layers kept exact stay f32.
     #[arg(long, value_enum, default_value = "f32", value_name = "PRECISION")]
     float_matmuls: FloatMatmulsArg,
+    /// int8: for a layer over --max-layer-error, take its activation's N largest channels (by calibrated
+    /// magnitude) out of the int8 product into a small float one beside it, trying these counts in
+    /// order until the layer is within the threshold (e.g. 8,16,32,64); `off` keeps such layers in float.
+    #[arg(long, default_value = "off", value_name = "COUNTS", value_parser = parse_counts)]
+    outlier_channels: OutlierCounts,
     /// Make a detector plan: a JSON file with the anchor and decoding parameters (mien.json's
     /// `detector` section; see models/blazeface/detector.json). Labels default to `face`.
     #[arg(long, value_name = "FILE")]
@@ -191,6 +196,26 @@ enum ActivationsArg {
     Minmax,
     Percentile,
     Mse,
+}
+
+/// `--outlier-channels`: the float channel counts to try, ascending (empty: off).
+#[derive(Clone, Debug)]
+struct OutlierCounts(Vec<usize>);
+
+/// `off`, or comma-separated positive counts in ascending order.
+fn parse_counts(s: &str) -> Result<OutlierCounts, String> {
+    if s == "off" {
+        return Ok(OutlierCounts(vec![]));
+    }
+    let counts: Vec<usize> = s
+        .split(',')
+        .map(|c| c.trim().parse::<usize>().ok().filter(|c| *c > 0))
+        .collect::<Option<_>>()
+        .ok_or_else(|| format!("expected `off` or positive counts like 8,16,32, got {s:?}"))?;
+    if counts.windows(2).any(|w| w[0] >= w[1]) {
+        return Err(format!("expected ascending counts, got {s:?}"));
+    }
+    Ok(OutlierCounts(counts))
 }
 
 fn parse_smoothing(s: &str) -> Result<mien_quantize::Smoothing, String> {
@@ -368,6 +393,7 @@ fn run(cli: Cli) -> Result<()> {
                     Some(AttentionArg::Weighted) => mien_quantize::ActivationProducts::Weighted,
                     Some(AttentionArg::All) => mien_quantize::ActivationProducts::All,
                 },
+                float_channel_counts: cli.outlier_channels.0.clone(),
                 ..Default::default()
             },
         });
@@ -448,6 +474,12 @@ fn run(cli: Cli) -> Result<()> {
             }
             if q.f16_float_matmuls > 0 {
                 println!("      {} matmuls left in float are stored and run in f16", q.f16_float_matmuls);
+            }
+            if q.layers_with_float_channels > 0 {
+                println!(
+                    "      {} int8 matmuls leave {} outlier activation channels to a float product",
+                    q.layers_with_float_channels, q.float_channels
+                );
             }
             for layer in &q.float_layers {
                 println!("      float: {} ({})", layer.name, layer.reason);

@@ -141,6 +141,8 @@ impl QuantizeOutcome {
             float_layers,
             int8_activation_products: self.activation_products.len(),
             f16_float_matmuls: self.f16_float_matmuls,
+            layers_with_float_channels: self.layers.iter().filter(|l| l.is_int8() && !l.float_channels.is_empty()).count(),
+            float_channels: self.layers.iter().filter(|l| l.is_int8()).map(|l| l.float_channels.len()).sum(),
             drift: None,
         }
     }

@@ -260,6 +260,13 @@ pub struct Quantization {
     /// FP16 arithmetic); the others left in float are f32.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub f16_float_matmuls: usize,
+    /// int8 matmuls whose largest activation channels (outliers) are left to a small float product
+    /// beside them, and how many channels that is in all.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub layers_with_float_channels: usize,
+    /// Activation channels, summed over those matmuls.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub float_channels: usize,
     /// Drift on held-out images, when the converter was given `--validate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drift: Option<Drift>,

@@ -110,6 +110,11 @@ pub struct QuantizeOptions {
     /// Which products of two activations (attention's QKᵀ and PV) also run in int8, both operands
     /// quantized per row at run time ([`rewrite::quantize_activation_products`]). Off by default.
     pub activation_products: ActivationProducts,
+    /// Outlier channels kept in float, tried in this order (ascending counts) for layers whose int8
+    /// error exceeds `max_layer_error`: the activation's `count` largest channels (by calibrated
+    /// magnitude) leave the int8 product and multiply their weight rows in a small float product added to
+    /// its output, so they no longer set every token's scale. Empty: off.
+    pub float_channel_counts: Vec<usize>,
 }
 
 impl Default for QuantizeOptions {
@@ -123,6 +128,7 @@ impl Default for QuantizeOptions {
             gptq: true,
             min_weight_fraction: 0.001,
             activation_products: ActivationProducts::Off,
+            float_channel_counts: vec![],
         }
     }
 }
@@ -162,6 +168,10 @@ pub struct LayerDecision {
     /// when the rounding was not to nearest.
     #[serde(skip)]
     pub weight_q: Option<(Vec<i8>, Vec<f32>)>,
+    /// Activation channels kept out of the int8 product (ascending): they multiply their weight rows in
+    /// a float product added to the int8 one's output. Empty for most layers.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub float_channels: Vec<usize>,
     /// The int8 matmul whose quantized activation this one reuses (q, k and v read the same input, so it
     /// is quantized once); `None` when it quantizes its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -211,19 +221,37 @@ struct InputTransform {
     factors: Option<Vec<f32>>,
     /// Static mode's per-tensor scale.
     activation_scale: Option<f32>,
+    /// Channels left out of the int8 product (ascending; their centre is 0).
+    float_channels: Vec<usize>,
 }
 
 impl InputTransform {
-    /// `(x - centre) / factors`, row by row.
+    /// `(x - centre) / factors`, row by row; the float channels are 0.
     fn prepare(&self, x: &[f32], k: usize) -> Vec<f32> {
+        let kept = int8_channel_mask(k, &self.float_channels);
         x.chunks_exact(k)
             .flat_map(|r| {
-                r.iter().enumerate().map(|(i, v)| {
+                r.iter().zip(&kept).enumerate().map(|(i, (v, kept))| {
+                    if !kept {
+                        return 0.0;
+                    }
                     let v = v - self.centre.as_ref().map(|z| z[i]).unwrap_or(0.0);
                     v / self.factors.as_ref().map(|c| c[i]).unwrap_or(1.0)
                 })
             })
             .collect()
+    }
+
+    /// The float channels' share of `x · w`: `x[:, S] · w[S, :]`.
+    fn float_part(&self, x: &[f32], w: &[f32], rows: usize, k: usize, n: usize) -> Vec<f32> {
+        let mut out = vec![0f32; rows * n];
+        for (row, y) in x.chunks_exact(k).take(rows).zip(out.chunks_exact_mut(n)) {
+            for &c in &self.float_channels {
+                let v = row[c];
+                y.iter_mut().zip(&w[c * n..(c + 1) * n]).for_each(|(y, w)| *y += v * w);
+            }
+        }
+        out
     }
 
     fn fake_quantize(&self, prepared: &[f32], k: usize) -> Vec<f32> {
@@ -233,13 +261,37 @@ impl InputTransform {
         }
     }
 
-    /// Weight rows multiplied by the smoothing factors.
+    /// Weight rows multiplied by the smoothing factors; the float channels' rows are 0 (they do not
+    /// take part in the int8 product, and must not widen its per-column scales).
     fn smooth_weight(&self, w: &[f32], n: usize) -> Vec<f32> {
-        match &self.factors {
+        let mut out = match &self.factors {
             Some(c) => w.chunks_exact(n).zip(c).flat_map(|(r, c)| r.iter().map(move |v| v * c)).collect(),
             None => w.to_vec(),
+        };
+        for &c in &self.float_channels {
+            out[c * n..(c + 1) * n].fill(0.0);
         }
+        out
     }
+}
+
+/// `true` for the channels that go through the int8 product, `false` for the float ones.
+pub fn int8_channel_mask(k: usize, float_channels: &[usize]) -> Vec<bool> {
+    let mut kept = vec![true; k];
+    for &c in float_channels {
+        kept[c] = false;
+    }
+    kept
+}
+
+/// The `count` channels of largest calibrated magnitude (after the shift when `shifted`), ascending.
+fn outlier_channels(s: &ActivationStats, count: usize, shifted: bool) -> Vec<usize> {
+    let magnitude = |c: usize| if shifted { (s.channel_max[c] - s.channel_min[c]) / 2.0 } else { s.channel_absmax[c] };
+    let mut order: Vec<usize> = (0..s.channel_absmax.len()).collect();
+    order.sort_by(|a, b| magnitude(*b).total_cmp(&magnitude(*a)));
+    let mut chosen: Vec<usize> = order.into_iter().take(count).collect();
+    chosen.sort_unstable();
+    chosen
 }
 
 /// Matmuls reading the same activation in the same canonical layout (a transformer's q, k and v): they
@@ -258,23 +310,45 @@ fn input_groups(targets: &[MatmulTarget]) -> Vec<Vec<usize>> {
 
 /// The shift and smoothing (from the options' grid) with the smallest simulated error of `x · w`, `w` being
 /// `[k, n]` (for a group, its members' weights side by side).
-fn choose_transform(k: usize, n: usize, w: &[f32], s: &ActivationStats, x: &[f32], rows: usize, options: &QuantizeOptions) -> InputTransform {
+/// With `float_count` > 0 the activation's largest channels are left to a float product
+/// ([`QuantizeOptions::float_channel_counts`]).
+#[allow(clippy::too_many_arguments)]
+fn choose_transform(
+    k: usize,
+    n: usize,
+    w: &[f32],
+    s: &ActivationStats,
+    x: &[f32],
+    rows: usize,
+    options: &QuantizeOptions,
+    float_count: usize,
+) -> InputTransform {
     let reference = arith::matmul(x, w, rows, k, n);
     let mut best: Option<(f32, InputTransform)> = None;
     let shifts: &[bool] = if options.shift { &[false, true] } else { &[false] };
     for &shifted in shifts {
-        let centre: Option<Vec<f32>> =
-            shifted.then(|| s.channel_min.iter().zip(&s.channel_max).map(|(lo, hi)| (lo + hi) / 2.0).collect());
-        // Per-channel magnitude after the shift.
+        let float_channels = outlier_channels(s, float_count.min(k), shifted);
+        let kept = int8_channel_mask(k, &float_channels);
+        let centre: Option<Vec<f32>> = shifted.then(|| {
+            s.channel_min.iter().zip(&s.channel_max).zip(&kept).map(|((lo, hi), kept)| if *kept { (lo + hi) / 2.0 } else { 0.0 }).collect()
+        });
+        // Per-channel magnitude after the shift; the float channels' is 0.
         let amax: Vec<f32> = match &centre {
             Some(_) => s.channel_min.iter().zip(&s.channel_max).map(|(lo, hi)| (hi - lo) / 2.0).collect(),
             None => s.channel_absmax.clone(),
         };
+        let amax: Vec<f32> = amax.iter().zip(&kept).map(|(a, kept)| if *kept { *a } else { 0.0 }).collect();
         // The shift's product with the weight, added back in float.
         let bias: Option<Vec<f32>> = centre.as_ref().map(|z| arith::matmul(z, w, 1, k, n));
         for alpha in alphas(&options.smoothing) {
             let factors = (alpha > 0.0).then(|| arith::smoothing_factors(&amax, w, n, alpha));
-            let mut transform = InputTransform { alpha, centre: centre.clone(), factors, activation_scale: None };
+            let mut transform = InputTransform {
+                alpha,
+                centre: centre.clone(),
+                factors,
+                activation_scale: None,
+                float_channels: float_channels.clone(),
+            };
             if let ActivationMode::Static { calibrator } = options.activations {
                 let absmax = match &transform.factors {
                     Some(c) => amax.iter().zip(c).fold(0f32, |m, (a, c)| m.max(a / c)),
@@ -289,6 +363,9 @@ fn choose_transform(k: usize, n: usize, w: &[f32], s: &ActivationStats, x: &[f32
             let mut approx = arith::matmul(&xq, &wd, rows, k, n);
             if let Some(b) = &bias {
                 approx.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+            }
+            if !transform.float_channels.is_empty() {
+                approx.iter_mut().zip(transform.float_part(x, w, rows, k, n)).for_each(|(y, f)| *y += f);
             }
             let error = arith::relative_error(&approx, &reference);
             if best.as_ref().map(|(e, _)| error < *e).unwrap_or(true) {
@@ -324,72 +401,28 @@ pub fn plan_layers(
         } else {
             (0..k).flat_map(|row| group.iter().zip(&weights).flat_map(move |(&i, w)| w[row * targets[i].n..(row + 1) * targets[i].n].iter().copied())).collect()
         };
-        let transform = choose_transform(k, n_total, &side_by_side, s, x, rows, options);
-        let prepared = transform.prepare(x, k);
-        let xq = transform.fake_quantize(&prepared, k);
-        for (&i, w) in group.iter().zip(&weights) {
-            let t = &targets[i];
-            let n = t.n;
-            let reference = arith::matmul(x, w, rows, k, n);
-            let bias = transform.centre.as_ref().map(|z| arith::matmul(z, w, 1, k, n));
-            let with_bias = |mut y: Vec<f32>| {
-                if let Some(b) = &bias {
-                    y.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
-                }
-                y
-            };
-            let ws = transform.smooth_weight(w, n);
-            let (wq, w_scales) = arith::quantize_weight_per_column(&ws, k, n);
-            let wd: Vec<f32> = wq.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % n]).collect();
-            let error = arith::relative_error(&with_bias(arith::matmul(&xq, &wd, rows, k, n)), &reference);
-            let mut decision = LayerDecision {
-                name: t.name.clone(),
-                k,
-                n,
-                alpha: transform.alpha,
-                shifted: transform.centre.is_some(),
-                activation_scale: transform.activation_scale,
-                error,
-                kept_float: None,
-                macs: macs_of(t, s),
-                factors: transform.factors.clone(),
-                shift: transform.centre.clone(),
-                gptq: false,
-                weight_q: None,
-                input_shared_with: None,
-            };
-            let fit_rows = s.sample_rows() - rows;
-            if options.gptq && fit_rows >= 16 {
-                // Fit on the sample rows the error is not measured on.
-                let fit = transform.prepare(&s.sample[rows * k..], k);
-                let q = arith::gptq_quantize(&ws, k, n, &fit, fit_rows, &w_scales, 0.01);
-                let wd: Vec<f32> = q.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % n]).collect();
-                let gptq_error = arith::relative_error(&with_bias(arith::matmul(&xq, &wd, rows, k, n)), &reference);
-                tracing::debug!(layer = %t.name, rtn = decision.error, gptq = gptq_error, "weight rounding");
-                if gptq_error < decision.error {
-                    decision.error = gptq_error;
-                    decision.gptq = true;
-                    decision.weight_q = Some((q, w_scales.clone()));
+        let plan_with = |float_count: usize| -> TractResult<Vec<LayerDecision>> {
+            let transform = choose_transform(k, n_total, &side_by_side, s, x, rows, options, float_count);
+            group
+                .iter()
+                .zip(&weights)
+                .map(|(&i, w)| plan_member(&targets[i], w, s, x, rows, &transform, options, macs_of(&targets[i], s), total_weights, targets.len()))
+                .collect()
+        };
+        let mut planned = plan_with(0)?;
+        let over = |planned: &[LayerDecision]| planned.iter().any(|d| !(d.error <= options.max_layer_error));
+        if over(&planned) {
+            for &count in options.float_channel_counts.iter().filter(|c| **c > 0 && **c < k) {
+                let attempt = plan_with(count)?;
+                tracing::debug!(layer = %leader.name, count, errors = ?attempt.iter().map(|d| d.error).collect::<Vec<_>>(), "outlier channels in float");
+                if !over(&attempt) {
+                    planned = attempt;
+                    break;
                 }
             }
-            if tracing::enabled!(tracing::Level::TRACE) {
-                // Where the error comes from: weights alone, activations alone (same smoothing and shift).
-                let weight_only = arith::relative_error(&with_bias(arith::matmul(&prepared, &wd, rows, k, n)), &reference);
-                let act_only = arith::relative_error(&with_bias(arith::matmul(&xq, &ws, rows, k, n)), &reference);
-                tracing::trace!(layer = %t.name, error = decision.error, weight_only, act_only, "error split");
-            }
-            let share = (k * n) as f64 / total_weights.max(1) as f64;
-            if !(decision.error <= options.max_layer_error) {
-                decision.kept_float = Some(format!(
-                    "simulated int8 error {:.2}% exceeds the {:.2}% threshold",
-                    decision.error * 100.0,
-                    options.max_layer_error * 100.0
-                ));
-            } else if share < options.min_weight_fraction && targets.len() > 1 {
-                decision.kept_float =
-                    Some(format!("{:.3}% of the weights: too small to matter for size or speed, kept exact", share * 100.0));
-            }
-            tracing::debug!(layer = %t.name, alpha = decision.alpha, shifted = decision.shifted, error = decision.error, int8 = decision.is_int8(), "layer planned");
+        }
+        for (&i, decision) in group.iter().zip(planned) {
+            tracing::debug!(layer = %decision.name, alpha = decision.alpha, shifted = decision.shifted, float_channels = decision.float_channels.len(), error = decision.error, int8 = decision.is_int8(), "layer planned");
             decisions[i] = Some(decision);
         }
         // Members after the first int8 one reuse its quantized activation.
@@ -406,4 +439,91 @@ pub fn plan_layers(
         }
     }
     Ok(decisions.into_iter().map(|d| d.expect("every target is in one group")).collect())
+}
+
+/// The decision for one member of an input group, given the group's transform: its simulated error
+/// (GPTQ weight rounding where it lowers it) and whether it stays in float.
+#[allow(clippy::too_many_arguments)]
+fn plan_member(
+    t: &MatmulTarget,
+    w: &[f32],
+    s: &ActivationStats,
+    x: &[f32],
+    rows: usize,
+    transform: &InputTransform,
+    options: &QuantizeOptions,
+    macs: u64,
+    total_weights: usize,
+    target_count: usize,
+) -> TractResult<LayerDecision> {
+    let (k, n) = (t.k, t.n);
+    let prepared = transform.prepare(x, k);
+    let xq = transform.fake_quantize(&prepared, k);
+    let reference = arith::matmul(x, w, rows, k, n);
+    let bias = transform.centre.as_ref().map(|z| arith::matmul(z, w, 1, k, n));
+    // What the int8 product leaves out, added back exactly: the shift's product with the weight and the
+    // float channels' product.
+    let float_part = (!transform.float_channels.is_empty()).then(|| transform.float_part(x, w, rows, k, n));
+    let with_bias = |mut y: Vec<f32>| {
+        if let Some(b) = &bias {
+            y.chunks_exact_mut(n).for_each(|r| r.iter_mut().zip(b).for_each(|(y, b)| *y += b));
+        }
+        if let Some(f) = &float_part {
+            y.iter_mut().zip(f).for_each(|(y, f)| *y += f);
+        }
+        y
+    };
+    let ws = transform.smooth_weight(w, n);
+    let (wq, w_scales) = arith::quantize_weight_per_column(&ws, k, n);
+    let wd: Vec<f32> = wq.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % n]).collect();
+    let error = arith::relative_error(&with_bias(arith::matmul(&xq, &wd, rows, k, n)), &reference);
+    let mut decision = LayerDecision {
+        name: t.name.clone(),
+        k,
+        n,
+        alpha: transform.alpha,
+        shifted: transform.centre.is_some(),
+        activation_scale: transform.activation_scale,
+        error,
+        kept_float: None,
+        macs,
+        factors: transform.factors.clone(),
+        shift: transform.centre.clone(),
+        gptq: false,
+        weight_q: None,
+        input_shared_with: None,
+        float_channels: transform.float_channels.clone(),
+    };
+    let fit_rows = s.sample_rows() - rows;
+    if options.gptq && fit_rows >= 16 {
+        // Fit on the sample rows the error is not measured on.
+        let fit = transform.prepare(&s.sample[rows * k..], k);
+        let q = arith::gptq_quantize(&ws, k, n, &fit, fit_rows, &w_scales, 0.01);
+        let wd: Vec<f32> = q.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % n]).collect();
+        let gptq_error = arith::relative_error(&with_bias(arith::matmul(&xq, &wd, rows, k, n)), &reference);
+        tracing::debug!(layer = %t.name, rtn = decision.error, gptq = gptq_error, "weight rounding");
+        if gptq_error < decision.error {
+            decision.error = gptq_error;
+            decision.gptq = true;
+            decision.weight_q = Some((q, w_scales.clone()));
+        }
+    }
+    if tracing::enabled!(tracing::Level::TRACE) {
+        // Where the error comes from: weights alone, activations alone (same smoothing and shift).
+        let weight_only = arith::relative_error(&with_bias(arith::matmul(&prepared, &wd, rows, k, n)), &reference);
+        let act_only = arith::relative_error(&with_bias(arith::matmul(&xq, &ws, rows, k, n)), &reference);
+        tracing::trace!(layer = %t.name, error = decision.error, weight_only, act_only, "error split");
+    }
+    let share = (k * n) as f64 / total_weights.max(1) as f64;
+    if !(decision.error <= options.max_layer_error) {
+        decision.kept_float = Some(format!(
+            "simulated int8 error {:.2}% exceeds the {:.2}% threshold",
+            decision.error * 100.0,
+            options.max_layer_error * 100.0
+        ));
+    } else if share < options.min_weight_fraction && target_count > 1 {
+        decision.kept_float =
+            Some(format!("{:.3}% of the weights: too small to matter for size or speed, kept exact", share * 100.0));
+    }
+    Ok(decision)
 }

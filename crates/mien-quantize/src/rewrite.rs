@@ -48,6 +48,9 @@ fn quantized_weight(t: &MatmulTarget, d: &LayerDecision) -> TractResult<(Tensor,
                     row.iter_mut().for_each(|v| *v *= c);
                 }
             }
+            for &c in &d.float_channels {
+                kn[c * t.n..(c + 1) * t.n].fill(0.0);
+            }
             crate::arith::quantize_weight_per_column(&kn, t.k, t.n)
         }
     };
@@ -101,6 +104,35 @@ fn round_half_even(patch: &mut TypedModelPatch, name: &str, x: OutletId, rank: u
     Ok(patch.wire_node(format!("{name}.q.round"), sub(), &[biased, magic])?[0])
 }
 
+/// Wires `source` into the canonical layout of `t`'s product: contraction axes merged, dropped axes
+/// removed. `prefix` names the nodes.
+fn canonical_activation(
+    patch: &mut TypedModelPatch,
+    model: &TypedModel,
+    t: &MatmulTarget,
+    source: OutletId,
+    prefix: &str,
+) -> TractResult<OutletId> {
+    let mut x = patch.tap_model(model, source)?;
+    if t.k_span > 1 {
+        let shape = patch.outlet_fact(x)?.shape.to_tvec();
+        let from: TVec<TDim> = shape[t.k_axis..t.k_axis + t.k_span].iter().cloned().collect();
+        x = patch.wire_node(format!("{prefix}.merge_k"), AxisOp::Reshape(t.k_axis, from, tvec!(t.k.to_dim())), &[x])?[0];
+    }
+    for (removed, axis) in t.dropped_axes.iter().enumerate() {
+        x = patch.wire_node(format!("{prefix}.rm_axis{axis}"), AxisOp::Rm(axis - removed), &[x])?[0];
+    }
+    Ok(x)
+}
+
+/// Per-channel multipliers with the float channels set to 0 (they leave the int8 product).
+fn without_float_channels(mut multipliers: Vec<f32>, d: &LayerDecision) -> Vec<f32> {
+    for &c in &d.float_channels {
+        multipliers[c] = 0.0;
+    }
+    multipliers
+}
+
 /// Wires `source` → canonical layout → shift, smoothing, scale → round → (clamp) → i8. Returns the i8
 /// wire and, in per-token mode, the row maxima.
 fn quantized_input(
@@ -112,19 +144,7 @@ fn quantized_input(
 ) -> TractResult<(OutletId, Option<OutletId>)> {
     let name = &t.name;
     let rank = t.rank;
-    let mut x = patch.tap_model(model, source)?;
-    if t.k_span > 1 {
-        let shape = patch.outlet_fact(x)?.shape.to_tvec();
-        let from: TVec<TDim> = shape[t.k_axis..t.k_axis + t.k_span].iter().cloned().collect();
-        x = patch.wire_node(
-            format!("{name}.q.merge_k"),
-            AxisOp::Reshape(t.k_axis, from, tvec!(t.k.to_dim())),
-            &[x],
-        )?[0];
-    }
-    for (removed, axis) in t.dropped_axes.iter().enumerate() {
-        x = patch.wire_node(format!("{name}.q.rm_axis{axis}"), AxisOp::Rm(axis - removed), &[x])?[0];
-    }
+    let mut x = canonical_activation(patch, model, t, source, &format!("{name}.q"))?;
     // Contraction axis once the dropped axes are gone: where the output has its channels.
     let k_axis = t.n_axis;
     if let Some(z) = &d.shift {
@@ -138,20 +158,25 @@ fn quantized_input(
     let mut row_max = None;
     let scaled = match d.activation_scale {
         Some(scale) => {
-            let multiplier: Vec<f32> = match factors {
-                Some(c) => c.iter().map(|c| 1.0 / (c * scale)).collect(),
-                None => vec![1.0 / scale],
-            };
             let m = match factors {
-                Some(_) => along_axis(&multiplier, rank, k_axis)?,
-                None => scalar_of_rank(multiplier[0], rank)?,
+                Some(c) => along_axis(&without_float_channels(c.iter().map(|c| 1.0 / (c * scale)).collect(), d), rank, k_axis)?,
+                None if !d.float_channels.is_empty() => {
+                    along_axis(&without_float_channels(vec![1.0 / scale; t.k], d), rank, k_axis)?
+                }
+                None => scalar_of_rank(1.0 / scale, rank)?,
             };
             let m = patch.add_const(format!("{name}.q.multiplier"), m)?;
             patch.wire_node(format!("{name}.q.scaled"), mul(), &[x, m])?[0]
         }
         None => {
-            if let Some(c) = factors {
-                let inv: Vec<f32> = c.iter().map(|c| 1.0 / c).collect();
+            // Smoothing and the float channels' removal are one per-channel multiply (folded into the
+            // runtime's fused quantize op).
+            let inv: Option<Vec<f32>> = match factors {
+                Some(c) => Some(c.iter().map(|c| 1.0 / c).collect()),
+                None => (!d.float_channels.is_empty()).then(|| vec![1.0; t.k]),
+            };
+            if let Some(inv) = inv {
+                let inv = without_float_channels(inv, d);
                 let inv = patch.add_const(format!("{name}.q.smooth"), along_axis(&inv, rank, k_axis)?)?;
                 x = patch.wire_node(format!("{name}.q.smoothed"), mul(), &[x, inv])?[0];
             }
@@ -174,6 +199,43 @@ fn quantized_input(
     let xq = patch.wire_node(format!("{name}.q.i8"), cast(i8::datum_type()), &[clamped])?[0];
 
     Ok((xq, row_max))
+}
+
+/// The float channels' product `x[.., S] · w[S, ..]` in `t`'s canonical layout: a gather of the
+/// channels and a small float EinSum with the same expression as the int8 one.
+fn float_channel_product(
+    patch: &mut TypedModelPatch,
+    model: &TypedModel,
+    t: &MatmulTarget,
+    d: &LayerDecision,
+    source: OutletId,
+) -> TractResult<OutletId> {
+    let name = &t.name;
+    let x = canonical_activation(patch, model, t, source, &format!("{name}.float_channels"))?;
+    let indices: Vec<i64> = d.float_channels.iter().map(|c| *c as i64).collect();
+    let indices = patch.add_const(format!("{name}.float_channels.indices"), tensor1(&indices))?;
+    let gathered = patch.wire_node(
+        format!("{name}.float_channels.gather"),
+        tract_core::ops::array::Gather::new(t.n_axis),
+        &[x, indices],
+    )?[0];
+    let kn = t.weight_kn()?;
+    let mut shape = t.weight_shape.clone();
+    shape[t.weight_k_axis] = d.float_channels.len();
+    let mut w = Tensor::zero::<f32>(&shape)?;
+    {
+        let mut view = w.to_plain_array_view_mut::<f32>()?;
+        for (ix, value) in view.indexed_iter_mut() {
+            *value = kn[d.float_channels[ix[t.weight_k_axis]] * t.n + ix[t.weight_n_axis]];
+        }
+    }
+    let w = patch.add_const(format!("{name}.float_channels.weight"), w)?;
+    let mut inputs = tvec!(gathered, w);
+    if t.activation_slot == 1 {
+        inputs.swap(0, 1);
+    }
+    let axes: AxesMapping = t.expression.parse()?;
+    Ok(patch.wire_node(format!("{name}.float_channels.product"), EinSum::new(axes, f32::datum_type()), &inputs)?[0])
 }
 
 /// Replaces every target whose decision is int8. Targets and decisions are parallel slices. Returns the
@@ -223,6 +285,11 @@ pub fn apply(model: &mut TypedModel, targets: &[MatmulTarget], decisions: &[Laye
         let mut y = patch.wire_node(format!("{name}.dequant"), mul(), &[accf, column_scale])?[0];
         if let Some(rmax) = row_max {
             y = patch.wire_node(format!("{name}.dequant.rows"), mul(), &[y, rmax])?[0];
+        }
+        if !d.float_channels.is_empty() {
+            let source = *replaced.get(&t.activation).unwrap_or(&t.activation);
+            let float_y = float_channel_product(&mut patch, model, t, d, source)?;
+            y = patch.wire_node(format!("{name}.float_channels.add"), add(), &[y, float_y])?[0];
         }
         if let Some(z) = &d.shift {
             // The shift times the float weight, as a bias.
@@ -507,6 +574,64 @@ pub(crate) mod tests {
                 let err = crate::arith::relative_error(&got, &expected);
                 assert!(err < 0.03, "{mode:?} {}: relative error {err}", layout.0);
                 assert_eq!(run(&reloaded, input)?, got, "{mode:?} {}: NNEF round trip changes nothing", layout.0);
+            }
+        }
+        Ok(())
+    }
+
+    /// Plans the single linear layer of `layout` with the outlier channel left to float when its int8
+    /// error is over 0.5 %.
+    fn quantized_with_float_channels(
+        mode: ActivationMode,
+        layout: (&str, &[usize], &[usize]),
+        counts: Vec<usize>,
+    ) -> TractResult<(TypedModel, TypedModel, Vec<Tensor>, LayerDecision)> {
+        let (model, inputs) = linear_model_in(layout)?;
+        let (targets, _) = crate::find_targets(&model)?;
+        let mut calibration = Calibration::new(&model, &targets, 64, 1)?;
+        for input in &inputs[..4] {
+            calibration.observe(input.clone())?;
+        }
+        let options = QuantizeOptions {
+            activations: mode,
+            smoothing: Smoothing::Off,
+            shift: false,
+            gptq: false,
+            max_layer_error: 0.005,
+            float_channel_counts: counts,
+            ..QuantizeOptions::default()
+        };
+        let decisions = plan_layers(&targets, &calibration.finish(), &options).unwrap();
+        let mut q = model.clone();
+        apply(&mut q, &targets, &decisions)?;
+        Ok((model, q, inputs, decisions[0].clone()))
+    }
+
+    #[test]
+    fn outlier_channels_leave_the_int8_product_for_a_float_one() -> TractResult<()> {
+        for (mode, layout) in [ActivationMode::DynamicPerToken, ActivationMode::Static { calibrator: StaticCalibrator::MinMax }]
+            .into_iter()
+            .flat_map(|m| LAYOUTS.into_iter().map(move |l| (m, l)))
+        {
+            let (_, _, _, without) = quantized_with_float_channels(mode, layout, vec![])?;
+            assert!(without.float_channels.is_empty() && !without.is_int8(), "{mode:?} {}: {without:?}", layout.0);
+            let (float, q, inputs, with) = quantized_with_float_channels(mode, layout, vec![1, 2])?;
+            // Channel 5 (30x the others) is the one taken out, and that alone brings the error under 0.5 %.
+            assert_eq!(with.float_channels, [5], "{mode:?} {}", layout.0);
+            assert!(with.is_int8() && with.error < without.error / 4.0, "{mode:?} {}: {} vs {}", layout.0, with.error, without.error);
+            let mut buffer = vec![];
+            tract_nnef::nnef().write_to_tar(&q, &mut buffer)?;
+            let reloaded = tract_nnef::nnef().model_for_read(&mut &buffer[..])?;
+            let mut fused = reloaded.clone();
+            let fusions = crate::fuse::fuse_per_token_quantization(&mut fused)?;
+            assert_eq!(fusions, usize::from(mode == ActivationMode::DynamicPerToken));
+            for input in &inputs[4..] {
+                let expected = run(&float, input)?;
+                let got = run(&q, input)?;
+                let err = crate::arith::relative_error(&got, &expected);
+                assert!(err < 0.02, "{mode:?} {}: relative error {err}", layout.0);
+                assert_eq!(run(&reloaded, input)?, got, "{mode:?} {}: NNEF round trip changes nothing", layout.0);
+                assert_eq!(run(&fused, input)?, got, "{mode:?} {}: the runtime's fused quantize op agrees", layout.0);
             }
         }
         Ok(())

@@ -127,6 +127,9 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
         if q.f16_float_matmuls > 0 {
             println!("  {} matmuls left in float are stored and run in f16", q.f16_float_matmuls);
         }
+        if q.layers_with_float_channels > 0 {
+            println!("  {} int8 matmuls leave {} outlier activation channels to a float product", q.layers_with_float_channels, q.float_channels);
+        }
         for layer in &q.float_layers {
             println!("  float: {} ({})", layer.name, layer.reason);
         }
