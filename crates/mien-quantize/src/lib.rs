@@ -410,7 +410,7 @@ pub fn plan_layers(
                 .collect()
         };
         let mut planned = plan_with(0)?;
-        let over = |planned: &[LayerDecision]| planned.iter().any(|d| !(d.error <= options.max_layer_error));
+        let over = |planned: &[LayerDecision]| planned.iter().any(|d| d.error.is_nan() || d.error > options.max_layer_error);
         if over(&planned) {
             for &count in options.float_channel_counts.iter().filter(|c| **c > 0 && **c < k) {
                 let attempt = plan_with(count)?;
@@ -515,7 +515,7 @@ fn plan_member(
         tracing::trace!(layer = %t.name, error = decision.error, weight_only, act_only, "error split");
     }
     let share = (k * n) as f64 / total_weights.max(1) as f64;
-    if !(decision.error <= options.max_layer_error) {
+    if decision.error.is_nan() || decision.error > options.max_layer_error {
         decision.kept_float = Some(format!(
             "simulated int8 error {:.2}% exceeds the {:.2}% threshold",
             decision.error * 100.0,

@@ -10,6 +10,7 @@ pub mod half;
 pub mod int8;
 pub mod pack;
 mod preprocess;
+pub mod softmax;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -82,8 +83,12 @@ pub struct RuntimeOptions {
     /// Run the graph with tract's ops only. By default int8 plans run their per-token quantization and
     /// the packing of i8 activations with mien's fused ops ([`mien_quantize::fuse`], [`pack`]), and casts
     /// between f32 and f16 convert whole slices ([`half::SliceCast`]): bit-identical results in fewer
-    /// instructions; this switch is for comparisons and debugging.
+    /// instructions; and softmaxes over the last axis run on [`softmax::RowSoftmax`] (within an ulp or
+    /// two of tract's, faster on rows whose length is not a multiple of 4). This switch is for
+    /// comparisons and debugging.
     pub tract_ops_only: bool,
+    /// Keep tract's softmax while using mien's other ops (for checking those bit for bit against tract).
+    pub tract_softmax: bool,
 }
 
 impl RuntimeOptions {
@@ -230,12 +235,17 @@ impl Model {
 
         let start = Instant::now();
         let mut optimized = model.into_optimized().map_err(tract_err("optimize"))?;
-        let (fast_packs, slice_casts) = if options.tract_ops_only {
-            (0, 0)
+        let (fast_packs, slice_casts, row_softmaxes) = if options.tract_ops_only {
+            (0, 0, 0)
         } else {
             (
                 pack::speed_up_int8_packing(&mut optimized).map_err(tract_err("optimize"))?,
                 half::vectorize_half_casts(&mut optimized).map_err(tract_err("optimize"))?,
+                if options.tract_softmax {
+                    0
+                } else {
+                    softmax::vectorize_softmax(&mut optimized).map_err(tract_err("optimize"))?
+                },
             )
         };
         let optimized = Arc::new(optimized);
@@ -247,7 +257,7 @@ impl Model {
 
         let manifest = plan.manifest();
         let preprocessor = Preprocessor::new(&manifest.preprocessing, &manifest.input);
-        tracing::debug!(cpu = %cpu::summary(), kernels = ?kernel_names(&optimized), fused_quantizations, fast_packs, slice_casts, "kernels chosen");
+        tracing::debug!(cpu = %cpu::summary(), kernels = ?kernel_names(&optimized), fused_quantizations, fast_packs, slice_casts, row_softmaxes, "kernels chosen");
         tracing::debug!(plan = %plan_name, verify_ms, load_ms, optimize_ms, threads, rss_mb = current_rss_mb(), peak_rss_mb = peak_rss_mb(), "plan ready");
         Ok(Model {
             plan,
