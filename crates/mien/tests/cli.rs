@@ -117,10 +117,10 @@ fn bench_profile_accounts_for_every_node_type() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let profile = v["profile"].as_array().unwrap_or_else(|| panic!("no profile: {v}"));
     let ops: Vec<&str> = profile.iter().map(|p| p["op"].as_str().unwrap()).collect();
-    // The tiny ViT: its matmuls, softmax and layer norms all show up, slowest first, shares adding to 1.
-    for op in ["OptMatMul", "Softmax"] {
-        assert!(ops.contains(&op), "{op} missing: {ops:?}");
-    }
+    // The tiny ViT: its matmuls, softmax (the runtime's own where the CPU has a kernel for it, else
+    // tract's) and layer norms all show up, slowest first, shares adding to 1.
+    assert!(ops.contains(&"OptMatMul"), "OptMatMul missing: {ops:?}");
+    assert!(ops.contains(&"RowSoftmax(mien)") || ops.contains(&"Softmax"), "softmax missing: {ops:?}");
     let ms: Vec<f64> = profile.iter().map(|p| p["ms"].as_f64().unwrap()).collect();
     assert!(ms.windows(2).all(|w| w[0] >= w[1]), "{ms:?}");
     let share: f64 = profile.iter().map(|p| p["share"].as_f64().unwrap()).sum();
