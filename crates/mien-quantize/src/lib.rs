@@ -403,10 +403,14 @@ pub fn plan_layers(
         };
         let plan_with = |float_count: usize| -> TractResult<Vec<LayerDecision>> {
             let transform = choose_transform(k, n_total, &side_by_side, s, x, rows, options, float_count);
+            // One quantized activation serves every member.
+            let prepared = transform.prepare(x, k);
+            let xq = transform.fake_quantize(&prepared, k);
+            let sample = Sample { x, prepared: &prepared, xq: &xq, rows };
             group
                 .iter()
                 .zip(&weights)
-                .map(|(&i, w)| plan_member(&targets[i], w, s, x, rows, &transform, options, macs_of(&targets[i], s), total_weights, targets.len()))
+                .map(|(&i, w)| plan_member(&targets[i], w, s, &sample, &transform, options, macs_of(&targets[i], s), total_weights, targets.len()))
                 .collect()
         };
         let mut planned = plan_with(0)?;
@@ -441,6 +445,15 @@ pub fn plan_layers(
     Ok(decisions.into_iter().map(|d| d.expect("every target is in one group")).collect())
 }
 
+/// A group's calibration rows: as recorded, prepared (shift, smoothing, float channels out) and
+/// fake-quantized.
+struct Sample<'a> {
+    x: &'a [f32],
+    prepared: &'a [f32],
+    xq: &'a [f32],
+    rows: usize,
+}
+
 /// The decision for one member of an input group, given the group's transform: its simulated error
 /// (GPTQ weight rounding where it lowers it) and whether it stays in float.
 #[allow(clippy::too_many_arguments)]
@@ -448,8 +461,7 @@ fn plan_member(
     t: &MatmulTarget,
     w: &[f32],
     s: &ActivationStats,
-    x: &[f32],
-    rows: usize,
+    sample: &Sample,
     transform: &InputTransform,
     options: &QuantizeOptions,
     macs: u64,
@@ -457,8 +469,7 @@ fn plan_member(
     target_count: usize,
 ) -> TractResult<LayerDecision> {
     let (k, n) = (t.k, t.n);
-    let prepared = transform.prepare(x, k);
-    let xq = transform.fake_quantize(&prepared, k);
+    let Sample { x, prepared, xq, rows } = *sample;
     let reference = arith::matmul(x, w, rows, k, n);
     let bias = transform.centre.as_ref().map(|z| arith::matmul(z, w, 1, k, n));
     // What the int8 product leaves out, added back exactly: the shift's product with the weight and the
@@ -476,7 +487,7 @@ fn plan_member(
     let ws = transform.smooth_weight(w, n);
     let (wq, w_scales) = arith::quantize_weight_per_column(&ws, k, n);
     let wd: Vec<f32> = wq.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % n]).collect();
-    let error = arith::relative_error(&with_bias(arith::matmul(&xq, &wd, rows, k, n)), &reference);
+    let error = arith::relative_error(&with_bias(arith::matmul(xq, &wd, rows, k, n)), &reference);
     let mut decision = LayerDecision {
         name: t.name.clone(),
         k,
@@ -500,7 +511,7 @@ fn plan_member(
         let fit = transform.prepare(&s.sample[rows * k..], k);
         let q = arith::gptq_quantize(&ws, k, n, &fit, fit_rows, &w_scales, 0.01);
         let wd: Vec<f32> = q.iter().enumerate().map(|(i, q)| *q as f32 * w_scales[i % n]).collect();
-        let gptq_error = arith::relative_error(&with_bias(arith::matmul(&xq, &wd, rows, k, n)), &reference);
+        let gptq_error = arith::relative_error(&with_bias(arith::matmul(xq, &wd, rows, k, n)), &reference);
         tracing::debug!(layer = %t.name, rtn = decision.error, gptq = gptq_error, "weight rounding");
         if gptq_error < decision.error {
             decision.error = gptq_error;
@@ -510,8 +521,8 @@ fn plan_member(
     }
     if tracing::enabled!(tracing::Level::TRACE) {
         // Where the error comes from: weights alone, activations alone (same smoothing and shift).
-        let weight_only = arith::relative_error(&with_bias(arith::matmul(&prepared, &wd, rows, k, n)), &reference);
-        let act_only = arith::relative_error(&with_bias(arith::matmul(&xq, &ws, rows, k, n)), &reference);
+        let weight_only = arith::relative_error(&with_bias(arith::matmul(prepared, &wd, rows, k, n)), &reference);
+        let act_only = arith::relative_error(&with_bias(arith::matmul(xq, &ws, rows, k, n)), &reference);
         tracing::trace!(layer = %t.name, error = decision.error, weight_only, act_only, "error split");
     }
     let share = (k * n) as f64 / total_weights.max(1) as f64;

@@ -552,6 +552,13 @@ pub(crate) mod tests {
         Ok((model, q, inputs))
     }
 
+    /// Both activation modes, each with every layout.
+    fn modes_and_layouts() -> impl Iterator<Item = (ActivationMode, (&'static str, &'static [usize], &'static [usize]))> {
+        [ActivationMode::DynamicPerToken, ActivationMode::Static { calibrator: StaticCalibrator::MinMax }]
+            .into_iter()
+            .flat_map(|m| LAYOUTS.into_iter().map(move |l| (m, l)))
+    }
+
     pub(crate) fn run(model: &TypedModel, input: &Tensor) -> TractResult<Vec<f32>> {
         let out = model.clone().into_optimized()?.into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
         Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
@@ -559,10 +566,7 @@ pub(crate) mod tests {
 
     #[test]
     fn int8_graph_tracks_float_saves_and_reloads_bit_identical() -> TractResult<()> {
-        for (mode, layout) in [ActivationMode::DynamicPerToken, ActivationMode::Static { calibrator: StaticCalibrator::MinMax }]
-            .into_iter()
-            .flat_map(|m| LAYOUTS.into_iter().map(move |l| (m, l)))
-        {
+        for (mode, layout) in modes_and_layouts() {
             let (float, q, inputs) = quantized_in(mode, layout)?;
             assert!(q.nodes().iter().any(|n| n.op_as::<EinSum>().map(|e| e.q_params.is_some()).unwrap_or(false)));
             let mut buffer = vec![];
@@ -609,10 +613,7 @@ pub(crate) mod tests {
 
     #[test]
     fn outlier_channels_leave_the_int8_product_for_a_float_one() -> TractResult<()> {
-        for (mode, layout) in [ActivationMode::DynamicPerToken, ActivationMode::Static { calibrator: StaticCalibrator::MinMax }]
-            .into_iter()
-            .flat_map(|m| LAYOUTS.into_iter().map(move |l| (m, l)))
-        {
+        for (mode, layout) in modes_and_layouts() {
             let (_, _, _, without) = quantized_with_float_channels(mode, layout, vec![])?;
             assert!(without.float_channels.is_empty() && !without.is_int8(), "{mode:?} {}: {without:?}", layout.0);
             let (float, q, inputs, with) = quantized_with_float_channels(mode, layout, vec![1, 2])?;
