@@ -8,6 +8,7 @@ pub mod cpu;
 pub mod f16_convert;
 pub mod half;
 pub mod int8;
+pub mod linear;
 pub mod pack;
 mod preprocess;
 pub mod softmax;
@@ -83,12 +84,14 @@ pub struct RuntimeOptions {
     /// Run the graph with tract's ops only. By default int8 plans run their per-token quantization and
     /// the packing of i8 activations with mien's fused ops ([`mien_quantize::fuse`], [`pack`]), and casts
     /// between f32 and f16 convert whole slices ([`half::SliceCast`]): bit-identical results in fewer
-    /// instructions; and softmaxes over the last axis run on [`softmax::RowSoftmax`] (within an ulp or
-    /// two of tract's, faster on rows whose length is not a multiple of 4). This switch is for
-    /// comparisons and debugging.
+    /// instructions; softmaxes over the last axis run on [`softmax::RowSoftmax`] (within an ulp or two of
+    /// tract's, faster on rows whose length is not a multiple of 4); and f32 linear layers run on
+    /// [`linear::PackedLinear`] where the CPU has its kernel (the same products summed in another order:
+    /// within rounding of tract's, faster). This switch is for comparisons and debugging.
     pub tract_ops_only: bool,
-    /// Keep tract's softmax while using mien's other ops (for checking those bit for bit against tract).
-    pub tract_softmax: bool,
+    /// Keep tract's softmax and f32 linear layers while using mien's other ops (for checking those bit
+    /// for bit against tract).
+    pub tract_float_kernels: bool,
 }
 
 impl RuntimeOptions {
@@ -234,6 +237,17 @@ impl Model {
         };
 
         let start = Instant::now();
+        let packed_linears = if options.tract_ops_only || options.tract_float_kernels || linear::kernel().is_none() {
+            0
+        } else {
+            // Declutter first so that linear layers and their bias additions are in the form tract's
+            // optimizer would see them (constants folded, EinSum).
+            model.declutter().map_err(tract_err("optimize"))?;
+            let decluttered_ms = start.elapsed().as_secs_f64() * 1e3;
+            let replaced = linear::accelerate_linear_layers(&mut model).map_err(tract_err("optimize"))?;
+            tracing::debug!(decluttered_ms, packed_ms = start.elapsed().as_secs_f64() * 1e3 - decluttered_ms, replaced, "linear layers packed");
+            replaced
+        };
         let mut optimized = model.into_optimized().map_err(tract_err("optimize"))?;
         let (fast_packs, slice_casts, row_softmaxes) = if options.tract_ops_only {
             (0, 0, 0)
@@ -241,7 +255,7 @@ impl Model {
             (
                 pack::speed_up_int8_packing(&mut optimized).map_err(tract_err("optimize"))?,
                 half::vectorize_half_casts(&mut optimized).map_err(tract_err("optimize"))?,
-                if options.tract_softmax {
+                if options.tract_float_kernels {
                     0
                 } else {
                     softmax::vectorize_softmax(&mut optimized).map_err(tract_err("optimize"))?
@@ -257,7 +271,7 @@ impl Model {
 
         let manifest = plan.manifest();
         let preprocessor = Preprocessor::new(&manifest.preprocessing, &manifest.input);
-        tracing::debug!(cpu = %cpu::summary(), kernels = ?kernel_names(&optimized), fused_quantizations, fast_packs, slice_casts, row_softmaxes, "kernels chosen");
+        tracing::debug!(cpu = %cpu::summary(), kernels = ?kernel_names(&optimized), fused_quantizations, fast_packs, slice_casts, row_softmaxes, packed_linears, "kernels chosen");
         tracing::debug!(plan = %plan_name, verify_ms, load_ms, optimize_ms, threads, rss_mb = current_rss_mb(), peak_rss_mb = peak_rss_mb(), "plan ready");
         Ok(Model {
             plan,

@@ -82,7 +82,7 @@ fn slice_casts_are_in_use_on_the_f16_path_and_change_nothing() {
     let load_with = |tract_ops_only| {
         Classifier::load(
             f16_plan(),
-            &RuntimeOptions { threads: 1, f16_path: HalfPath::F16, tract_ops_only, tract_softmax: true, ..Default::default() },
+            &RuntimeOptions { threads: 1, f16_path: HalfPath::F16, tract_ops_only, tract_float_kernels: true, ..Default::default() },
         )
         .unwrap()
     };

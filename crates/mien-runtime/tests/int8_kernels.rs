@@ -96,7 +96,7 @@ fn fused_int8_ops_are_in_use_and_bit_identical_to_tracts() {
     for int8_path in [Int8Path::Integer, Int8Path::DequantizedWeights] {
         // The runtime's softmax differs from tract's by an ulp or two: kept out of this comparison.
         let load = |tract_ops_only| {
-            let options = RuntimeOptions { threads: 1, int8_path, tract_ops_only, tract_softmax: true, ..Default::default() };
+            let options = RuntimeOptions { threads: 1, int8_path, tract_ops_only, tract_float_kernels: true, ..Default::default() };
             Classifier::load(int8_plan(), &options).unwrap()
         };
         let (fused, tract) = (load(false), load(true));

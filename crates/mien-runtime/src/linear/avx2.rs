@@ -1,0 +1,83 @@
+//! x86-64 AVX2 + FMA tile kernel: the 6 × 16 tile lives in twelve ymm registers for the whole K block;
+//! each K step loads two vectors of weights and broadcasts six activations (fifteen registers of
+//! sixteen).
+
+use std::arch::x86_64::*;
+
+use super::{Start, COLS, ROWS};
+
+/// `c = start + x · w` on one tile (see [`super::scalar::tile_kernel`], which this matches bit for bit).
+/// The caller must have checked that the CPU has AVX2 and FMA.
+pub fn tile_kernel(x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, start: Start) {
+    let kc = w.len() / COLS;
+    assert!(w.len() == kc * COLS && x.len() == kc * ROWS, "block lengths");
+    assert!(ldc >= COLS && c.len() >= (ROWS - 1) * ldc + COLS, "tile out of bounds");
+    // SAFETY: `super::kernel` hands this kernel out only after `is_x86_feature_detected!` saw AVX2 and FMA;
+    // the lengths were checked just above.
+    unsafe { tile_kernel_avx2(kc, x, w, c, ldc, start) }
+}
+
+#[target_feature(enable = "avx2,fma")]
+fn tile_kernel_avx2(kc: usize, x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, start: Start) {
+    // SAFETY: `x` holds `kc * ROWS` values and `w` `kc * COLS`, and the loop reads steps `0..kc` of each;
+    // `c` holds rows `0..ROWS` of `COLS` values `ldc` apart (all checked by the caller). All loads and
+    // stores are unaligned.
+    unsafe {
+        let t = c.as_mut_ptr();
+        let row = |r: usize| t.add(r * ldc);
+        let (mut a00, mut a01, mut a10, mut a11, mut a20, mut a21);
+        let (mut a30, mut a31, mut a40, mut a41, mut a50, mut a51);
+        match start {
+            Start::Accumulate => {
+                (a00, a01) = (_mm256_loadu_ps(row(0)), _mm256_loadu_ps(row(0).add(8)));
+                (a10, a11) = (_mm256_loadu_ps(row(1)), _mm256_loadu_ps(row(1).add(8)));
+                (a20, a21) = (_mm256_loadu_ps(row(2)), _mm256_loadu_ps(row(2).add(8)));
+                (a30, a31) = (_mm256_loadu_ps(row(3)), _mm256_loadu_ps(row(3).add(8)));
+                (a40, a41) = (_mm256_loadu_ps(row(4)), _mm256_loadu_ps(row(4).add(8)));
+                (a50, a51) = (_mm256_loadu_ps(row(5)), _mm256_loadu_ps(row(5).add(8)));
+            }
+            Start::Bias(bias) => {
+                let (b0, b1) = (_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(8)));
+                (a00, a01, a10, a11, a20, a21) = (b0, b1, b0, b1, b0, b1);
+                (a30, a31, a40, a41, a50, a51) = (b0, b1, b0, b1, b0, b1);
+            }
+            Start::Zero => {
+                let z = _mm256_setzero_ps();
+                (a00, a01, a10, a11, a20, a21) = (z, z, z, z, z, z);
+                (a30, a31, a40, a41, a50, a51) = (z, z, z, z, z, z);
+            }
+        }
+        let mut xp = x.as_ptr();
+        let mut wp = w.as_ptr();
+        for _ in 0..kc {
+            let w0 = _mm256_loadu_ps(wp);
+            let w1 = _mm256_loadu_ps(wp.add(8));
+            let b = _mm256_broadcast_ss(&*xp);
+            a00 = _mm256_fmadd_ps(b, w0, a00);
+            a01 = _mm256_fmadd_ps(b, w1, a01);
+            let b = _mm256_broadcast_ss(&*xp.add(1));
+            a10 = _mm256_fmadd_ps(b, w0, a10);
+            a11 = _mm256_fmadd_ps(b, w1, a11);
+            let b = _mm256_broadcast_ss(&*xp.add(2));
+            a20 = _mm256_fmadd_ps(b, w0, a20);
+            a21 = _mm256_fmadd_ps(b, w1, a21);
+            let b = _mm256_broadcast_ss(&*xp.add(3));
+            a30 = _mm256_fmadd_ps(b, w0, a30);
+            a31 = _mm256_fmadd_ps(b, w1, a31);
+            let b = _mm256_broadcast_ss(&*xp.add(4));
+            a40 = _mm256_fmadd_ps(b, w0, a40);
+            a41 = _mm256_fmadd_ps(b, w1, a41);
+            let b = _mm256_broadcast_ss(&*xp.add(5));
+            a50 = _mm256_fmadd_ps(b, w0, a50);
+            a51 = _mm256_fmadd_ps(b, w1, a51);
+            xp = xp.add(ROWS);
+            wp = wp.add(COLS);
+        }
+        for (r, (lo, hi)) in
+            [(a00, a01), (a10, a11), (a20, a21), (a30, a31), (a40, a41), (a50, a51)].into_iter().enumerate()
+        {
+            _mm256_storeu_ps(row(r), lo);
+            _mm256_storeu_ps(row(r).add(8), hi);
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! f32 linear layers (`activation · constant weight + bias`) on a cache-blocked matrix product of mien's
+//! own: a scalar reference tile kernel ([`scalar`]) and an x86-64 AVX2 + FMA one ([`avx2`], picked at run
+//! time) that matches it bit for bit.
+//!
+//! tract 0.23.9 runs these on its `fma_mmm_f32_16x6` kernel over the whole contraction at once: for a
+//! ViT-B layer (K = 768 or 3072) a 16-wide weight panel is 48–196 KB, so each tile streams both operands
+//! from L2 and the kernel idles on loads. Here the weights are packed once at load in blocks of
+//! [`K_BLOCK`] (a 16-wide panel of a block is 16 KB and a 6-row activation block 6 KB: both stay in L1
+//! while every row group of the thread's share passes over the panel), and the bias of a following `Add`
+//! is folded in as the tiles' starting value. Rows are split between the inference threads, one
+//! contiguous share each.
+//!
+//! [`accelerate_linear_layers`] runs on the loaded graph before tract optimizes it: each f32 `EinSum` with
+//! a constant weight whose contraction axes are the activation's innermost ones becomes a
+//! [`PackedLinear`]. Other CPUs (no AVX2, ARM) keep tract's products: on ARM the int8 plans are the fast
+//! path.
+
+#[cfg(target_arch = "x86_64")]
+pub mod avx2;
+pub mod scalar;
+
+use std::sync::Arc;
+
+use mien_quantize::target::MatmulTarget;
+use tract_core::internal::*;
+use tract_core::ops::binary::TypedBinOp;
+use tract_core::ops::math::Add;
+use tract_linalg::multithread::{current_tract_executor, Executor};
+
+/// Rows of a tile (activation rows per kernel call).
+pub const ROWS: usize = 6;
+/// Columns of a tile (output channels per kernel call).
+pub const COLS: usize = 16;
+/// Values in a tile.
+pub const TILE: usize = ROWS * COLS;
+/// Contraction steps per block.
+pub const K_BLOCK: usize = 256;
+
+/// What a tile starts from before the products are added.
+#[derive(Debug, Clone, Copy)]
+pub enum Start<'a> {
+    /// Zero.
+    Zero,
+    /// The bias of the tile's channels, on every row.
+    Bias(&'a [f32; COLS]),
+    /// The tile's current values (a later block of the contraction).
+    Accumulate,
+}
+
+/// A tile kernel: `c = start + x · w` on a `ROWS × COLS` tile whose rows are `c[r * ldc..][..COLS]`,
+/// `x` being `kc` steps of [`ROWS`] activation values and `w` `kc` steps of [`COLS`] weights.
+pub type TileKernel = fn(x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, start: Start);
+
+/// The SIMD tile kernel for this CPU, if it has one.
+pub fn kernel() -> Option<TileKernel> {
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
+        return Some(avx2::tile_kernel);
+    }
+    None
+}
+
+/// A `k × n` weight matrix and its bias, packed for the tile kernels: for each block of [`K_BLOCK`]
+/// contraction steps, the panels of [`COLS`] output channels one after the other, each panel `kc` steps
+/// of `COLS` weights (channels beyond `n` are zero).
+#[derive(Debug)]
+pub struct PackedWeights {
+    k: usize,
+    n: usize,
+    panels: usize,
+    data: Tensor,
+    /// Padded with zeros to whole panels.
+    bias: Option<Vec<f32>>,
+}
+
+impl PackedWeights {
+    /// Packs a row-major `k × n` matrix.
+    pub fn pack(kn: &[f32], k: usize, n: usize) -> TractResult<PackedWeights> {
+        PackedWeights::pack_strided(kn, k, n, n, 1)
+    }
+
+    /// Packs a `k × n` matrix whose element `(kk, nn)` is `src[kk * k_stride + nn * n_stride]` (a
+    /// transposed `n × k` weight has `k_stride` 1 and `n_stride` `k`).
+    pub fn pack_strided(
+        src: &[f32],
+        k: usize,
+        n: usize,
+        k_stride: usize,
+        n_stride: usize,
+    ) -> TractResult<PackedWeights> {
+        ensure!(k > 0 && n > 0, "empty {k} × {n} weight");
+        let last = (k - 1) * k_stride + (n - 1) * n_stride;
+        ensure!(
+            src.len() > last,
+            "weight is {} values, too few for {k} × {n} with strides {k_stride}, {n_stride}",
+            src.len()
+        );
+        let panels = n.div_ceil(COLS);
+        let mut data = Tensor::zero_aligned::<f32>(&[k * panels * COLS], 64)?;
+        {
+            let mut plain = data.try_as_plain_ram_mut()?;
+            let packed = plain.as_slice_mut::<f32>()?;
+            for (block_start, block) in (0..k).step_by(K_BLOCK).zip(packed.chunks_mut(K_BLOCK * panels * COLS)) {
+                let kc = K_BLOCK.min(k - block_start);
+                for (panel, out) in block.chunks_exact_mut(kc * COLS).enumerate() {
+                    let cols = COLS.min(n - panel * COLS);
+                    if n_stride == 1 {
+                        for (step, dst) in out.chunks_exact_mut(COLS).enumerate() {
+                            dst[..cols].copy_from_slice(&src[(block_start + step) * k_stride + panel * COLS..][..cols]);
+                        }
+                    } else {
+                        for col in 0..cols {
+                            let column = &src[(panel * COLS + col) * n_stride..];
+                            for (step, dst) in out.chunks_exact_mut(COLS).enumerate() {
+                                dst[col] = column[(block_start + step) * k_stride];
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(PackedWeights { k, n, panels, data, bias: None })
+    }
+
+    /// Adds a bias of one value per output channel.
+    pub fn with_bias(mut self, bias: Vec<f32>) -> TractResult<PackedWeights> {
+        ensure!(bias.len() == self.n, "bias has {} values, expected {}", bias.len(), self.n);
+        let mut padded = bias;
+        padded.resize(self.panels * COLS, 0.0);
+        self.bias = Some(padded);
+        Ok(self)
+    }
+
+    /// Contraction length.
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Output channels.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// `out = x · W (+ bias)` for row-major `x` (`m × k`) and `out` (`m × n`), rows split between the
+    /// current tract executor's threads.
+    pub fn multiply(&self, kernel: TileKernel, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+        let (k, n) = (self.k, self.n);
+        ensure!(
+            x.len() % k == 0 && out.len() / n == x.len() / k,
+            "{} inputs for {} outputs, k {k}, n {n}",
+            x.len(),
+            out.len()
+        );
+        let plain = self.data.try_as_plain_ram()?;
+        let packed = plain.as_slice::<f32>()?;
+        let m = x.len() / k;
+        let threads = match current_tract_executor() {
+            Executor::MultiThread(pool) if pool.current_num_threads() > 1 => Some(pool),
+            _ => None,
+        };
+        match threads {
+            Some(pool) if m >= 2 * ROWS => {
+                use rayon::prelude::*;
+                let share = m.div_ceil(ROWS).div_ceil(pool.current_num_threads()) * ROWS;
+                pool.install(|| {
+                    x.par_chunks(share * k)
+                        .zip(out.par_chunks_mut(share * n))
+                        .for_each(|(x, out)| self.multiply_rows(kernel, packed, x, out))
+                });
+            }
+            _ => self.multiply_rows(kernel, packed, x, out),
+        }
+        Ok(())
+    }
+
+    /// One thread's share: `x` and `out` are whole rows.
+    fn multiply_rows(&self, kernel: TileKernel, packed: &[f32], x: &[f32], out: &mut [f32]) {
+        let (k, n) = (self.k, self.n);
+        let m = x.len() / k;
+        // Activations regrouped as row groups of ROWS, each K steps of ROWS values (rows past m are zero).
+        let groups = m.div_ceil(ROWS);
+        let mut xp = vec![0f32; groups * k * ROWS];
+        for (row_index, row) in x.chunks_exact(k).enumerate() {
+            let group = &mut xp[(row_index / ROWS) * k * ROWS..][..k * ROWS];
+            for (step, &v) in row.iter().enumerate() {
+                group[step * ROWS + row_index % ROWS] = v;
+            }
+        }
+        let mut edge = [0f32; TILE];
+        for (block_start, block) in (0..k).step_by(K_BLOCK).zip(packed.chunks(K_BLOCK * self.panels * COLS)) {
+            let kc = K_BLOCK.min(k - block_start);
+            for (panel, w) in block.chunks_exact(kc * COLS).enumerate() {
+                let col = panel * COLS;
+                let cols = COLS.min(n - col);
+                let start = match &self.bias {
+                    _ if block_start > 0 => Start::Accumulate,
+                    Some(bias) => Start::Bias(bias[col..col + COLS].try_into().expect("a panel of bias")),
+                    None => Start::Zero,
+                };
+                for group in 0..groups {
+                    let rows = ROWS.min(m - group * ROWS);
+                    let xs = &xp[group * k * ROWS + block_start * ROWS..][..kc * ROWS];
+                    let c = &mut out[group * ROWS * n + col..];
+                    if rows == ROWS && cols == COLS {
+                        kernel(xs, w, c, n, start);
+                    } else {
+                        // A tile over the edge of the output: through a full-size copy.
+                        for r in 0..rows {
+                            edge[r * COLS..][..cols].copy_from_slice(&c[r * n..][..cols]);
+                        }
+                        kernel(xs, w, &mut edge, COLS, start);
+                        for r in 0..rows {
+                            c[r * n..][..cols].copy_from_slice(&edge[r * COLS..][..cols]);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A linear layer on [`PackedWeights`]: the activation's innermost axis is contracted with the weight's
+/// `k` rows, the other axes become rows; the output is `output_shape`, channels innermost.
+#[derive(Clone)]
+pub struct PackedLinear {
+    weights: Arc<PackedWeights>,
+    kernel: TileKernel,
+    output_shape: TVec<usize>,
+}
+
+impl std::fmt::Debug for PackedLinear {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PackedLinear(k={}, n={}, bias={})", self.weights.k, self.weights.n, self.weights.bias.is_some())
+    }
+}
+
+impl PartialEq for PackedLinear {
+    fn eq(&self, other: &Self) -> bool {
+        // Two layers are the same op only with the same weights: tract merges equal ops on equal inputs,
+        // and a ViT's query, key and value layers read the same activation.
+        Arc::ptr_eq(&self.weights, &other.weights) && self.output_shape == other.output_shape
+    }
+}
+impl Eq for PackedLinear {}
+
+impl std::hash::Hash for PackedLinear {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (Arc::as_ptr(&self.weights) as usize).hash(state);
+        self.output_shape.hash(state);
+    }
+}
+
+impl Op for PackedLinear {
+    fn name(&self) -> StaticName {
+        "PackedLinear(mien)".into()
+    }
+
+    fn info(&self) -> TractResult<Vec<String>> {
+        Ok(vec![format!("k={} n={} bias={}", self.weights.k, self.weights.n, self.weights.bias.is_some())])
+    }
+
+    op_as_typed_op!();
+}
+
+impl EvalOp for PackedLinear {
+    op_out_of_plan!();
+
+    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+        let input = args_1!(inputs);
+        let plain = input.try_as_plain_ram()?;
+        let x = plain.as_slice::<f32>()?;
+        let mut output = Tensor::zero::<f32>(&self.output_shape)?;
+        {
+            let mut out = output.try_as_plain_ram_mut()?;
+            self.weights.multiply(self.kernel, x, out.as_slice_mut::<f32>()?)?;
+        }
+        Ok(tvec!(output.into_tvalue()))
+    }
+}
+
+impl TypedOp for PackedLinear {
+    fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
+        ensure!(inputs[0].datum_type == f32::datum_type(), "PackedLinear takes f32");
+        Ok(tvec!(f32::fact(&*self.output_shape)))
+    }
+
+    fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
+        let m = self.output_shape.iter().product::<usize>() / self.weights.n;
+        Ok(tvec!((Cost::FMA(f32::datum_type()), (m * self.weights.k * self.weights.n).into())))
+    }
+
+    as_op!();
+}
+
+/// Replaces the f32 linear layers of a (loaded, not yet optimized) model with [`PackedLinear`] when this
+/// CPU has a tile kernel, folding in a bias `Add` that follows; returns how many.
+///
+/// A layer qualifies when its weight is a constant matrix, its contraction axes are the innermost axes of
+/// the activation (so each row of the activation is contiguous), the output keeps the activation's other
+/// axes in order with channels innermost, and it has at least [`ROWS`] rows. Layers are replaced one at
+/// a time and the graph compacted after each, so a layer's float weight is freed as soon as its packed
+/// copy exists: loading never holds two copies of more than one layer.
+pub fn accelerate_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
+    let Some(kernel) = kernel() else { return Ok(0) };
+    let mut replaced = 0;
+    loop {
+        let (targets, _) = mien_quantize::target::find_targets(model)?;
+        let mut candidates = targets.into_iter();
+        let Some((target, output_shape)) = candidates.find_map(|t| qualifies(model, t)) else { break };
+        drop(candidates);
+        replace(model, target, output_shape, kernel)?;
+        model.compact()?;
+        replaced += 1;
+    }
+    Ok(replaced)
+}
+
+/// The target and its output shape, if [`PackedLinear`] can compute it.
+fn qualifies(model: &TypedModel, target: MatmulTarget) -> Option<(MatmulTarget, Vec<usize>)> {
+    let act_shape = model.outlet_fact(target.activation).ok()?.shape.as_concrete()?.to_vec();
+    let out_shape = model.outlet_fact(OutletId::new(target.node, 0)).ok()?.shape.as_concrete()?.to_vec();
+    let k_innermost = target.k_axis + target.k_span == act_shape.len();
+    let rows = act_shape.iter().product::<usize>() / target.k;
+    let fits = k_innermost
+        && target.n_axis + 1 == target.rank
+        && rows >= ROWS
+        && out_shape.iter().product::<usize>() == rows * target.n;
+    fits.then_some((target, out_shape))
+}
+
+fn replace(model: &mut TypedModel, target: MatmulTarget, out_shape: Vec<usize>, kernel: TileKernel) -> TractResult<()> {
+    // The stored weight, its contraction axes merged, has only the k and n axes longer than 1.
+    let strides: Vec<usize> =
+        (0..target.weight_shape.len()).map(|axis| target.weight_shape[axis + 1..].iter().product()).collect();
+    let plain = target.weight.try_as_plain_ram()?;
+    let stored = plain.as_slice::<f32>()?;
+    let mut weights = PackedWeights::pack_strided(
+        stored,
+        target.k,
+        target.n,
+        strides[target.weight_k_axis],
+        strides[target.weight_n_axis],
+    )?;
+    // The bias: a single successor adding a constant that broadcasts along the channels only.
+    let mut last = target.node;
+    if let [only] = &model.node(target.node).outputs[0].successors[..] {
+        let next = model.node(only.node);
+        let is_add = next.inputs.len() == 2
+            && next.op_as::<TypedBinOp>().map(|op| op.0.is::<Add>() && op.1.is_none()).unwrap_or(false);
+        let bias = if is_add { model.outlet_fact(next.inputs[1 - only.slot])?.konst.clone() } else { None };
+        let next_shape = model.outlet_fact(OutletId::new(next.id, 0))?.shape.as_concrete().map(|s| s.to_vec());
+        if let (true, Some(bias), Some(next_shape)) = (is_add, bias, next_shape) {
+            let channels_only = bias.datum_type() == f32::datum_type()
+                && bias.len() == target.n
+                && bias.shape().last() == Some(&target.n)
+                && bias.rank() <= out_shape.len();
+            if channels_only && next_shape == out_shape {
+                weights = weights.with_bias(bias.to_plain_array_view::<f32>()?.iter().copied().collect())?;
+                last = next.id;
+            }
+        }
+    }
+    let name = model.node(target.node).name.clone();
+    let op = PackedLinear { weights: Arc::new(weights), kernel, output_shape: out_shape.into() };
+    let mut patch = TypedModelPatch::default();
+    let input = patch.tap_model(model, target.activation)?;
+    let output = patch.wire_node(format!("{name}.packed"), op, &[input])?[0];
+    patch.shunt_outside(model, OutletId::new(last, 0), output)?;
+    patch.apply(model)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tract_core::ops::einsum::EinSum;
+
+    fn values(len: usize, seed: u32) -> Vec<f32> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9) | 1;
+        (0..len)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 17;
+                state ^= state << 5;
+                state as f32 / u32::MAX as f32 * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    /// `x · W + bias` with each sum in the kernels' order (bias first, then K steps, each one fused
+    /// multiply-add), in f32.
+    fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, n: usize) -> Vec<f32> {
+        let m = x.len() / k;
+        let mut out = vec![0f32; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = bias.map(|b| b[j]).unwrap_or(0.0);
+                for s in 0..k {
+                    acc = x[i * k + s].mul_add(w[s * n + j], acc);
+                }
+                out[i * n + j] = acc;
+            }
+        }
+        out
+    }
+
+    /// Shapes around every edge: rows and channels not multiples of the tile, K shorter than, equal to
+    /// and across blocks (with a short last block).
+    const SHAPES: [(usize, usize, usize); 7] =
+        [(1, 1, 1), (6, 16, 256), (7, 17, 5), (13, 33, 257), (197, 48, 600), (12, 768, 64), (25, 7, 768)];
+
+    #[test]
+    fn scalar_driver_matches_a_plain_matrix_product() -> TractResult<()> {
+        for (m, n, k) in SHAPES {
+            let (x, w, b) = (values(m * k, 1), values(k * n, 2), values(n, 3));
+            for bias in [None, Some(&b[..])] {
+                let mut packed = PackedWeights::pack(&w, k, n)?;
+                if let Some(bias) = bias {
+                    packed = packed.with_bias(bias.to_vec())?;
+                }
+                let mut out = vec![f32::NAN; m * n];
+                packed.multiply(scalar::tile_kernel, &x, &mut out)?;
+                assert_eq!(out, reference(&x, &w, bias, k, n), "m {m} n {n} k {k} bias {}", bias.is_some());
+            }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn simd_kernel_matches_its_scalar_twin_bit_for_bit() -> TractResult<()> {
+        let Some(kernel) = kernel() else {
+            eprintln!("no SIMD linear kernel on this CPU: nothing to compare");
+            return Ok(());
+        };
+        let bias: [f32; COLS] = values(COLS, 3).try_into().unwrap();
+        for kc in [1, 2, 5, 64, 256] {
+            let (x, w) = (values(kc * ROWS, 4), values(kc * COLS, 5));
+            for (ldc, start) in
+                [(COLS, Start::Accumulate), (40, Start::Accumulate), (COLS, Start::Zero), (23, Start::Bias(&bias))]
+            {
+                let c = values((ROWS - 1) * ldc + COLS, 6);
+                let (mut simd, mut reference) = (c.clone(), c);
+                kernel(&x, &w, &mut simd, ldc, start);
+                scalar::tile_kernel(&x, &w, &mut reference, ldc, start);
+                assert_eq!(simd, reference, "kc {kc} ldc {ldc} {start:?}");
+            }
+        }
+        for (m, n, k) in SHAPES {
+            let (x, w) = (values(m * k, 7), values(k * n, 8));
+            let packed = PackedWeights::pack(&w, k, n)?.with_bias(values(n, 9))?;
+            let (mut simd, mut reference) = (vec![0f32; m * n], vec![0f32; m * n]);
+            packed.multiply(kernel, &x, &mut simd)?;
+            packed.multiply(scalar::tile_kernel, &x, &mut reference)?;
+            assert_eq!(simd, reference, "m {m} n {n} k {k}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn threads_split_rows_without_changing_a_bit() -> TractResult<()> {
+        let (m, n, k) = (197, 40, 300);
+        let (x, w) = (values(m * k, 10), values(k * n, 11));
+        let packed = PackedWeights::pack(&w, k, n)?;
+        let mut single = vec![0f32; m * n];
+        packed.multiply(scalar::tile_kernel, &x, &mut single)?;
+        for threads in [2, 3, 4] {
+            let mut multi = vec![0f32; m * n];
+            tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
+                packed.multiply(scalar::tile_kernel, &x, &mut multi)
+            })?;
+            assert_eq!(multi, single, "{threads} threads");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn packing_a_transposed_weight_reads_it_by_column() -> TractResult<()> {
+        for (k, n) in [(1, 1), (5, 17), (300, 40)] {
+            let kn = values(k * n, 12);
+            let nk: Vec<f32> = (0..n * k).map(|i| kn[(i % k) * n + i / k]).collect();
+            let (a, b) = (PackedWeights::pack(&kn, k, n)?, PackedWeights::pack_strided(&nk, k, n, 1, k)?);
+            let (a, b) = (a.data.try_as_plain_ram()?, b.data.try_as_plain_ram()?);
+            assert_eq!(a.as_slice::<f32>()?, b.as_slice::<f32>()?, "{k} × {n}");
+        }
+        assert!(PackedWeights::pack_strided(&[0.0; 5], 2, 3, 1, 2).is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn bad_lengths_are_errors() {
+        assert!(PackedWeights::pack(&[0.0; 5], 2, 3).is_err());
+        let packed = PackedWeights::pack(&[0.0; 6], 2, 3).unwrap();
+        assert!(packed.multiply(scalar::tile_kernel, &[0.0; 5], &mut [0.0; 6]).is_err());
+        assert!(PackedWeights::pack(&[0.0; 6], 2, 3).unwrap().with_bias(vec![0.0; 2]).is_err());
+    }
+
+    /// A ViT-like block in tract's own terms: linear with bias (`amk,kn->amn` + Add), a linear whose
+    /// weight comes first and has no bias, a merged-heads projection (`mhd,hdn->amn`), and two layers
+    /// reading the same activation (tract must not merge them).
+    fn vit_like_model() -> TractResult<(TypedModel, Tensor)> {
+        let (m, d, h) = (197usize, 64usize, 4usize);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, m, d]))?;
+        let w1 = model.add_const("w1", Tensor::from_shape(&[d, 3 * d], &values(d * 3 * d, 20))?)?;
+        let b1 = model.add_const("b1", Tensor::from_shape(&[1, 1, 3 * d], &values(3 * d, 21))?)?;
+        let y = model.wire_node("fc1", EinSum::new("amk,kn->amn".parse()?, f32::datum_type()), &[x, w1])?[0];
+        let y = model.wire_node("fc1.bias", tract_core::ops::math::add(), &[y, b1])?[0];
+        let w2 = model.add_const("w2", Tensor::from_shape(&[d, 3 * d], &values(d * 3 * d, 22))?)?;
+        let y = model.wire_node("fc2", EinSum::new("nk,amk->amn".parse()?, f32::datum_type()), &[w2, y])?[0];
+        let heads =
+            model.wire_node("split", AxisOp::Reshape(2, tvec!(d.into()), tvec!(h.into(), (d / h).into())), &[y])?[0];
+        let heads = model.wire_node("drop", AxisOp::Rm(0), &[heads])?[0];
+        let w3 = model.add_const("w3", Tensor::from_shape(&[h, d / h, d], &values(d * d, 23))?)?;
+        let y = model.wire_node("proj", EinSum::new("mhk,hkn->amn".parse()?, f32::datum_type()), &[heads, w3])?[0];
+        let wq = model.add_const("wq", Tensor::from_shape(&[d, d], &values(d * d, 24))?)?;
+        let wk = model.add_const("wk", Tensor::from_shape(&[d, d], &values(d * d, 25))?)?;
+        let q = model.wire_node("q", EinSum::new("amk,kn->amn".parse()?, f32::datum_type()), &[y, wq])?[0];
+        let kk = model.wire_node("k", EinSum::new("amk,kn->amn".parse()?, f32::datum_type()), &[y, wk])?[0];
+        let sum = model.wire_node("q+k", tract_core::ops::math::add(), &[q, kk])?;
+        model.select_output_outlets(&sum)?;
+        let input = Tensor::from_shape(&[1, m, d], &values(m * d, 26))?;
+        Ok((model, input))
+    }
+
+    #[test]
+    fn replaces_tracts_linear_layers_and_agrees_with_them() -> TractResult<()> {
+        let (model, input) = vit_like_model()?;
+        let mut ours = model.clone();
+        let replaced = accelerate_linear_layers(&mut ours)?;
+        if kernel().is_none() {
+            assert_eq!(replaced, 0);
+            return Ok(());
+        }
+        // All five layers qualify; fc1 is the only one with a bias to fold.
+        assert_eq!(replaced, 5, "{ours}");
+        assert_eq!(ours.nodes().iter().filter(|n| n.op_is::<PackedLinear>()).count(), 5);
+        let biased = ours
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<PackedLinear>())
+            .filter(|op| op.weights.bias.is_some())
+            .count();
+        assert_eq!(biased, 1);
+        for threads in [1, 2] {
+            let run = |m: &TypedModel| -> TractResult<Vec<f32>> {
+                let plan = m.clone().into_optimized()?.into_runnable()?;
+                let out = tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
+                    plan.run(tvec!(input.clone().into_tvalue()))
+                })?;
+                Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
+            };
+            let (want, got) = (run(&model)?, run(&ours)?);
+            assert_eq!(want.len(), got.len());
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-5 * scale, "{g} vs tract's {w} ({threads} threads)");
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,25 @@
+//! Scalar reference of the tile kernel: the same products in the same order as the SIMD kernels, each a
+//! fused multiply-add, so the SIMD kernels must match it bit for bit.
+
+use super::{Start, COLS, ROWS};
+
+/// `c = start + x · w` on one tile: `x` is `kc` steps of [`ROWS`] activation values, `w` `kc` steps of
+/// [`COLS`] weights; the tile's rows are `c[r * ldc..][..COLS]`.
+pub fn tile_kernel(x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, start: Start) {
+    let kc = w.len() / COLS;
+    assert!(w.len() == kc * COLS && x.len() == kc * ROWS, "block lengths");
+    assert!(ldc >= COLS && c.len() >= (ROWS - 1) * ldc + COLS, "tile out of bounds");
+    for r in 0..ROWS {
+        let row = &mut c[r * ldc..][..COLS];
+        match start {
+            Start::Accumulate => {}
+            Start::Bias(bias) => row.copy_from_slice(bias),
+            Start::Zero => row.fill(0.0),
+        }
+        for (xs, ws) in x.chunks_exact(ROWS).zip(w.chunks_exact(COLS)) {
+            for (acc, &wv) in row.iter_mut().zip(ws) {
+                *acc = xs[r].mul_add(wv, *acc);
+            }
+        }
+    }
+}
