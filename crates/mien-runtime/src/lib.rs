@@ -347,15 +347,15 @@ impl Model {
     }
 
     /// Runs the graph `runs` times on `input`, timing every node, and returns the time per op type,
-    /// slowest first. One thread; for finding where inference time goes (e.g. int8's quantize chain
-    /// against its matmuls), not for latency figures.
+    /// slowest first. On the model's threads; for finding where inference time goes (e.g. int8's quantize
+    /// chain against its matmuls, or which ops do not scale with threads), not for latency figures.
     pub fn profile(&self, input: &[f32], runs: usize) -> Result<Vec<OpProfile>, RuntimeError> {
         let tensor = self.input_tensor(input)?;
         let mut by_op: BTreeMap<String, (usize, std::time::Duration)> = BTreeMap::new();
         let mut state = self.runnable.spawn().map_err(|e| self.run_error(e))?;
         for _ in 0..runs.max(1) {
-            state
-                .run_plan_with_eval(tvec!(tensor.clone().into_tvalue()), |ctx, op_state, node, inputs| {
+            multithread_tract_scope(self.executor.clone(), || {
+                state.run_plan_with_eval(tvec!(tensor.clone().into_tvalue()), |ctx, op_state, node, inputs| {
                     let start = Instant::now();
                     let out = tract_core::plan::eval(ctx, op_state, node, inputs);
                     let entry = by_op.entry(node.op.name().to_string()).or_default();
@@ -363,7 +363,8 @@ impl Model {
                     entry.1 += start.elapsed();
                     out
                 })
-                .map_err(|e| self.run_error(e))?;
+            })
+            .map_err(|e| self.run_error(e))?;
         }
         let runs = runs.max(1);
         let total: f64 = by_op.values().map(|(_, d)| d.as_secs_f64()).sum();

@@ -39,8 +39,8 @@ pub struct BenchArgs {
     /// classifier_preprocess, classify), e.g. to count one kernel's ARM instructions.
     #[arg(long, value_delimiter = ',', value_name = "STAGES")]
     only: Vec<String>,
-    /// Also time every node of the graph (one thread, --runs inferences) and list the time per op type,
-    /// slowest first (JSON: profile [{op, nodes, ms, share}]).
+    /// Also time every node of the graph (--threads threads, --runs inferences) and list the time per op
+    /// type, slowest first (JSON: profile [{op, nodes, ms, share}]).
     #[arg(long, conflicts_with = "pipeline")]
     profile: bool,
 }
@@ -119,7 +119,7 @@ pub fn run(args: BenchArgs) -> Result<ExitCode> {
             None => println!("peak RSS    unknown (no /proc/self/status)"),
         }
         if let Some(profile) = &profile {
-            println!("profile     per inference, one thread, {} runs:", args.runs);
+            println!("profile     per inference, {} threads, {} runs:", classifier.threads(), args.runs);
             for op in profile {
                 println!("  {:>9.2} ms {:>5.1}%  {:>4} x {}", op.ms, op.share * 100.0, op.nodes, op.op);
             }

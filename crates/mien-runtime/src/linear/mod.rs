@@ -33,7 +33,7 @@ pub const ROWS: usize = 6;
 pub const COLS: usize = 16;
 /// Values in a tile.
 pub const TILE: usize = ROWS * COLS;
-/// Contraction steps per block.
+/// Contraction steps per block, by default.
 pub const K_BLOCK: usize = 256;
 
 /// What a tile starts from before the products are added.
@@ -60,13 +60,14 @@ pub fn kernel() -> Option<TileKernel> {
     None
 }
 
-/// A `k × n` weight matrix and its bias, packed for the tile kernels: for each block of [`K_BLOCK`]
+/// A `k × n` weight matrix and its bias, packed for the tile kernels: for each block of `k_block`
 /// contraction steps, the panels of [`COLS`] output channels one after the other, each panel `kc` steps
 /// of `COLS` weights (channels beyond `n` are zero).
 #[derive(Debug)]
 pub struct PackedWeights {
     k: usize,
     n: usize,
+    k_block: usize,
     panels: usize,
     data: Tensor,
     /// Padded with zeros to whole panels.
@@ -88,7 +89,20 @@ impl PackedWeights {
         k_stride: usize,
         n_stride: usize,
     ) -> TractResult<PackedWeights> {
-        ensure!(k > 0 && n > 0, "empty {k} × {n} weight");
+        PackedWeights::pack_blocked(src, k, n, k_stride, n_stride, K_BLOCK)
+    }
+
+    /// [`PackedWeights::pack_strided`] with blocks of `k_block` contraction steps instead of [`K_BLOCK`]
+    /// (for tuning to a CPU's L1 size).
+    pub fn pack_blocked(
+        src: &[f32],
+        k: usize,
+        n: usize,
+        k_stride: usize,
+        n_stride: usize,
+        k_block: usize,
+    ) -> TractResult<PackedWeights> {
+        ensure!(k > 0 && n > 0 && k_block > 0, "empty {k} × {n} weight or block of {k_block}");
         let last = (k - 1) * k_stride + (n - 1) * n_stride;
         ensure!(
             src.len() > last,
@@ -100,8 +114,8 @@ impl PackedWeights {
         {
             let mut plain = data.try_as_plain_ram_mut()?;
             let packed = plain.as_slice_mut::<f32>()?;
-            for (block_start, block) in (0..k).step_by(K_BLOCK).zip(packed.chunks_mut(K_BLOCK * panels * COLS)) {
-                let kc = K_BLOCK.min(k - block_start);
+            for (block_start, block) in (0..k).step_by(k_block).zip(packed.chunks_mut(k_block * panels * COLS)) {
+                let kc = k_block.min(k - block_start);
                 for (panel, out) in block.chunks_exact_mut(kc * COLS).enumerate() {
                     let cols = COLS.min(n - panel * COLS);
                     if n_stride == 1 {
@@ -119,7 +133,7 @@ impl PackedWeights {
                 }
             }
         }
-        Ok(PackedWeights { k, n, panels, data, bias: None })
+        Ok(PackedWeights { k, n, k_block, panels, data, bias: None })
     }
 
     /// Adds a bias of one value per output channel.
@@ -187,8 +201,9 @@ impl PackedWeights {
             }
         }
         let mut edge = [0f32; TILE];
-        for (block_start, block) in (0..k).step_by(K_BLOCK).zip(packed.chunks(K_BLOCK * self.panels * COLS)) {
-            let kc = K_BLOCK.min(k - block_start);
+        let k_block = self.k_block;
+        for (block_start, block) in (0..k).step_by(k_block).zip(packed.chunks(k_block * self.panels * COLS)) {
+            let kc = k_block.min(k - block_start);
             for (panel, w) in block.chunks_exact(kc * COLS).enumerate() {
                 let col = panel * COLS;
                 let cols = COLS.min(n - col);
@@ -420,6 +435,13 @@ mod tests {
                 let mut out = vec![f32::NAN; m * n];
                 packed.multiply(scalar::tile_kernel, &x, &mut out)?;
                 assert_eq!(out, reference(&x, &w, bias, k, n), "m {m} n {n} k {k} bias {}", bias.is_some());
+                // Short blocks: many accumulation passes, and a short last one.
+                let mut short = PackedWeights::pack_blocked(&w, k, n, n, 1, 7)?;
+                if let Some(bias) = bias {
+                    short = short.with_bias(bias.to_vec())?;
+                }
+                short.multiply(scalar::tile_kernel, &x, &mut out)?;
+                assert_eq!(out, reference(&x, &w, bias, k, n), "m {m} n {n} k {k}, blocks of 7");
             }
         }
         Ok(())
