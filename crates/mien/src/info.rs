@@ -52,7 +52,9 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
     };
-    let options = RunArgs { plan: plan.clone(), threads: args.threads, int8_path: args.int8_path, f16_path: args.f16_path }.options();
+    let options =
+        RunArgs { plan: plan.clone(), threads: args.threads, int8_path: args.int8_path, f16_path: args.f16_path, tract_kernels: false }
+            .options();
     // Any plan: classifiers and detectors.
     let classifier = Model::load(plan, &options)?;
     let m = classifier.manifest();

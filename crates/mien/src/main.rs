@@ -84,11 +84,21 @@ pub struct RunArgs {
     /// has FP16 arithmetic: Cortex-A76/A78). MIEN_F16_PATH overrides auto.
     #[arg(long, default_value = "auto", value_name = "auto|f16|f32")]
     pub f16_path: mien_runtime::HalfPath,
+    /// Run f32 linear layers and softmaxes on tract's own kernels instead of mien's (for comparing the
+    /// two; results differ within rounding).
+    #[arg(long)]
+    pub tract_kernels: bool,
 }
 
 impl RunArgs {
     fn options(&self) -> mien_runtime::RuntimeOptions {
-        mien_runtime::RuntimeOptions { threads: self.threads, int8_path: self.int8_path, f16_path: self.f16_path, ..Default::default() }
+        mien_runtime::RuntimeOptions {
+            threads: self.threads,
+            int8_path: self.int8_path,
+            f16_path: self.f16_path,
+            tract_float_kernels: self.tract_kernels,
+            ..Default::default()
+        }
     }
 }
 
