@@ -25,28 +25,14 @@ fn tile_kernel_avx2(kc: usize, x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, 
     unsafe {
         let t = c.as_mut_ptr();
         let row = |r: usize| t.add(r * ldc);
-        let (mut a00, mut a01, mut a10, mut a11, mut a20, mut a21);
-        let (mut a30, mut a31, mut a40, mut a41, mut a50, mut a51);
-        match start {
-            Start::Accumulate => {
-                (a00, a01) = (_mm256_loadu_ps(row(0)), _mm256_loadu_ps(row(0).add(8)));
-                (a10, a11) = (_mm256_loadu_ps(row(1)), _mm256_loadu_ps(row(1).add(8)));
-                (a20, a21) = (_mm256_loadu_ps(row(2)), _mm256_loadu_ps(row(2).add(8)));
-                (a30, a31) = (_mm256_loadu_ps(row(3)), _mm256_loadu_ps(row(3).add(8)));
-                (a40, a41) = (_mm256_loadu_ps(row(4)), _mm256_loadu_ps(row(4).add(8)));
-                (a50, a51) = (_mm256_loadu_ps(row(5)), _mm256_loadu_ps(row(5).add(8)));
-            }
-            Start::Bias(bias) => {
-                let (b0, b1) = (_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(8)));
-                (a00, a01, a10, a11, a20, a21) = (b0, b1, b0, b1, b0, b1);
-                (a30, a31, a40, a41, a50, a51) = (b0, b1, b0, b1, b0, b1);
-            }
-            Start::Zero => {
-                let z = _mm256_setzero_ps();
-                (a00, a01, a10, a11, a20, a21) = (z, z, z, z, z, z);
-                (a30, a31, a40, a41, a50, a51) = (z, z, z, z, z, z);
-            }
-        }
+        // Closures inherit this function's target features, so these inline as the loop below does.
+        let start_row = |r: usize| match start {
+            Start::Accumulate => (_mm256_loadu_ps(row(r)), _mm256_loadu_ps(row(r).add(8))),
+            Start::Bias(bias) => (_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(8))),
+            Start::Zero => (_mm256_setzero_ps(), _mm256_setzero_ps()),
+        };
+        let [(mut a00, mut a01), (mut a10, mut a11), (mut a20, mut a21), (mut a30, mut a31), (mut a40, mut a41), (mut a50, mut a51)] =
+            [0, 1, 2, 3, 4, 5].map(start_row);
         let mut xp = x.as_ptr();
         let mut wp = w.as_ptr();
         for _ in 0..kc {
