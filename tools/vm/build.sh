@@ -40,6 +40,12 @@ depmod=$(command -v depmod || echo /sbin/depmod)
 
 cache="${MIEN_CACHE:-$HOME/.cache/mien}/vm/$arch"
 mkdir -p "$cache/lists/partial" "$cache/debs"
+# Tests build several images at once (cargo runs them in parallel) from one cache: apt's lists and the
+# extracted packages are shared, so one build at a time fills it (apt's own locking is off, as it
+# would want the system's lock directories).
+command -v flock >/dev/null || { echo "tools/vm/build.sh: 'flock' not found (apt-get install util-linux)" >&2; exit 2; }
+exec 9>"$cache/.lock"
+flock 9
 apt_opts=(-o "APT::Architecture=$arch" -o "APT::Architectures=$arch" -o "Dir::State::Lists=$cache/lists"
           -o "Dir::Cache=$cache/apt-cache" -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
 mkdir -p "$cache/apt-cache/archives/partial"

@@ -3,6 +3,7 @@
 #   tools/vm/run.sh --dir target/vm/arm64 [--cpu cortex-a76|cortex-a72|max] [--timeout 600] \
 #       [--steps capture,pipeline]   (groups of tools/vm/guest-test.sh to run; default capture)
 # arm64 runs qemu-system-aarch64 -M virt; amd64 qemu-system-x86_64 (TCG: KVM here is nested and hangs).
+# No network device: the guest needs none, and -M virt's default virtio NIC wants ipxe-qemu's option ROM.
 set -euo pipefail
 dir="" cpu=cortex-a76 timeout_s=600 steps=capture
 while [ $# -gt 0 ]; do
@@ -18,7 +19,7 @@ done
 [ -f "$dir/initrd.gz" ] && [ -f "$dir/vmlinuz" ] && [ -f "$dir/arch" ] || { echo "tools/vm/run.sh: --dir: '$dir' has no initrd.gz/vmlinuz/arch (run tools/vm/build.sh)" >&2; exit 2; }
 if [ "$(cat "$dir/arch")" = amd64 ]; then
   exec timeout "$timeout_s" qemu-system-x86_64 -M q35 -cpu max -smp 2 -m 1024 -kernel "$dir/vmlinuz" \
-    -initrd "$dir/initrd.gz" -append "console=ttyS0 loglevel=3 panic=-1 mien.steps=$steps" -nographic -no-reboot
+    -initrd "$dir/initrd.gz" -append "console=ttyS0 loglevel=3 panic=-1 mien.steps=$steps" -nographic -no-reboot -nic none
 fi
 exec timeout "$timeout_s" qemu-system-aarch64 -M virt -cpu "$cpu" -smp 2 -m 1024 -kernel "$dir/vmlinuz" \
-  -initrd "$dir/initrd.gz" -append "console=ttyAMA0 loglevel=3 panic=-1 mien.steps=$steps" -nographic -no-reboot
+  -initrd "$dir/initrd.gz" -append "console=ttyAMA0 loglevel=3 panic=-1 mien.steps=$steps" -nographic -no-reboot -nic none
