@@ -11,8 +11,9 @@
 //! contiguous share each.
 //!
 //! [`accelerate_linear_layers`] runs on the loaded graph before tract optimizes it: each f32 `EinSum` with
-//! a constant weight whose contraction axes are the activation's innermost ones becomes a
-//! [`PackedLinear`]. Other CPUs (no AVX2, ARM) keep tract's products: on ARM the int8 plans are the fast
+//! a constant weight that is one matrix product becomes a [`PackedLinear`], whether tract left its
+//! activation and output row-major (HF ViT) or channel-major (DINOv2: the packing reads the activation by
+//! stride, and a transposed output is written through a scratch buffer). Other CPUs (no AVX2, ARM) keep tract's products: on ARM the int8 plans are the fast
 //! path.
 
 #[cfg(target_arch = "x86_64")]
@@ -21,9 +22,9 @@ pub mod scalar;
 
 use std::sync::Arc;
 
-use mien_quantize::target::MatmulTarget;
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
+use tract_core::ops::einsum::EinSum;
 use tract_core::ops::math::Add;
 use tract_linalg::multithread::{current_tract_executor, Executor};
 
@@ -50,6 +51,17 @@ pub enum Start<'a> {
 /// A tile kernel: `c = start + x · w` on a `ROWS × COLS` tile whose rows are `c[r * ldc..][..COLS]`,
 /// `x` being `kc` steps of [`ROWS`] activation values and `w` `kc` steps of [`COLS`] weights.
 pub type TileKernel = fn(x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, start: Start);
+
+/// How a linear layer's activation (`m × k`) and output (`m × n`) lie in memory: row-major, or
+/// transposed (`k × m`, `n × m`). tract's declutter leaves some ViT exports channel-major (DINOv2's,
+/// whose patch embedding's transpose it moves down the graph), so both occur.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct Layout {
+    /// The activation is `k × m`.
+    pub input_transposed: bool,
+    /// The output is `n × m`.
+    pub output_transposed: bool,
+}
 
 /// The SIMD tile kernel for this CPU, if it has one.
 pub fn kernel() -> Option<TileKernel> {
@@ -158,9 +170,15 @@ impl PackedWeights {
     /// `out = x · W (+ bias)` for row-major `x` (`m × k`) and `out` (`m × n`), rows split between the
     /// current tract executor's threads.
     pub fn multiply(&self, kernel: TileKernel, x: &[f32], out: &mut [f32]) -> TractResult<()> {
+        self.multiply_laid_out(kernel, x, out, Layout::default())
+    }
+
+    /// [`PackedWeights::multiply`] with `x` and `out` laid out as `layout` says. A transposed output is
+    /// computed row-major into a scratch buffer and transposed into `out`.
+    pub fn multiply_laid_out(&self, kernel: TileKernel, x: &[f32], out: &mut [f32], layout: Layout) -> TractResult<()> {
         let (k, n) = (self.k, self.n);
         ensure!(
-            x.len() % k == 0 && out.len() / n == x.len() / k,
+            x.len() % k == 0 && out.len() % n == 0 && out.len() / n == x.len() / k,
             "{} inputs for {} outputs, k {k}, n {n}",
             x.len(),
             out.len()
@@ -168,36 +186,77 @@ impl PackedWeights {
         let plain = self.data.try_as_plain_ram()?;
         let packed = plain.as_slice::<f32>()?;
         let m = x.len() / k;
-        let threads = match current_tract_executor() {
-            Executor::MultiThread(pool) if pool.current_num_threads() > 1 => Some(pool),
+        let executor = current_tract_executor();
+        let pool = match &executor {
+            Executor::MultiThread(pool) if pool.current_num_threads() > 1 && m >= 2 * ROWS => Some(&**pool),
             _ => None,
         };
-        match threads {
-            Some(pool) if m >= 2 * ROWS => {
-                use rayon::prelude::*;
-                let share = m.div_ceil(ROWS).div_ceil(pool.current_num_threads()) * ROWS;
-                pool.install(|| {
-                    x.par_chunks(share * k)
-                        .zip(out.par_chunks_mut(share * n))
-                        .for_each(|(x, out)| self.multiply_rows(kernel, packed, x, out))
-                });
-            }
-            _ => self.multiply_rows(kernel, packed, x, out),
+        if layout.output_transposed {
+            let mut rows = vec![0f32; m * n];
+            self.fill_rows(kernel, packed, x, layout.input_transposed, &mut rows, pool);
+            transpose_into(&rows, m, n, out, pool);
+        } else {
+            self.fill_rows(kernel, packed, x, layout.input_transposed, out, pool);
         }
         Ok(())
     }
 
-    /// One thread's share: `x` and `out` are whole rows.
-    fn multiply_rows(&self, kernel: TileKernel, packed: &[f32], x: &[f32], out: &mut [f32]) {
+    /// All rows of the row-major `out`, one contiguous share of rows per thread.
+    fn fill_rows(
+        &self,
+        kernel: TileKernel,
+        packed: &[f32],
+        x: &[f32],
+        input_transposed: bool,
+        out: &mut [f32],
+        pool: Option<&rayon::ThreadPool>,
+    ) {
+        let n = self.n;
+        match pool {
+            Some(pool) => {
+                use rayon::prelude::*;
+                let m = out.len() / n;
+                let share = m.div_ceil(ROWS).div_ceil(pool.current_num_threads()) * ROWS;
+                pool.install(|| {
+                    out.par_chunks_mut(share * n).enumerate().for_each(|(index, out)| {
+                        self.multiply_rows(kernel, packed, x, input_transposed, index * share, out)
+                    })
+                });
+            }
+            None => self.multiply_rows(kernel, packed, x, input_transposed, 0, out),
+        }
+    }
+
+    /// One thread's share: the rows of `out` (whole rows, row-major) are rows `first_row..` of `x`.
+    fn multiply_rows(
+        &self,
+        kernel: TileKernel,
+        packed: &[f32],
+        x: &[f32],
+        input_transposed: bool,
+        first_row: usize,
+        out: &mut [f32],
+    ) {
         let (k, n) = (self.k, self.n);
-        let m = x.len() / k;
+        let m = out.len() / n;
         // Activations regrouped as row groups of ROWS, each K steps of ROWS values (rows past m are zero).
         let groups = m.div_ceil(ROWS);
         let mut xp = vec![0f32; groups * k * ROWS];
-        for (row_index, row) in x.chunks_exact(k).enumerate() {
-            let group = &mut xp[(row_index / ROWS) * k * ROWS..][..k * ROWS];
-            for (step, &v) in row.iter().enumerate() {
-                group[step * ROWS + row_index % ROWS] = v;
+        if input_transposed {
+            let all_rows = x.len() / k;
+            for (group_index, group) in xp.chunks_exact_mut(k * ROWS).enumerate() {
+                let row = first_row + group_index * ROWS;
+                let rows = ROWS.min(m - group_index * ROWS);
+                for (step, dst) in group.chunks_exact_mut(ROWS).enumerate() {
+                    dst[..rows].copy_from_slice(&x[step * all_rows + row..][..rows]);
+                }
+            }
+        } else {
+            for (row_index, row) in x[first_row * k..][..m * k].chunks_exact(k).enumerate() {
+                let group = &mut xp[(row_index / ROWS) * k * ROWS..][..k * ROWS];
+                for (step, &v) in row.iter().enumerate() {
+                    group[step * ROWS + row_index % ROWS] = v;
+                }
             }
         }
         let mut edge = [0f32; TILE];
@@ -234,18 +293,50 @@ impl PackedWeights {
     }
 }
 
-/// A linear layer on [`PackedWeights`]: the activation's innermost axis is contracted with the weight's
-/// `k` rows, the other axes become rows; the output is `output_shape`, channels innermost.
+/// `out` (`n × m`) = the transpose of `rows` (`m × n`), channels split between the threads. A band of
+/// [`COLS`] channels is read a row at a time (one cache line), so each source line is read once.
+fn transpose_into(rows: &[f32], m: usize, n: usize, out: &mut [f32], pool: Option<&rayon::ThreadPool>) {
+    let band = |first_channel: usize, out: &mut [f32]| {
+        let channels = out.len() / m;
+        for band_start in (0..channels).step_by(COLS) {
+            let width = COLS.min(channels - band_start);
+            for (row_index, row) in rows.chunks_exact(n).enumerate() {
+                for (offset, &v) in row[first_channel + band_start..][..width].iter().enumerate() {
+                    out[(band_start + offset) * m + row_index] = v;
+                }
+            }
+        }
+    };
+    match pool {
+        Some(pool) => {
+            use rayon::prelude::*;
+            let share = n.div_ceil(pool.current_num_threads());
+            pool.install(|| out.par_chunks_mut(share * m).enumerate().for_each(|(index, out)| band(index * share, out)));
+        }
+        None => band(0, out),
+    }
+}
+
+/// A linear layer on [`PackedWeights`]: the activation is an `m × k` matrix (or `k × m`, as `layout`
+/// says) whose other axes are all 1; the output is `output_shape`, an `m × n` (or `n × m`) matrix.
 #[derive(Clone)]
 pub struct PackedLinear {
     weights: Arc<PackedWeights>,
     kernel: TileKernel,
+    layout: Layout,
     output_shape: TVec<usize>,
 }
 
 impl std::fmt::Debug for PackedLinear {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "PackedLinear(k={}, n={}, bias={})", self.weights.k, self.weights.n, self.weights.bias.is_some())
+        write!(
+            f,
+            "PackedLinear(k={}, n={}, bias={}, {:?})",
+            self.weights.k,
+            self.weights.n,
+            self.weights.bias.is_some(),
+            self.layout
+        )
     }
 }
 
@@ -253,7 +344,9 @@ impl PartialEq for PackedLinear {
     fn eq(&self, other: &Self) -> bool {
         // Two layers are the same op only with the same weights: tract merges equal ops on equal inputs,
         // and a ViT's query, key and value layers read the same activation.
-        Arc::ptr_eq(&self.weights, &other.weights) && self.output_shape == other.output_shape
+        Arc::ptr_eq(&self.weights, &other.weights)
+            && self.layout == other.layout
+            && self.output_shape == other.output_shape
     }
 }
 impl Eq for PackedLinear {}
@@ -261,6 +354,7 @@ impl Eq for PackedLinear {}
 impl std::hash::Hash for PackedLinear {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         (Arc::as_ptr(&self.weights) as usize).hash(state);
+        self.layout.hash(state);
         self.output_shape.hash(state);
     }
 }
@@ -271,7 +365,14 @@ impl Op for PackedLinear {
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        Ok(vec![format!("k={} n={} bias={}", self.weights.k, self.weights.n, self.weights.bias.is_some())])
+        Ok(vec![format!(
+            "k={} n={} bias={} input_transposed={} output_transposed={}",
+            self.weights.k,
+            self.weights.n,
+            self.weights.bias.is_some(),
+            self.layout.input_transposed,
+            self.layout.output_transposed
+        )])
     }
 
     op_as_typed_op!();
@@ -287,7 +388,7 @@ impl EvalOp for PackedLinear {
         let mut output = Tensor::zero::<f32>(&self.output_shape)?;
         {
             let mut out = output.try_as_plain_ram_mut()?;
-            self.weights.multiply(self.kernel, x, out.as_slice_mut::<f32>()?)?;
+            self.weights.multiply_laid_out(self.kernel, x, out.as_slice_mut::<f32>()?, self.layout)?;
         }
         Ok(tvec!(output.into_tvalue()))
     }
@@ -310,75 +411,179 @@ impl TypedOp for PackedLinear {
 /// Replaces the f32 linear layers of a (loaded, not yet optimized) model with [`PackedLinear`] when this
 /// CPU has a tile kernel, folding in a bias `Add` that follows; returns how many.
 ///
-/// A layer qualifies when its weight is a constant matrix, its contraction axes are the innermost axes of
-/// the activation (so each row of the activation is contiguous), the output keeps the activation's other
-/// axes in order with channels innermost, and it has at least [`ROWS`] rows. Layers are replaced one at
+/// A layer qualifies when it is an `EinSum` of an activation and a constant weight that is one matrix
+/// product: a single row axis (the tokens), a single output-channel axis, and contraction axes that nest
+/// alike in both operands (attention's merged heads), every other axis of size 1; with the activation and
+/// output each row-major or transposed ([`Layout`]), and at least [`ROWS`] rows. Layers are replaced one at
 /// a time and the graph compacted after each, so a layer's float weight is freed as soon as its packed
-/// copy exists: loading never holds two copies of more than one layer.
+/// copy exists instead of all of them being held twice at the peak.
 pub fn accelerate_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
     let Some(kernel) = kernel() else { return Ok(0) };
     let mut replaced = 0;
     loop {
-        let (targets, _) = mien_quantize::target::find_targets(model)?;
-        let mut candidates = targets.into_iter();
-        let Some((target, output_shape)) = candidates.find_map(|t| qualifies(model, t)) else { break };
-        drop(candidates);
-        replace(model, target, output_shape, kernel)?;
+        let order = model.eval_order()?;
+        let Some(layer) = order.into_iter().find_map(|id| analyse(model, model.node(id)).ok()) else { break };
+        replace(model, layer, kernel)?;
         model.compact()?;
         replaced += 1;
     }
+    if tracing::enabled!(tracing::Level::DEBUG) {
+        for node in model.nodes() {
+            if let Err(reason) = analyse(model, node) {
+                if reason != NOT_A_CANDIDATE {
+                    tracing::debug!(layer = %node.name, reason, "linear layer left to tract's kernels");
+                }
+            }
+        }
+    }
+    tracing::debug!(replaced, "linear layers on mien's packed product");
     Ok(replaced)
 }
 
-/// The target and its output shape, if [`PackedLinear`] can compute it.
-fn qualifies(model: &TypedModel, target: MatmulTarget) -> Option<(MatmulTarget, Vec<usize>)> {
-    let act_shape = model.outlet_fact(target.activation).ok()?.shape.as_concrete()?.to_vec();
-    let out_shape = model.outlet_fact(OutletId::new(target.node, 0)).ok()?.shape.as_concrete()?.to_vec();
-    let k_innermost = target.k_axis + target.k_span == act_shape.len();
-    let rows = act_shape.iter().product::<usize>() / target.k;
-    let fits = k_innermost
-        && target.n_axis + 1 == target.rank
-        && rows >= ROWS
-        && out_shape.iter().product::<usize>() == rows * target.n;
-    fits.then_some((target, out_shape))
+/// What [`analyse`] says of nodes that are not constant-weight f32 products at all.
+const NOT_A_CANDIDATE: &str = "not a constant-weight f32 product";
+
+/// A linear layer [`PackedLinear`] can compute, as found in the graph.
+struct LinearLayer {
+    node: usize,
+    activation: OutletId,
+    weight: Arc<Tensor>,
+    k: usize,
+    n: usize,
+    /// Strides of the weight's (merged) contraction axis and of its channel axis, in values.
+    weight_strides: (usize, usize),
+    layout: Layout,
+    output_shape: Vec<usize>,
+    /// The output axis that holds the channels.
+    channel_axis: usize,
 }
 
-fn replace(model: &mut TypedModel, target: MatmulTarget, out_shape: Vec<usize>, kernel: TileKernel) -> TractResult<()> {
-    // The stored weight, its contraction axes merged, has only the k and n axes longer than 1.
-    let strides: Vec<usize> =
-        (0..target.weight_shape.len()).map(|axis| target.weight_shape[axis + 1..].iter().product()).collect();
-    let plain = target.weight.try_as_plain_ram()?;
+fn row_major_strides(shape: &[usize]) -> Vec<usize> {
+    (0..shape.len()).map(|axis| shape[axis + 1..].iter().product()).collect()
+}
+
+fn analyse(model: &TypedModel, node: &TypedNode) -> Result<LinearLayer, &'static str> {
+    let Some(op) = node.op_as::<EinSum>() else { return Err(NOT_A_CANDIDATE) };
+    if op.q_params.is_some() || node.inputs.len() != 2 || op.operating_dt != f32::datum_type() {
+        return Err(NOT_A_CANDIDATE);
+    }
+    let konst = |slot: usize| model.outlet_fact(node.inputs[slot]).ok().and_then(|f| f.konst.clone());
+    let (act_slot, weight) = match (konst(0), konst(1)) {
+        (None, Some(weight)) => (0, weight),
+        (Some(weight), None) => (1, weight),
+        _ => return Err(NOT_A_CANDIDATE),
+    };
+    if weight.datum_type() != f32::datum_type() {
+        return Err(NOT_A_CANDIDATE);
+    }
+    let concrete = |outlet: OutletId| model.outlet_fact(outlet).ok().and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()));
+    let act_shape = concrete(node.inputs[act_slot]).ok_or("the activation's shape is symbolic")?;
+    let output_shape = concrete(OutletId::new(node.id, 0)).ok_or("the output's shape is symbolic")?;
+    let weight_shape = weight.shape().to_vec();
+    let (act_strides, weight_strides, out_strides) =
+        (row_major_strides(&act_shape), row_major_strides(&weight_shape), row_major_strides(&output_shape));
+    // (activation stride, weight stride, length) of each contraction axis; (weight, output) positions and
+    // length of the channel axis; (activation, output) positions and length of the row axis.
+    let (mut contraction, mut channel, mut row) = (vec![], None, None);
+    for axis in op.axes.iter_all_axes() {
+        let (a, w, o) = (&axis.inputs[act_slot], &axis.inputs[1 - act_slot], &axis.outputs[0]);
+        if a.len() > 1 || w.len() > 1 || o.len() > 1 {
+            return Err("an axis repeats inside one operand");
+        }
+        let sizes = [a.first().map(|&i| act_shape[i]), w.first().map(|&i| weight_shape[i]), o.first().map(|&i| output_shape[i])];
+        let size = sizes.iter().flatten().copied().max().unwrap_or(1);
+        if size == 1 {
+            continue;
+        }
+        if sizes.iter().flatten().any(|&s| s != size) {
+            return Err("an axis broadcasts");
+        }
+        match (a.first(), w.first(), o.first()) {
+            (Some(&ia), Some(&iw), None) => contraction.push((act_strides[ia], weight_strides[iw], size)),
+            (None, Some(&iw), Some(&io)) if channel.is_none() => channel = Some((iw, io, size)),
+            (Some(&ia), None, Some(&io)) if row.is_none() => row = Some((ia, io, size)),
+            (Some(_), Some(_), Some(_)) => return Err("the weight is batched"),
+            _ => return Err("not one matrix product (several row or channel axes, or an axis summed out of one operand)"),
+        }
+    }
+    let (weight_channel_axis, channel_axis, n) = channel.ok_or("no output-channel axis")?;
+    let (act_row_axis, out_row_axis, m) = row.ok_or("a single row")?;
+    if m < ROWS {
+        return Err("fewer rows than a tile");
+    }
+    contraction.sort_by_key(|&(act_stride, _, _)| std::cmp::Reverse(act_stride));
+    let nested = contraction.windows(2).all(|pair| {
+        let ((outer_a, outer_w, _), (inner_a, inner_w, inner_len)) = (pair[0], pair[1]);
+        outer_a == inner_a * inner_len && outer_w == inner_w * inner_len
+    });
+    if !nested {
+        return Err("the contraction axes do not nest alike in both operands");
+    }
+    let &(act_k_stride, weight_k_stride, _) = contraction.last().ok_or("no contraction axis")?;
+    let k: usize = contraction.iter().map(|&(_, _, len)| len).product();
+    let input_transposed = match (act_k_stride, act_strides[act_row_axis]) {
+        (1, row_stride) if row_stride == k => false,
+        (k_stride, 1) if k_stride == m => true,
+        _ => return Err("the activation is not a plain or transposed matrix"),
+    };
+    let output_transposed = match (out_strides[channel_axis], out_strides[out_row_axis]) {
+        (1, row_stride) if row_stride == n => false,
+        (channel_stride, 1) if channel_stride == m => true,
+        _ => return Err("the output is not a plain or transposed matrix"),
+    };
+    Ok(LinearLayer {
+        node: node.id,
+        activation: node.inputs[act_slot],
+        weight,
+        k,
+        n,
+        weight_strides: (weight_k_stride, weight_strides[weight_channel_axis]),
+        layout: Layout { input_transposed, output_transposed },
+        output_shape,
+        channel_axis,
+    })
+}
+
+fn replace(model: &mut TypedModel, layer: LinearLayer, kernel: TileKernel) -> TractResult<()> {
+    let plain = layer.weight.try_as_plain_ram()?;
     let stored = plain.as_slice::<f32>()?;
-    let mut weights = PackedWeights::pack_strided(
-        stored,
-        target.k,
-        target.n,
-        strides[target.weight_k_axis],
-        strides[target.weight_n_axis],
-    )?;
-    // The bias: a single successor adding a constant that broadcasts along the channels only.
-    let mut last = target.node;
-    if let [only] = &model.node(target.node).outputs[0].successors[..] {
+    let mut weights = PackedWeights::pack_strided(stored, layer.k, layer.n, layer.weight_strides.0, layer.weight_strides.1)?;
+    // The bias: a single successor adding a constant that varies along the channels only.
+    let mut last = layer.node;
+    if let [only] = &model.node(layer.node).outputs[0].successors[..] {
         let next = model.node(only.node);
         let is_add = next.inputs.len() == 2
             && next.op_as::<TypedBinOp>().map(|op| op.0.is::<Add>() && op.1.is_none()).unwrap_or(false);
         let bias = if is_add { model.outlet_fact(next.inputs[1 - only.slot])?.konst.clone() } else { None };
         let next_shape = model.outlet_fact(OutletId::new(next.id, 0))?.shape.as_concrete().map(|s| s.to_vec());
         if let (true, Some(bias), Some(next_shape)) = (is_add, bias, next_shape) {
+            let rank = layer.output_shape.len();
             let channels_only = bias.datum_type() == f32::datum_type()
-                && bias.len() == target.n
-                && bias.shape().last() == Some(&target.n)
-                && bias.rank() <= out_shape.len();
-            if channels_only && next_shape == out_shape {
+                && bias.len() == layer.n
+                && bias.rank() <= rank
+                && bias.shape().iter().enumerate().all(|(axis, &len)| {
+                    if axis + rank - bias.rank() == layer.channel_axis {
+                        len == layer.n
+                    } else {
+                        len == 1
+                    }
+                });
+            if channels_only && next_shape == layer.output_shape {
                 weights = weights.with_bias(bias.to_plain_array_view::<f32>()?.iter().copied().collect())?;
                 last = next.id;
             }
         }
     }
-    let name = model.node(target.node).name.clone();
-    let op = PackedLinear { weights: Arc::new(weights), kernel, output_shape: out_shape.into() };
+    drop(plain);
+    let name = model.node(layer.node).name.clone();
+    let op = PackedLinear {
+        weights: Arc::new(weights),
+        kernel,
+        layout: layer.layout,
+        output_shape: layer.output_shape.into(),
+    };
     let mut patch = TypedModelPatch::default();
-    let input = patch.tap_model(model, target.activation)?;
+    let input = patch.tap_model(model, layer.activation)?;
     let output = patch.wire_node(format!("{name}.packed"), op, &[input])?[0];
     patch.shunt_outside(model, OutletId::new(last, 0), output)?;
     patch.apply(model)
@@ -387,7 +592,6 @@ fn replace(model: &mut TypedModel, target: MatmulTarget, out_shape: Vec<usize>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tract_core::ops::einsum::EinSum;
 
     fn values(len: usize, seed: u32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(0x9e37_79b9) | 1;
@@ -494,6 +698,34 @@ mod tests {
         Ok(())
     }
 
+    fn transposed(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        (0..rows * cols).map(|i| matrix[(i % rows) * cols + i / rows]).collect()
+    }
+
+    #[test]
+    fn transposed_layouts_give_the_same_bits() -> TractResult<()> {
+        for (m, n, k) in [(7, 17, 5), (197, 48, 600), (25, 7, 768)] {
+            let (x, w) = (values(m * k, 13), values(k * n, 14));
+            let packed = PackedWeights::pack(&w, k, n)?.with_bias(values(n, 15))?;
+            let mut want = vec![0f32; m * n];
+            packed.multiply(scalar::tile_kernel, &x, &mut want)?;
+            let x_t = transposed(&x, m, k);
+            for threads in [1, 2, 3] {
+                for (input_transposed, output_transposed) in [(true, false), (false, true), (true, true)] {
+                    let layout = Layout { input_transposed, output_transposed };
+                    let input = if input_transposed { &x_t } else { &x };
+                    let mut got = vec![f32::NAN; m * n];
+                    tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
+                        packed.multiply_laid_out(scalar::tile_kernel, input, &mut got, layout)
+                    })?;
+                    let got = if output_transposed { transposed(&got, n, m) } else { got };
+                    assert_eq!(got, want, "m {m} n {n} k {k} {layout:?} {threads} threads");
+                }
+            }
+        }
+        Ok(())
+    }
+
     #[test]
     fn packing_a_transposed_weight_reads_it_by_column() -> TractResult<()> {
         for (k, n) in [(1, 1), (5, 17), (300, 40)] {
@@ -543,25 +775,60 @@ mod tests {
         Ok((model, input))
     }
 
+    /// The same kinds of layer as tract leaves a channel-major ViT (DINOv2's export): activations `k × m`
+    /// (`akm,kn->anm` with a bias of shape `[1, n, 1]`, `akm,kn->mn`) and outputs `n × m` (merged heads,
+    /// `mhk,hkn->anm`).
+    fn channel_major_model() -> TractResult<(TypedModel, Tensor)> {
+        let (m, d, h) = (197usize, 64usize, 4usize);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, d, m]))?;
+        let w1 = model.add_const("w1", Tensor::from_shape(&[d, 2 * d], &values(d * 2 * d, 30))?)?;
+        let b1 = model.add_const("b1", Tensor::from_shape(&[1, 2 * d, 1], &values(2 * d, 31))?)?;
+        let y = model.wire_node("fc1", EinSum::new("akm,kn->anm".parse()?, f32::datum_type()), &[x, w1])?[0];
+        let y = model.wire_node("fc1.bias", tract_core::ops::math::add(), &[y, b1])?[0];
+        let w2 = model.add_const("w2", Tensor::from_shape(&[2 * d, d], &values(2 * d * d, 32))?)?;
+        let y = model.wire_node("fc2", EinSum::new("akm,kn->mn".parse()?, f32::datum_type()), &[y, w2])?[0];
+        let heads =
+            model.wire_node("split", AxisOp::Reshape(1, tvec!(d.into()), tvec!(h.into(), (d / h).into())), &[y])?[0];
+        let w3 = model.add_const("w3", Tensor::from_shape(&[h, d / h, d], &values(d * d, 33))?)?;
+        let y = model.wire_node("proj", EinSum::new("mhk,hkn->anm".parse()?, f32::datum_type()), &[heads, w3])?;
+        model.select_output_outlets(&y)?;
+        let input = Tensor::from_shape(&[1, d, m], &values(m * d, 34))?;
+        Ok((model, input))
+    }
+
     #[test]
     fn replaces_tracts_linear_layers_and_agrees_with_them() -> TractResult<()> {
-        let (model, input) = vit_like_model()?;
+        // (model, layers, of which with a bias, of which with a transposed input, output)
+        for (name, (model, input), layers, biased, transposed_inputs, transposed_outputs) in
+            [("ViT-like", vit_like_model()?, 5, 1, 0, 0), ("channel-major", channel_major_model()?, 3, 1, 2, 2)]
+        {
+            agrees_with_tract(name, model, input, layers, biased, transposed_inputs, transposed_outputs)?;
+        }
+        Ok(())
+    }
+
+    fn agrees_with_tract(
+        name: &str,
+        model: TypedModel,
+        input: Tensor,
+        layers: usize,
+        biased: usize,
+        transposed_inputs: usize,
+        transposed_outputs: usize,
+    ) -> TractResult<()> {
         let mut ours = model.clone();
         let replaced = accelerate_linear_layers(&mut ours)?;
         if kernel().is_none() {
             assert_eq!(replaced, 0);
             return Ok(());
         }
-        // All five layers qualify; fc1 is the only one with a bias to fold.
-        assert_eq!(replaced, 5, "{ours}");
-        assert_eq!(ours.nodes().iter().filter(|n| n.op_is::<PackedLinear>()).count(), 5);
-        let biased = ours
-            .nodes()
-            .iter()
-            .filter_map(|n| n.op_as::<PackedLinear>())
-            .filter(|op| op.weights.bias.is_some())
-            .count();
-        assert_eq!(biased, 1);
+        assert_eq!(replaced, layers, "{name}: {ours}");
+        let ops: Vec<&PackedLinear> = ours.nodes().iter().filter_map(|n| n.op_as::<PackedLinear>()).collect();
+        assert_eq!(ops.len(), layers, "{name}");
+        assert_eq!(ops.iter().filter(|op| op.weights.bias.is_some()).count(), biased, "{name}: biases folded");
+        assert_eq!(ops.iter().filter(|op| op.layout.input_transposed).count(), transposed_inputs, "{name}");
+        assert_eq!(ops.iter().filter(|op| op.layout.output_transposed).count(), transposed_outputs, "{name}");
         for threads in [1, 2] {
             let run = |m: &TypedModel| -> TractResult<Vec<f32>> {
                 let plan = m.clone().into_optimized()?.into_runnable()?;
@@ -574,7 +841,7 @@ mod tests {
             assert_eq!(want.len(), got.len());
             let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
             for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-5 * scale, "{g} vs tract's {w} ({threads} threads)");
+                assert!((g - w).abs() <= 1e-5 * scale, "{name}: {g} vs tract's {w} ({threads} threads)");
             }
         }
         Ok(())
