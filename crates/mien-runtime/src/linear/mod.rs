@@ -311,7 +311,9 @@ fn transpose_into(rows: &[f32], m: usize, n: usize, out: &mut [f32], pool: Optio
         Some(pool) => {
             use rayon::prelude::*;
             let share = n.div_ceil(pool.current_num_threads());
-            pool.install(|| out.par_chunks_mut(share * m).enumerate().for_each(|(index, out)| band(index * share, out)));
+            pool.install(|| {
+                out.par_chunks_mut(share * m).enumerate().for_each(|(index, out)| band(index * share, out))
+            });
         }
         None => band(0, out),
     }
@@ -476,7 +478,8 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<LinearLayer, &'static
     if weight.datum_type() != f32::datum_type() {
         return Err(NOT_A_CANDIDATE);
     }
-    let concrete = |outlet: OutletId| model.outlet_fact(outlet).ok().and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()));
+    let concrete =
+        |outlet: OutletId| model.outlet_fact(outlet).ok().and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()));
     let act_shape = concrete(node.inputs[act_slot]).ok_or("the activation's shape is symbolic")?;
     let output_shape = concrete(OutletId::new(node.id, 0)).ok_or("the output's shape is symbolic")?;
     let weight_shape = weight.shape().to_vec();
@@ -490,7 +493,11 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<LinearLayer, &'static
         if a.len() > 1 || w.len() > 1 || o.len() > 1 {
             return Err("an axis repeats inside one operand");
         }
-        let sizes = [a.first().map(|&i| act_shape[i]), w.first().map(|&i| weight_shape[i]), o.first().map(|&i| output_shape[i])];
+        let sizes = [
+            a.first().map(|&i| act_shape[i]),
+            w.first().map(|&i| weight_shape[i]),
+            o.first().map(|&i| output_shape[i]),
+        ];
         let size = sizes.iter().flatten().copied().max().unwrap_or(1);
         if size == 1 {
             continue;
@@ -503,7 +510,11 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<LinearLayer, &'static
             (None, Some(&iw), Some(&io)) if channel.is_none() => channel = Some((iw, io, size)),
             (Some(&ia), None, Some(&io)) if row.is_none() => row = Some((ia, io, size)),
             (Some(_), Some(_), Some(_)) => return Err("the weight is batched"),
-            _ => return Err("not one matrix product (several row or channel axes, or an axis summed out of one operand)"),
+            _ => {
+                return Err(
+                    "not one matrix product (several row or channel axes, or an axis summed out of one operand)",
+                )
+            }
         }
     }
     let (weight_channel_axis, channel_axis, n) = channel.ok_or("no output-channel axis")?;
@@ -547,7 +558,8 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<LinearLayer, &'static
 fn replace(model: &mut TypedModel, layer: LinearLayer, kernel: TileKernel) -> TractResult<()> {
     let plain = layer.weight.try_as_plain_ram()?;
     let stored = plain.as_slice::<f32>()?;
-    let mut weights = PackedWeights::pack_strided(stored, layer.k, layer.n, layer.weight_strides.0, layer.weight_strides.1)?;
+    let mut weights =
+        PackedWeights::pack_strided(stored, layer.k, layer.n, layer.weight_strides.0, layer.weight_strides.1)?;
     // The bias: a single successor adding a constant that varies along the channels only.
     let mut last = layer.node;
     if let [only] = &model.node(layer.node).outputs[0].successors[..] {
