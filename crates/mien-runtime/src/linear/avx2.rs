@@ -1,6 +1,6 @@
 //! x86-64 AVX2 + FMA tile kernel: the 6 × 16 tile lives in twelve ymm registers for the whole K block;
 //! each K step loads two vectors of weights and broadcasts six activations (fifteen registers of
-//! sixteen).
+//! sixteen). A later block's sum is added to the output at the end, its rows prefetched at the start.
 
 use std::arch::x86_64::*;
 
@@ -21,15 +21,21 @@ pub fn tile_kernel(x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, start: Start
 fn tile_kernel_avx2(kc: usize, x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, start: Start) {
     // SAFETY: `x` holds `kc * ROWS` values and `w` `kc * COLS`, and the loop reads steps `0..kc` of each;
     // `c` holds rows `0..ROWS` of `COLS` values `ldc` apart (all checked by the caller). All loads and
-    // stores are unaligned.
+    // stores are unaligned; prefetches are hints that never fault.
     unsafe {
         let t = c.as_mut_ptr();
         let row = |r: usize| t.add(r * ldc);
         // Closures inherit this function's target features, so these inline as the loop below does.
-        let start_row = |r: usize| match start {
-            Start::Accumulate => (_mm256_loadu_ps(row(r)), _mm256_loadu_ps(row(r).add(8))),
+        // The tile's rows are needed only at the end: fetched meanwhile (they may be in L3, ldc apart).
+        if let Start::Accumulate = start {
+            for r in 0..ROWS {
+                _mm_prefetch::<_MM_HINT_T0>(row(r).cast());
+                _mm_prefetch::<_MM_HINT_T0>(row(r).add(COLS - 1).cast());
+            }
+        }
+        let start_row = |_r: usize| match start {
             Start::Bias(bias) => (_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(8))),
-            Start::Zero => (_mm256_setzero_ps(), _mm256_setzero_ps()),
+            Start::Zero | Start::Accumulate => (_mm256_setzero_ps(), _mm256_setzero_ps()),
         };
         let [(mut a00, mut a01), (mut a10, mut a11), (mut a20, mut a21), (mut a30, mut a31), (mut a40, mut a41), (mut a50, mut a51)] =
             [0, 1, 2, 3, 4, 5].map(start_row);
@@ -62,6 +68,12 @@ fn tile_kernel_avx2(kc: usize, x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, 
         for (r, (lo, hi)) in
             [(a00, a01), (a10, a11), (a20, a21), (a30, a31), (a40, a41), (a50, a51)].into_iter().enumerate()
         {
+            let (lo, hi) = match start {
+                Start::Accumulate => {
+                    (_mm256_add_ps(_mm256_loadu_ps(row(r)), lo), _mm256_add_ps(_mm256_loadu_ps(row(r).add(8)), hi))
+                }
+                Start::Bias(_) | Start::Zero => (lo, hi),
+            };
             _mm256_storeu_ps(row(r), lo);
             _mm256_storeu_ps(row(r).add(8), hi);
         }

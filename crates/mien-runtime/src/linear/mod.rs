@@ -617,18 +617,20 @@ mod tests {
             .collect()
     }
 
-    /// `x · W + bias` with each sum in the kernels' order (bias first, then K steps, each one fused
-    /// multiply-add), in f32.
-    fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, n: usize) -> Vec<f32> {
+    /// `x · W + bias` with each sum in the kernels' order (per block of `k_block` steps, each step one fused
+    /// multiply-add from the bias or zero; later blocks' sums added to the first's), in f32.
+    fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, n: usize, k_block: usize) -> Vec<f32> {
         let m = x.len() / k;
         let mut out = vec![0f32; m * n];
         for i in 0..m {
             for j in 0..n {
-                let mut acc = bias.map(|b| b[j]).unwrap_or(0.0);
-                for s in 0..k {
-                    acc = x[i * k + s].mul_add(w[s * n + j], acc);
+                for block_start in (0..k).step_by(k_block) {
+                    let mut acc = if block_start == 0 { bias.map(|b| b[j]).unwrap_or(0.0) } else { 0.0 };
+                    for s in block_start..k.min(block_start + k_block) {
+                        acc = x[i * k + s].mul_add(w[s * n + j], acc);
+                    }
+                    out[i * n + j] = if block_start == 0 { acc } else { out[i * n + j] + acc };
                 }
-                out[i * n + j] = acc;
             }
         }
         out
@@ -650,14 +652,14 @@ mod tests {
                 }
                 let mut out = vec![f32::NAN; m * n];
                 packed.multiply(scalar::tile_kernel, &x, &mut out)?;
-                assert_eq!(out, reference(&x, &w, bias, k, n), "m {m} n {n} k {k} bias {}", bias.is_some());
+                assert_eq!(out, reference(&x, &w, bias, k, n, K_BLOCK), "m {m} n {n} k {k} bias {}", bias.is_some());
                 // Short blocks: many accumulation passes, and a short last one.
                 let mut short = PackedWeights::pack_blocked(&w, k, n, n, 1, 7)?;
                 if let Some(bias) = bias {
                     short = short.with_bias(bias.to_vec())?;
                 }
                 short.multiply(scalar::tile_kernel, &x, &mut out)?;
-                assert_eq!(out, reference(&x, &w, bias, k, n), "m {m} n {n} k {k}, blocks of 7");
+                assert_eq!(out, reference(&x, &w, bias, k, n, 7), "m {m} n {n} k {k}, blocks of 7");
             }
         }
         Ok(())

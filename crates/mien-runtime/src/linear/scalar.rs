@@ -4,22 +4,27 @@
 use super::{Start, COLS, ROWS};
 
 /// `c = start + x · w` on one tile: `x` is `kc` steps of [`ROWS`] activation values, `w` `kc` steps of
-/// [`COLS`] weights; the tile's rows are `c[r * ldc..][..COLS]`.
+/// [`COLS`] weights; the tile's rows are `c[r * ldc..][..COLS]`. The products are summed from the bias or
+/// zero; with [`Start::Accumulate`] the sum is added to `c` at the end (so the SIMD kernels can start
+/// before `c` has arrived from memory).
 pub fn tile_kernel(x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, start: Start) {
     let kc = w.len() / COLS;
     assert!(w.len() == kc * COLS && x.len() == kc * ROWS, "block lengths");
     assert!(ldc >= COLS && c.len() >= (ROWS - 1) * ldc + COLS, "tile out of bounds");
     for r in 0..ROWS {
-        let row = &mut c[r * ldc..][..COLS];
-        match start {
-            Start::Accumulate => {}
-            Start::Bias(bias) => row.copy_from_slice(bias),
-            Start::Zero => row.fill(0.0),
-        }
+        let mut sums = match start {
+            Start::Bias(bias) => *bias,
+            Start::Zero | Start::Accumulate => [0.0; COLS],
+        };
         for (xs, ws) in x.chunks_exact(ROWS).zip(w.chunks_exact(COLS)) {
-            for (acc, &wv) in row.iter_mut().zip(ws) {
+            for (acc, &wv) in sums.iter_mut().zip(ws) {
                 *acc = xs[r].mul_add(wv, *acc);
             }
+        }
+        let row = &mut c[r * ldc..][..COLS];
+        match start {
+            Start::Accumulate => row.iter_mut().zip(sums).for_each(|(c, sum)| *c += sum),
+            Start::Bias(_) | Start::Zero => row.copy_from_slice(&sums),
         }
     }
 }
