@@ -96,7 +96,7 @@ pub fn find_targets(model: &TypedModel) -> TractResult<(Vec<MatmulTarget>, Vec<U
 
 /// For a two-operand product where exactly one of the first two inputs is a constant: the slot of the
 /// other (the activation) and the constant (the weight).
-pub(crate) fn constant_operand(model: &TypedModel, node: &TypedNode) -> Option<(usize, Arc<Tensor>)> {
+pub fn constant_operand(model: &TypedModel, node: &TypedNode) -> Option<(usize, Arc<Tensor>)> {
     let konst = |slot: usize| model.outlet_fact(node.inputs[slot]).ok().and_then(|f| f.konst.clone());
     match (konst(0), konst(1)) {
         (None, Some(w)) => Some((0, w)),

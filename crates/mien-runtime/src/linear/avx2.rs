@@ -25,7 +25,6 @@ fn tile_kernel_avx2(kc: usize, x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, 
     unsafe {
         let t = c.as_mut_ptr();
         let row = |r: usize| t.add(r * ldc);
-        // Closures inherit this function's target features, so these inline as the loop below does.
         // The tile's rows are needed only at the end: fetched meanwhile (they may be in L3, ldc apart).
         if let Start::Accumulate = start {
             for r in 0..ROWS {
@@ -33,12 +32,12 @@ fn tile_kernel_avx2(kc: usize, x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, 
                 _mm_prefetch::<_MM_HINT_T0>(row(r).add(COLS - 1).cast());
             }
         }
-        let start_row = |_r: usize| match start {
+        let initial = match start {
             Start::Bias(bias) => (_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(8))),
             Start::Zero | Start::Accumulate => (_mm256_setzero_ps(), _mm256_setzero_ps()),
         };
         let [(mut a00, mut a01), (mut a10, mut a11), (mut a20, mut a21), (mut a30, mut a31), (mut a40, mut a41), (mut a50, mut a51)] =
-            [0, 1, 2, 3, 4, 5].map(start_row);
+            [initial; ROWS];
         let mut xp = x.as_ptr();
         let mut wp = w.as_ptr();
         for _ in 0..kc {

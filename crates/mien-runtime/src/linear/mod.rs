@@ -13,8 +13,8 @@
 //! [`accelerate_linear_layers`] runs on the loaded graph before tract optimizes it: each f32 `EinSum` with
 //! a constant weight that is one matrix product becomes a [`PackedLinear`], whether tract left its
 //! activation and output row-major (HF ViT) or channel-major (DINOv2: the packing reads the activation by
-//! stride, and a transposed output is written through a scratch buffer). Other CPUs (no AVX2, ARM) keep tract's products: on ARM the int8 plans are the fast
-//! path.
+//! stride, and a transposed output is written through a scratch buffer). Other CPUs (no AVX2, ARM) keep
+//! tract's products: on ARM the int8 plans are the fast path.
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
@@ -460,21 +460,12 @@ struct LinearLayer {
     channel_axis: usize,
 }
 
-fn row_major_strides(shape: &[usize]) -> Vec<usize> {
-    (0..shape.len()).map(|axis| shape[axis + 1..].iter().product()).collect()
-}
-
 fn analyse(model: &TypedModel, node: &TypedNode) -> Result<LinearLayer, &'static str> {
     let Some(op) = node.op_as::<EinSum>() else { return Err(NOT_A_CANDIDATE) };
     if op.q_params.is_some() || node.inputs.len() != 2 || op.operating_dt != f32::datum_type() {
         return Err(NOT_A_CANDIDATE);
     }
-    let konst = |slot: usize| model.outlet_fact(node.inputs[slot]).ok().and_then(|f| f.konst.clone());
-    let (act_slot, weight) = match (konst(0), konst(1)) {
-        (None, Some(weight)) => (0, weight),
-        (Some(weight), None) => (1, weight),
-        _ => return Err(NOT_A_CANDIDATE),
-    };
+    let (act_slot, weight) = mien_quantize::target::constant_operand(model, node).ok_or(NOT_A_CANDIDATE)?;
     if weight.datum_type() != f32::datum_type() {
         return Err(NOT_A_CANDIDATE);
     }
@@ -483,8 +474,9 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<LinearLayer, &'static
     let act_shape = concrete(node.inputs[act_slot]).ok_or("the activation's shape is symbolic")?;
     let output_shape = concrete(OutletId::new(node.id, 0)).ok_or("the output's shape is symbolic")?;
     let weight_shape = weight.shape().to_vec();
+    let strides = |shape: &[usize]| -> Vec<usize> { natural_strides(shape).iter().map(|&s| s as usize).collect() };
     let (act_strides, weight_strides, out_strides) =
-        (row_major_strides(&act_shape), row_major_strides(&weight_shape), row_major_strides(&output_shape));
+        (strides(&act_shape), strides(&weight_shape), strides(&output_shape));
     // (activation stride, weight stride, length) of each contraction axis; (weight, output) positions and
     // length of the channel axis; (activation, output) positions and length of the row axis.
     let (mut contraction, mut channel, mut row) = (vec![], None, None);
