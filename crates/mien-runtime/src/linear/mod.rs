@@ -125,25 +125,7 @@ impl PackedWeights {
         let mut data = Tensor::zero_aligned::<f32>(&[k * panels * COLS], 64)?;
         {
             let mut plain = data.try_as_plain_ram_mut()?;
-            let packed = plain.as_slice_mut::<f32>()?;
-            for (block_start, block) in (0..k).step_by(k_block).zip(packed.chunks_mut(k_block * panels * COLS)) {
-                let kc = k_block.min(k - block_start);
-                for (panel, out) in block.chunks_exact_mut(kc * COLS).enumerate() {
-                    let cols = COLS.min(n - panel * COLS);
-                    if n_stride == 1 {
-                        for (step, dst) in out.chunks_exact_mut(COLS).enumerate() {
-                            dst[..cols].copy_from_slice(&src[(block_start + step) * k_stride + panel * COLS..][..cols]);
-                        }
-                    } else {
-                        for col in 0..cols {
-                            let column = &src[(panel * COLS + col) * n_stride..];
-                            for (step, dst) in out.chunks_exact_mut(COLS).enumerate() {
-                                dst[col] = column[(block_start + step) * k_stride];
-                            }
-                        }
-                    }
-                }
-            }
+            pack_panels(src, k, n, (k_stride, n_stride), k_block, 1.0, plain.as_slice_mut::<f32>()?);
         }
         Ok(PackedWeights { k, n, k_block, panels, data, bias: None })
     }
@@ -239,53 +221,141 @@ impl PackedWeights {
     ) {
         let (k, n) = (self.k, self.n);
         let m = out.len() / n;
-        // Activations regrouped as row groups of ROWS, each K steps of ROWS values (rows past m are zero).
-        let groups = m.div_ceil(ROWS);
-        let mut xp = vec![0f32; groups * k * ROWS];
-        if input_transposed {
-            let all_rows = x.len() / k;
-            for (group_index, group) in xp.chunks_exact_mut(k * ROWS).enumerate() {
-                let row = first_row + group_index * ROWS;
-                let rows = ROWS.min(m - group_index * ROWS);
-                for (step, dst) in group.chunks_exact_mut(ROWS).enumerate() {
-                    dst[..rows].copy_from_slice(&x[step * all_rows + row..][..rows]);
+        let strides = if input_transposed { (1, x.len() / k) } else { (k, 1) };
+        let mut groups = vec![];
+        pack_row_groups(x, first_row, m, k, strides, &mut groups);
+        let panels = Panels { data: packed, k, n, k_block: self.k_block };
+        multiply_packed(kernel, &groups, &panels, self.bias.as_deref(), m, out, n);
+    }
+}
+
+/// Packs the `k × n` matrix whose element `(kk, nn)` is `src[kk * strides.0 + nn * strides.1]`, times
+/// `scale`, into `dst` as [`PackedWeights`] lays it out (blocks of `k_block` steps, panels of [`COLS`]
+/// channels, channels beyond `n` left as they are: zero in a zeroed `dst`).
+pub fn pack_panels(
+    src: &[f32],
+    k: usize,
+    n: usize,
+    strides: (usize, usize),
+    k_block: usize,
+    scale: f32,
+    dst: &mut [f32],
+) {
+    let (k_stride, n_stride) = strides;
+    let panels = n.div_ceil(COLS);
+    for (block_start, block) in
+        (0..k).step_by(k_block).zip(dst[..k * panels * COLS].chunks_mut(k_block * panels * COLS))
+    {
+        let kc = k_block.min(k - block_start);
+        for (panel, out) in block.chunks_exact_mut(kc * COLS).enumerate() {
+            let cols = COLS.min(n - panel * COLS);
+            if n_stride == 1 {
+                for (step, dst) in out.chunks_exact_mut(COLS).enumerate() {
+                    let src = &src[(block_start + step) * k_stride + panel * COLS..][..cols];
+                    dst[..cols].iter_mut().zip(src).for_each(|(d, &s)| *d = s * scale);
                 }
-            }
-        } else {
-            for (row_index, row) in x[first_row * k..][..m * k].chunks_exact(k).enumerate() {
-                let group = &mut xp[(row_index / ROWS) * k * ROWS..][..k * ROWS];
-                for (step, &v) in row.iter().enumerate() {
-                    group[step * ROWS + row_index % ROWS] = v;
+            } else {
+                for col in 0..cols {
+                    let column = &src[(panel * COLS + col) * n_stride..];
+                    for (step, dst) in out.chunks_exact_mut(COLS).enumerate() {
+                        dst[col] = column[(block_start + step) * k_stride] * scale;
+                    }
                 }
             }
         }
-        let mut edge = [0f32; TILE];
-        let k_block = self.k_block;
-        for (block_start, block) in (0..k).step_by(k_block).zip(packed.chunks(k_block * self.panels * COLS)) {
-            let kc = k_block.min(k - block_start);
-            for (panel, w) in block.chunks_exact(kc * COLS).enumerate() {
-                let col = panel * COLS;
-                let cols = COLS.min(n - col);
-                let start = match &self.bias {
-                    _ if block_start > 0 => Start::Accumulate,
-                    Some(bias) => Start::Bias(bias[col..col + COLS].try_into().expect("a panel of bias")),
-                    None => Start::Zero,
-                };
-                for group in 0..groups {
-                    let rows = ROWS.min(m - group * ROWS);
-                    let xs = &xp[group * k * ROWS + block_start * ROWS..][..kc * ROWS];
-                    let c = &mut out[group * ROWS * n + col..];
-                    if rows == ROWS && cols == COLS {
-                        kernel(xs, w, c, n, start);
-                    } else {
-                        // A tile over the edge of the output: through a full-size copy.
-                        for r in 0..rows {
-                            edge[r * COLS..][..cols].copy_from_slice(&c[r * n..][..cols]);
-                        }
-                        kernel(xs, w, &mut edge, COLS, start);
-                        for r in 0..rows {
-                            c[r * n..][..cols].copy_from_slice(&edge[r * COLS..][..cols]);
-                        }
+    }
+}
+
+/// Packs rows `first_row..first_row + m` of a matrix whose element `(row, kk)` is
+/// `src[row * strides.0 + kk * strides.1]` into `groups` as the tile kernels read activations: row groups
+/// of [`ROWS`], each `k` steps of `ROWS` values (rows past the last are zero).
+pub fn pack_row_groups(
+    src: &[f32],
+    first_row: usize,
+    m: usize,
+    k: usize,
+    strides: (usize, usize),
+    groups: &mut Vec<f32>,
+) {
+    let (row_stride, k_stride) = strides;
+    groups.clear();
+    groups.resize(m.div_ceil(ROWS) * k * ROWS, 0.0);
+    for (group_index, group) in groups.chunks_exact_mut(k * ROWS).enumerate() {
+        let row = first_row + group_index * ROWS;
+        let rows = ROWS.min(m - group_index * ROWS);
+        if row_stride == 1 {
+            // Transposed (k × m): a step's ROWS values are consecutive.
+            for (step, dst) in group.chunks_exact_mut(ROWS).enumerate() {
+                dst[..rows].copy_from_slice(&src[step * k_stride + row..][..rows]);
+            }
+        } else {
+            for r in 0..rows {
+                let source = &src[(row + r) * row_stride..];
+                if k_stride == 1 {
+                    for (dst, &v) in group[r..].iter_mut().step_by(ROWS).zip(&source[..k]) {
+                        *dst = v;
+                    }
+                } else {
+                    for (step, dst) in group[r..].iter_mut().step_by(ROWS).enumerate() {
+                        *dst = source[step * k_stride];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A `k × n` matrix packed as [`pack_panels`] lays it out.
+#[derive(Debug, Clone, Copy)]
+pub struct Panels<'a> {
+    /// The packed values.
+    pub data: &'a [f32],
+    /// Contraction length.
+    pub k: usize,
+    /// Columns (output channels).
+    pub n: usize,
+    /// Contraction steps per block.
+    pub k_block: usize,
+}
+
+/// `out = groups · panels (+ bias)` for `m` rows packed by [`pack_row_groups`]: output row `r` is
+/// `out[r * ldc..][..n]`.
+pub fn multiply_packed(
+    kernel: TileKernel,
+    groups: &[f32],
+    panels: &Panels,
+    bias: Option<&[f32]>,
+    m: usize,
+    out: &mut [f32],
+    ldc: usize,
+) {
+    let Panels { data, k, n, k_block } = *panels;
+    let panel_count = n.div_ceil(COLS);
+    let mut edge = [0f32; TILE];
+    for (block_start, block) in (0..k).step_by(k_block).zip(data.chunks(k_block * panel_count * COLS)) {
+        let kc = k_block.min(k - block_start);
+        for (panel, w) in block.chunks_exact(kc * COLS).enumerate() {
+            let col = panel * COLS;
+            let cols = COLS.min(n - col);
+            let start = match bias {
+                _ if block_start > 0 => Start::Accumulate,
+                Some(bias) => Start::Bias(bias[col..col + COLS].try_into().expect("a panel of bias")),
+                None => Start::Zero,
+            };
+            for group in 0..m.div_ceil(ROWS) {
+                let rows = ROWS.min(m - group * ROWS);
+                let xs = &groups[group * k * ROWS + block_start * ROWS..][..kc * ROWS];
+                let c = &mut out[group * ROWS * ldc + col..];
+                if rows == ROWS && cols == COLS {
+                    kernel(xs, w, c, ldc, start);
+                } else {
+                    // A tile over the edge of the output: through a full-size copy.
+                    for r in 0..rows {
+                        edge[r * COLS..][..cols].copy_from_slice(&c[r * ldc..][..cols]);
+                    }
+                    kernel(xs, w, &mut edge, COLS, start);
+                    for r in 0..rows {
+                        c[r * ldc..][..cols].copy_from_slice(&edge[r * COLS..][..cols]);
                     }
                 }
             }
