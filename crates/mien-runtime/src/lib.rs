@@ -22,10 +22,10 @@ use tract_core::ops::matmul::optimized::OptMatMul;
 use tract_core::prelude::*;
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
-pub use mien_image::RgbImage;
-pub use mien_plan::{Manifest, Plan, PlanError};
 pub use half::HalfPath;
 pub use int8::Int8Path;
+pub use mien_image::RgbImage;
+pub use mien_plan::{Manifest, Plan, PlanError};
 pub use preprocess::Preprocessor;
 
 /// Errors from loading or running a plan. Messages are one line.
@@ -86,11 +86,12 @@ pub struct RuntimeOptions {
     /// between f32 and f16 convert whole slices ([`half::SliceCast`]): bit-identical results in fewer
     /// instructions; softmaxes over the last axis run on [`softmax::RowSoftmax`] (within an ulp or two of
     /// tract's, faster on rows whose length is not a multiple of 4); and f32 linear layers run on
-    /// [`linear::PackedLinear`] where the CPU has its kernel (the same products summed in another order:
-    /// within rounding of tract's, faster). This switch is for comparisons and debugging.
+    /// [`linear::PackedLinear`] and attention's products on [`linear::batched::BatchedProduct`] where the
+    /// CPU has their kernel (the same products summed in another order: within rounding of tract's,
+    /// faster). This switch is for comparisons and debugging.
     pub tract_ops_only: bool,
-    /// Keep tract's softmax and f32 linear layers while using mien's other ops (for checking those bit
-    /// for bit against tract).
+    /// Keep tract's softmax, f32 linear layers and products while using mien's other ops (for checking
+    /// those bit for bit against tract).
     pub tract_float_kernels: bool,
 }
 
@@ -206,7 +207,8 @@ impl Model {
         let model = parsed.map_err(tract_err("load"))?;
         let load_ms = opened.elapsed().as_secs_f64() * 1e3;
         tracing::debug!(rss_mb = current_rss_mb(), load_ms, verify_ms, "graph loaded and verified");
-        check_graph(&plan, &model).map_err(|message| RuntimeError::GraphMismatch { path: plan_name.clone(), message })?;
+        check_graph(&plan, &model)
+            .map_err(|message| RuntimeError::GraphMismatch { path: plan_name.clone(), message })?;
 
         let mut model = model;
         let int8_choice = if int8::has_int8_matmuls(&model) {
@@ -245,7 +247,14 @@ impl Model {
             model.declutter().map_err(tract_err("optimize"))?;
             let decluttered_ms = start.elapsed().as_secs_f64() * 1e3;
             let replaced = linear::accelerate_linear_layers(&mut model).map_err(tract_err("optimize"))?;
-            tracing::debug!(decluttered_ms, packed_ms = start.elapsed().as_secs_f64() * 1e3 - decluttered_ms, replaced, "linear layers packed");
+            let products = linear::batched::accelerate_batched_products(&mut model).map_err(tract_err("optimize"))?;
+            tracing::debug!(
+                decluttered_ms,
+                packed_ms = start.elapsed().as_secs_f64() * 1e3 - decluttered_ms,
+                replaced,
+                products,
+                "linear layers packed"
+            );
             replaced
         };
         let mut optimized = model.into_optimized().map_err(tract_err("optimize"))?;
@@ -324,10 +333,8 @@ impl Model {
     /// Runs the graph on a preprocessed input and returns its output, flattened.
     pub fn run(&self, input: &[f32]) -> Result<Vec<f32>, RuntimeError> {
         let tensor = self.input_tensor(input)?;
-        let outputs = multithread_tract_scope(self.executor.clone(), || {
-            self.runnable.run(tvec!(tensor.into_tvalue()))
-        })
-        .map_err(|e| self.run_error(e))?;
+        let outputs = multithread_tract_scope(self.executor.clone(), || self.runnable.run(tvec!(tensor.into_tvalue())))
+            .map_err(|e| self.run_error(e))?;
         let output = outputs[0].cast_to::<f32>().map_err(|e| self.run_error(e))?;
         let output = output.to_plain_array_view::<f32>().map_err(|e| self.run_error(e))?;
         Ok(output.iter().copied().collect())
@@ -500,7 +507,10 @@ fn check_graph(plan: &Plan, model: &TypedModel) -> Result<(), String> {
                 output_fact.shape,
                 manifest.labels.len()
             ),
-            Some(_) => format!("output shape is {:?}, mien.json's detector says {:?}", output_fact.shape, manifest.output.shape),
+            Some(_) => format!(
+                "output shape is {:?}, mien.json's detector says {:?}",
+                output_fact.shape, manifest.output.shape
+            ),
         });
     }
     Ok(())

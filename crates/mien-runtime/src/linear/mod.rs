@@ -18,6 +18,7 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+pub mod batched;
 pub mod scalar;
 
 use std::sync::Arc;
@@ -278,27 +279,36 @@ pub fn pack_row_groups(
     groups: &mut Vec<f32>,
 ) {
     let (row_stride, k_stride) = strides;
-    groups.clear();
+    // Every value of a whole group is written below; only the missing rows of a last, short group are
+    // zeroed (a reused buffer is not cleared first).
     groups.resize(m.div_ceil(ROWS) * k * ROWS, 0.0);
     for (group_index, group) in groups.chunks_exact_mut(k * ROWS).enumerate() {
         let row = first_row + group_index * ROWS;
         let rows = ROWS.min(m - group_index * ROWS);
         if row_stride == 1 {
             // Transposed (k × m): a step's ROWS values are consecutive.
+            if rows == ROWS {
+                for (step, dst) in group.chunks_exact_mut(ROWS).enumerate() {
+                    dst.copy_from_slice(&src[step * k_stride + row..][..ROWS]);
+                }
+            } else {
+                for (step, dst) in group.chunks_exact_mut(ROWS).enumerate() {
+                    dst[..rows].copy_from_slice(&src[step * k_stride + row..][..rows]);
+                    dst[rows..].fill(0.0);
+                }
+            }
+        } else if k_stride == 1 && rows == ROWS {
+            // Row-major: six rows read side by side, the group written in order.
+            let sources: [&[f32]; ROWS] = std::array::from_fn(|r| &src[(row + r) * row_stride..][..k]);
             for (step, dst) in group.chunks_exact_mut(ROWS).enumerate() {
-                dst[..rows].copy_from_slice(&src[step * k_stride + row..][..rows]);
+                for (d, source) in dst.iter_mut().zip(&sources) {
+                    *d = source[step];
+                }
             }
         } else {
-            for r in 0..rows {
-                let source = &src[(row + r) * row_stride..];
-                if k_stride == 1 {
-                    for (dst, &v) in group[r..].iter_mut().step_by(ROWS).zip(&source[..k]) {
-                        *dst = v;
-                    }
-                } else {
-                    for (step, dst) in group[r..].iter_mut().step_by(ROWS).enumerate() {
-                        *dst = source[step * k_stride];
-                    }
+            for (step, dst) in group.chunks_exact_mut(ROWS).enumerate() {
+                for (r, d) in dst.iter_mut().enumerate() {
+                    *d = if r < rows { src[(row + r) * row_stride + step * k_stride] } else { 0.0 };
                 }
             }
         }
