@@ -10,6 +10,7 @@ pub mod half;
 pub mod int8;
 pub mod linear;
 pub mod pack;
+pub mod norm;
 mod preprocess;
 pub mod softmax;
 
@@ -248,11 +249,13 @@ impl Model {
             let decluttered_ms = start.elapsed().as_secs_f64() * 1e3;
             let replaced = linear::accelerate_linear_layers(&mut model).map_err(tract_err("optimize"))?;
             let products = linear::batched::accelerate_batched_products(&mut model).map_err(tract_err("optimize"))?;
+            let layer_norms = norm::fuse_layer_norms(&mut model).map_err(tract_err("optimize"))?;
             tracing::debug!(
                 decluttered_ms,
                 packed_ms = start.elapsed().as_secs_f64() * 1e3 - decluttered_ms,
                 replaced,
                 products,
+                layer_norms,
                 "linear layers packed"
             );
             replaced
