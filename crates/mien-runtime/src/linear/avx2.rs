@@ -8,24 +8,25 @@ use super::{Start, COLS, ROWS};
 
 /// `c = start + x · w` on one tile (see [`super::scalar::tile_kernel`], which this matches bit for bit).
 /// The caller must have checked that the CPU has AVX2 and FMA.
-pub fn tile_kernel(x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, start: Start) {
+pub fn tile_kernel(x: &[f32], w: &[f32], c: [&mut [f32]; ROWS], start: Start) {
     let kc = w.len() / COLS;
     assert!(w.len() == kc * COLS && x.len() == kc * ROWS, "block lengths");
-    assert!(ldc >= COLS && c.len() >= (ROWS - 1) * ldc + COLS, "tile out of bounds");
+    assert!(c.iter().all(|row| row.len() >= COLS), "tile rows shorter than a tile");
+    let [r0, r1, r2, r3, r4, r5] = c;
+    let rows = [r0.as_mut_ptr(), r1.as_mut_ptr(), r2.as_mut_ptr(), r3.as_mut_ptr(), r4.as_mut_ptr(), r5.as_mut_ptr()];
     // SAFETY: `super::kernel` hands this kernel out only after `is_x86_feature_detected!` saw AVX2 and FMA;
     // the lengths were checked just above.
-    unsafe { tile_kernel_avx2(kc, x, w, c, ldc, start) }
+    unsafe { tile_kernel_avx2(kc, x, w, rows, start) }
 }
 
 #[target_feature(enable = "avx2,fma")]
-fn tile_kernel_avx2(kc: usize, x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, start: Start) {
+fn tile_kernel_avx2(kc: usize, x: &[f32], w: &[f32], rows: [*mut f32; ROWS], start: Start) {
     // SAFETY: `x` holds `kc * ROWS` values and `w` `kc * COLS`, and the loop reads steps `0..kc` of each;
-    // `c` holds rows `0..ROWS` of `COLS` values `ldc` apart (all checked by the caller). All loads and
-    // stores are unaligned; prefetches are hints that never fault.
+    // each of `rows` points to `COLS` values of a distinct row slice (all checked by the caller). All loads
+    // and stores are unaligned; prefetches are hints that never fault.
     unsafe {
-        let t = c.as_mut_ptr();
-        let row = |r: usize| t.add(r * ldc);
-        // The tile's rows are needed only at the end: fetched meanwhile (they may be in L3, ldc apart).
+        let row = |r: usize| rows[r];
+        // The tile's rows are needed only at the end: fetched meanwhile (they may be in L3, far apart).
         if let Start::Accumulate = start {
             for r in 0..ROWS {
                 _mm_prefetch::<_MM_HINT_T0>(row(r).cast());

@@ -88,7 +88,10 @@ pub fn batched_multiply(
             pack_panels(&b[entry * b_strides.0..], k, n, (b_strides.1, b_strides.2), K_BLOCK, scale, &mut panels);
             pack_row_groups(&a[entry * a_strides.0..], first_row, rows, k, (a_strides.1, a_strides.2), &mut groups);
             let panels = Panels { data: &panels, k, n, k_block: K_BLOCK };
-            multiply_packed(kernel, &groups, &panels, None, rows, &mut out[index * out_strides.0..], out_strides.1);
+            let entry_out = &mut out[index * out_strides.0..];
+            let mut row_slices: Vec<&mut [f32]> =
+                entry_out.chunks_mut(out_strides.1).take(rows).map(|row| &mut row[..n]).collect();
+            multiply_packed(kernel, &groups, &panels, 0..n.div_ceil(super::COLS), None, &mut row_slices);
         }
     };
     let executor = current_tract_executor();

@@ -49,9 +49,9 @@ pub enum Start<'a> {
     Accumulate,
 }
 
-/// A tile kernel: `c = start + x · w` on a `ROWS × COLS` tile whose rows are `c[r * ldc..][..COLS]`,
-/// `x` being `kc` steps of [`ROWS`] activation values and `w` `kc` steps of [`COLS`] weights.
-pub type TileKernel = fn(x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, start: Start);
+/// A tile kernel: `c = start + x · w` on a `ROWS × COLS` tile whose rows are `c[r][..COLS]`, `x` being
+/// `kc` steps of [`ROWS`] activation values and `w` `kc` steps of [`COLS`] weights.
+pub type TileKernel = fn(x: &[f32], w: &[f32], c: [&mut [f32]; ROWS], start: Start);
 
 /// How a linear layer's activation (`m × k`) and output (`m × n`) lie in memory: row-major, or
 /// transposed (`k × m`, `n × m`). tract's declutter leaves some ViT exports channel-major (DINOv2's,
@@ -171,7 +171,7 @@ impl PackedWeights {
         let m = x.len() / k;
         let executor = current_tract_executor();
         let pool = match &executor {
-            Executor::MultiThread(pool) if pool.current_num_threads() > 1 && m >= 2 * ROWS => Some(&**pool),
+            Executor::MultiThread(pool) if pool.current_num_threads() > 1 => Some(&**pool),
             _ => None,
         };
         if layout.output_transposed {
@@ -184,7 +184,9 @@ impl PackedWeights {
         Ok(())
     }
 
-    /// All rows of the row-major `out`, one contiguous share of rows per thread.
+    /// All rows of the row-major `out`. With several threads, each takes a contiguous share of the rows
+    /// (and packs them itself); when there are too few rows for that, a contiguous share of the weight's
+    /// panels.
     fn fill_rows(
         &self,
         kernel: TileKernel,
@@ -194,39 +196,53 @@ impl PackedWeights {
         out: &mut [f32],
         pool: Option<&rayon::ThreadPool>,
     ) {
-        let n = self.n;
-        match pool {
-            Some(pool) => {
-                use rayon::prelude::*;
-                let m = out.len() / n;
-                let share = m.div_ceil(ROWS).div_ceil(pool.current_num_threads()) * ROWS;
-                pool.install(|| {
-                    out.par_chunks_mut(share * n).enumerate().for_each(|(index, out)| {
-                        self.multiply_rows(kernel, packed, x, input_transposed, index * share, out)
-                    })
-                });
-            }
-            None => self.multiply_rows(kernel, packed, x, input_transposed, 0, out),
-        }
-    }
-
-    /// One thread's share: the rows of `out` (whole rows, row-major) are rows `first_row..` of `x`.
-    fn multiply_rows(
-        &self,
-        kernel: TileKernel,
-        packed: &[f32],
-        x: &[f32],
-        input_transposed: bool,
-        first_row: usize,
-        out: &mut [f32],
-    ) {
+        use rayon::prelude::*;
         let (k, n) = (self.k, self.n);
         let m = out.len() / n;
-        let strides = if input_transposed { (1, x.len() / k) } else { (k, 1) };
-        let mut groups = vec![];
-        pack_row_groups(x, first_row, m, k, strides, &mut groups);
+        let strides = if input_transposed { (1, m) } else { (k, 1) };
         let panels = Panels { data: packed, k, n, k_block: self.k_block };
-        multiply_packed(kernel, &groups, &panels, self.bias.as_deref(), m, out, n);
+        let panel_count = n.div_ceil(COLS);
+        let bias = self.bias.as_deref();
+        let mut rows: Vec<&mut [f32]> = out.chunks_exact_mut(n).collect();
+        let rows_from = |first_row: usize, rows: &mut [&mut [f32]]| {
+            let mut groups = vec![];
+            pack_row_groups(x, first_row, rows.len(), k, strides, &mut groups);
+            multiply_packed(kernel, &groups, &panels, 0..panel_count, bias, rows)
+        };
+        let threads = pool.map(|pool| pool.current_num_threads()).unwrap_or(1);
+        match pool {
+            Some(pool) if m >= threads * 2 * ROWS => {
+                let share = m.div_ceil(ROWS).div_ceil(threads) * ROWS;
+                pool.install(|| {
+                    rows.par_chunks_mut(share).enumerate().for_each(|(index, rows)| rows_from(index * share, rows))
+                });
+            }
+            Some(pool) if panel_count >= threads * 2 => {
+                let mut groups = vec![];
+                pack_row_groups(x, 0, m, k, strides, &mut groups);
+                let share = panel_count.div_ceil(threads);
+                let ranges: Vec<std::ops::Range<usize>> =
+                    (0..panel_count).step_by(share).map(|first| first..panel_count.min(first + share)).collect();
+                // Each row cut at the shares' first columns: one list of row pieces per thread.
+                let mut parts: Vec<Vec<&mut [f32]>> = ranges.iter().map(|_| Vec::with_capacity(m)).collect();
+                for row in rows {
+                    let mut rest = row;
+                    for (part, range) in parts.iter_mut().zip(&ranges) {
+                        let width = n.min(range.end * COLS) - range.start * COLS;
+                        let (piece, others) = std::mem::take(&mut rest).split_at_mut(width);
+                        part.push(piece);
+                        rest = others;
+                    }
+                }
+                pool.install(|| {
+                    parts
+                        .into_par_iter()
+                        .zip(ranges)
+                        .for_each(|(mut rows, range)| multiply_packed(kernel, &groups, &panels, range, bias, &mut rows))
+                });
+            }
+            _ => rows_from(0, &mut rows),
+        }
     }
 }
 
@@ -328,49 +344,62 @@ pub struct Panels<'a> {
     pub k_block: usize,
 }
 
-/// `out = groups · panels (+ bias)` for `m` rows packed by [`pack_row_groups`]: output row `r` is
-/// `out[r * ldc..][..n]`.
+/// `rows = groups · panels (+ bias)` on the panels `panel_range`, for the rows packed by
+/// [`pack_row_groups`] (one group per [`ROWS`] of `rows`): each of `rows` holds the output columns of
+/// those panels, from the first panel's first column.
 pub fn multiply_packed(
     kernel: TileKernel,
     groups: &[f32],
     panels: &Panels,
+    panel_range: std::ops::Range<usize>,
     bias: Option<&[f32]>,
-    m: usize,
-    out: &mut [f32],
-    ldc: usize,
+    rows: &mut [&mut [f32]],
 ) {
     let Panels { data, k, n, k_block } = *panels;
-    let panel_count = n.div_ceil(COLS);
+    let (m, panel_count, first_panel) = (rows.len(), n.div_ceil(COLS), panel_range.start);
     let mut edge = [0f32; TILE];
     for (block_start, block) in (0..k).step_by(k_block).zip(data.chunks(k_block * panel_count * COLS)) {
         let kc = k_block.min(k - block_start);
-        for (panel, w) in block.chunks_exact(kc * COLS).enumerate() {
-            let col = panel * COLS;
+        for panel in panel_range.clone() {
+            let w = &block[panel * kc * COLS..][..kc * COLS];
+            let (col, local) = (panel * COLS, (panel - first_panel) * COLS);
             let cols = COLS.min(n - col);
             let start = match bias {
                 _ if block_start > 0 => Start::Accumulate,
                 Some(bias) => Start::Bias(bias[col..col + COLS].try_into().expect("a panel of bias")),
                 None => Start::Zero,
             };
-            for group in 0..m.div_ceil(ROWS) {
-                let rows = ROWS.min(m - group * ROWS);
+            for (group, tile_rows) in rows.chunks_mut(ROWS).enumerate() {
                 let xs = &groups[group * k * ROWS + block_start * ROWS..][..kc * ROWS];
-                let c = &mut out[group * ROWS * ldc + col..];
-                if rows == ROWS && cols == COLS {
-                    kernel(xs, w, c, ldc, start);
-                } else {
-                    // A tile over the edge of the output: through a full-size copy.
-                    for r in 0..rows {
-                        edge[r * COLS..][..cols].copy_from_slice(&c[r * ldc..][..cols]);
+                match tile_rows {
+                    [a, b, c, d, e, f] if cols == COLS => {
+                        let span = local..local + COLS;
+                        let tile = [
+                            &mut a[span.clone()],
+                            &mut b[span.clone()],
+                            &mut c[span.clone()],
+                            &mut d[span.clone()],
+                            &mut e[span.clone()],
+                            &mut f[span],
+                        ];
+                        kernel(xs, w, tile, start);
                     }
-                    kernel(xs, w, &mut edge, COLS, start);
-                    for r in 0..rows {
-                        c[r * ldc..][..cols].copy_from_slice(&edge[r * COLS..][..cols]);
+                    _ => {
+                        // A tile over the edge of the output: through a full-size copy.
+                        for (row, copy) in tile_rows.iter().zip(edge.chunks_exact_mut(COLS)) {
+                            copy[..cols].copy_from_slice(&row[local..local + cols]);
+                        }
+                        let mut pieces = edge.chunks_exact_mut(COLS);
+                        kernel(xs, w, std::array::from_fn(|_| pieces.next().expect("a tile of rows")), start);
+                        for (row, copy) in tile_rows.iter_mut().zip(edge.chunks_exact(COLS)) {
+                            row[local..local + cols].copy_from_slice(&copy[..cols]);
+                        }
                     }
                 }
             }
         }
     }
+    debug_assert!(m == 0 || groups.len() >= m.div_ceil(ROWS) * k * ROWS);
 }
 
 /// `out` (`n × m`) = the transpose of `rows` (`m × n`), channels split between the threads. A band of
@@ -751,8 +780,12 @@ mod tests {
             {
                 let c = values((ROWS - 1) * ldc + COLS, 6);
                 let (mut simd, mut reference) = (c.clone(), c);
-                kernel(&x, &w, &mut simd, ldc, start);
-                scalar::tile_kernel(&x, &w, &mut reference, ldc, start);
+                fn rows(c: &mut [f32], ldc: usize) -> [&mut [f32]; ROWS] {
+                    let mut rows = c.chunks_mut(ldc);
+                    std::array::from_fn(|_| rows.next().unwrap())
+                }
+                kernel(&x, &w, rows(&mut simd, ldc), start);
+                scalar::tile_kernel(&x, &w, rows(&mut reference, ldc), start);
                 assert_eq!(simd, reference, "kc {kc} ldc {ldc} {start:?}");
             }
         }
@@ -768,18 +801,21 @@ mod tests {
     }
 
     #[test]
-    fn threads_split_rows_without_changing_a_bit() -> TractResult<()> {
-        let (m, n, k) = (197, 40, 300);
-        let (x, w) = (values(m * k, 10), values(k * n, 11));
-        let packed = PackedWeights::pack(&w, k, n)?;
-        let mut single = vec![0f32; m * n];
-        packed.multiply(scalar::tile_kernel, &x, &mut single)?;
-        for threads in [2, 3, 4] {
-            let mut multi = vec![0f32; m * n];
-            tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
-                packed.multiply(scalar::tile_kernel, &x, &mut multi)
-            })?;
-            assert_eq!(multi, single, "{threads} threads");
+    fn threads_split_rows_or_columns_without_changing_a_bit() -> TractResult<()> {
+        // More rows than channels (split by rows), more channels than rows (by panels, with a short
+        // last panel and shares of unequal length).
+        for (m, n, k) in [(197, 40, 300), (13, 100, 300), (20, 770, 40), (7, 33, 5)] {
+            let (x, w) = (values(m * k, 10), values(k * n, 11));
+            let packed = PackedWeights::pack(&w, k, n)?.with_bias(values(n, 12))?;
+            let mut single = vec![0f32; m * n];
+            packed.multiply(scalar::tile_kernel, &x, &mut single)?;
+            for threads in [2, 3, 4] {
+                let mut multi = vec![0f32; m * n];
+                tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
+                    packed.multiply(scalar::tile_kernel, &x, &mut multi)
+                })?;
+                assert_eq!(multi, single, "m {m} n {n} k {k}, {threads} threads");
+            }
         }
         Ok(())
     }

@@ -4,14 +4,14 @@
 use super::{Start, COLS, ROWS};
 
 /// `c = start + x · w` on one tile: `x` is `kc` steps of [`ROWS`] activation values, `w` `kc` steps of
-/// [`COLS`] weights; the tile's rows are `c[r * ldc..][..COLS]`. The products are summed from the bias or
+/// [`COLS`] weights; the tile's rows are `c[r][..COLS]`. The products are summed from the bias or
 /// zero; with [`Start::Accumulate`] the sum is added to `c` at the end (so the SIMD kernels can start
 /// before `c` has arrived from memory).
-pub fn tile_kernel(x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, start: Start) {
+pub fn tile_kernel(x: &[f32], w: &[f32], mut c: [&mut [f32]; ROWS], start: Start) {
     let kc = w.len() / COLS;
     assert!(w.len() == kc * COLS && x.len() == kc * ROWS, "block lengths");
-    assert!(ldc >= COLS && c.len() >= (ROWS - 1) * ldc + COLS, "tile out of bounds");
-    for r in 0..ROWS {
+    assert!(c.iter().all(|row| row.len() >= COLS), "tile rows shorter than a tile");
+    for (r, row) in c.iter_mut().enumerate() {
         let mut sums = match start {
             Start::Bias(bias) => *bias,
             Start::Zero | Start::Accumulate => [0.0; COLS],
@@ -21,7 +21,7 @@ pub fn tile_kernel(x: &[f32], w: &[f32], c: &mut [f32], ldc: usize, start: Start
                 *acc = xs[r].mul_add(wv, *acc);
             }
         }
-        let row = &mut c[r * ldc..][..COLS];
+        let row = &mut row[..COLS];
         match start {
             Start::Accumulate => row.iter_mut().zip(sums).for_each(|(c, sum)| *c += sum),
             Start::Bias(_) | Start::Zero => row.copy_from_slice(&sums),
