@@ -82,7 +82,9 @@ pub struct PackedWeights {
     n: usize,
     k_block: usize,
     panels: usize,
-    data: Tensor,
+    /// The packed values start at `data[offset]`, 64-byte aligned (a panel row is one cache line).
+    data: Vec<f32>,
+    offset: usize,
     /// Padded with zeros to whole panels.
     bias: Option<Vec<f32>>,
 }
@@ -123,12 +125,12 @@ impl PackedWeights {
             src.len()
         );
         let panels = n.div_ceil(COLS);
-        let mut data = Tensor::zero_aligned::<f32>(&[k * panels * COLS], 64)?;
-        {
-            let mut plain = data.try_as_plain_ram_mut()?;
-            pack_panels(src, k, n, (k_stride, n_stride), k_block, 1.0, plain.as_slice_mut::<f32>()?);
-        }
-        Ok(PackedWeights { k, n, k_block, panels, data, bias: None })
+        // A zeroed Vec of this size comes from fresh pages: no clearing pass before the packing writes.
+        let len = k * panels * COLS;
+        let mut data = vec![0f32; len + 15];
+        let offset = (64 - data.as_ptr() as usize % 64) % 64 / std::mem::size_of::<f32>();
+        pack_panels(src, k, n, (k_stride, n_stride), k_block, 1.0, &mut data[offset..][..len]);
+        Ok(PackedWeights { k, n, k_block, panels, data, offset, bias: None })
     }
 
     /// Adds a bias of one value per output channel.
@@ -138,6 +140,11 @@ impl PackedWeights {
         padded.resize(self.panels * COLS, 0.0);
         self.bias = Some(padded);
         Ok(self)
+    }
+
+    /// The packed values.
+    fn packed(&self) -> &[f32] {
+        &self.data[self.offset..][..self.k * self.panels * COLS]
     }
 
     /// Contraction length.
@@ -166,8 +173,7 @@ impl PackedWeights {
             x.len(),
             out.len()
         );
-        let plain = self.data.try_as_plain_ram()?;
-        let packed = plain.as_slice::<f32>()?;
+        let packed = self.packed();
         let m = x.len() / k;
         let executor = current_tract_executor();
         let pool = match &executor {
@@ -264,15 +270,19 @@ pub fn pack_panels(
         (0..k).step_by(k_block).zip(dst[..k * panels * COLS].chunks_mut(k_block * panels * COLS))
     {
         let kc = k_block.min(k - block_start);
-        for (panel, out) in block.chunks_exact_mut(kc * COLS).enumerate() {
-            let cols = COLS.min(n - panel * COLS);
-            if n_stride == 1 {
-                for (step, dst) in out.chunks_exact_mut(COLS).enumerate() {
-                    let src = &src[(block_start + step) * k_stride + panel * COLS..][..cols];
-                    dst[..cols].iter_mut().zip(src).for_each(|(d, &s)| *d = s * scale);
+        if n_stride == 1 {
+            // Row-major: each source row read in order (the prefetchers follow it), its panels' pieces
+            // written `kc` steps apart.
+            for step in 0..kc {
+                let row = &src[(block_start + step) * k_stride..][..n];
+                for (panel, piece) in row.chunks(COLS).enumerate() {
+                    let dst = &mut block[(panel * kc + step) * COLS..][..piece.len()];
+                    dst.iter_mut().zip(piece).for_each(|(d, &s)| *d = s * scale);
                 }
-            } else {
-                for col in 0..cols {
+            }
+        } else {
+            for (panel, out) in block.chunks_exact_mut(kc * COLS).enumerate() {
+                for col in 0..COLS.min(n - panel * COLS) {
                     let column = &src[(panel * COLS + col) * n_stride..];
                     for (step, dst) in out.chunks_exact_mut(COLS).enumerate() {
                         dst[col] = column[(block_start + step) * k_stride] * scale;
@@ -854,8 +864,7 @@ mod tests {
             let kn = values(k * n, 12);
             let nk: Vec<f32> = (0..n * k).map(|i| kn[(i % k) * n + i / k]).collect();
             let (a, b) = (PackedWeights::pack(&kn, k, n)?, PackedWeights::pack_strided(&nk, k, n, 1, k)?);
-            let (a, b) = (a.data.try_as_plain_ram()?, b.data.try_as_plain_ram()?);
-            assert_eq!(a.as_slice::<f32>()?, b.as_slice::<f32>()?, "{k} × {n}");
+            assert_eq!(a.packed(), b.packed(), "{k} × {n}");
         }
         assert!(PackedWeights::pack_strided(&[0.0; 5], 2, 3, 1, 2).is_err());
         Ok(())
