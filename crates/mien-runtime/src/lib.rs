@@ -9,8 +9,8 @@ pub mod f16_convert;
 pub mod half;
 pub mod int8;
 pub mod linear;
-pub mod pack;
 pub mod norm;
+pub mod pack;
 mod preprocess;
 pub mod softmax;
 
@@ -243,16 +243,19 @@ impl Model {
         let packed_linears = if options.tract_ops_only || options.tract_float_kernels || linear::kernel().is_none() {
             0
         } else {
-            // Declutter first so that linear layers and their bias additions are in the form tract's
-            // optimizer would see them (constants folded, EinSum).
+            // Linear layers are packed before declutter, whose axis changes would otherwise copy every
+            // weight, and again after it for layers (and bias additions) it brings into shape.
+            let early = linear::accelerate_linear_layers(&mut model).map_err(tract_err("optimize"))?;
+            let early_ms = start.elapsed().as_secs_f64() * 1e3;
             model.declutter().map_err(tract_err("optimize"))?;
-            let decluttered_ms = start.elapsed().as_secs_f64() * 1e3;
-            let replaced = linear::accelerate_linear_layers(&mut model).map_err(tract_err("optimize"))?;
+            let decluttered_ms = start.elapsed().as_secs_f64() * 1e3 - early_ms;
+            let replaced = early + linear::accelerate_linear_layers(&mut model).map_err(tract_err("optimize"))?;
             let products = linear::batched::accelerate_batched_products(&mut model).map_err(tract_err("optimize"))?;
             let layer_norms = norm::fuse_layer_norms(&mut model).map_err(tract_err("optimize"))?;
             tracing::debug!(
+                early_ms,
                 decluttered_ms,
-                packed_ms = start.elapsed().as_secs_f64() * 1e3 - decluttered_ms,
+                packed_ms = start.elapsed().as_secs_f64() * 1e3 - decluttered_ms - early_ms,
                 replaced,
                 products,
                 layer_norms,

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::einsum::EinSum;
-use tract_core::ops::math::Add;
+use tract_core::ops::math::{Add, Mul};
 use tract_linalg::multithread::{current_tract_executor, Executor};
 
 /// Rows of a tile (activation rows per kernel call).
@@ -76,7 +76,7 @@ pub fn kernel() -> Option<TileKernel> {
 /// A `k × n` weight matrix and its bias, packed for the tile kernels: for each block of `k_block`
 /// contraction steps, the panels of [`COLS`] output channels one after the other, each panel `kc` steps
 /// of `COLS` weights (channels beyond `n` are zero).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct PackedWeights {
     k: usize,
     n: usize,
@@ -140,6 +140,35 @@ impl PackedWeights {
         padded.resize(self.panels * COLS, 0.0);
         self.bias = Some(padded);
         Ok(self)
+    }
+
+    /// Multiplies every output channel `j` (its weights and bias) by `factors[j]`.
+    pub fn scale_channels(&mut self, factors: &[f32]) -> TractResult<()> {
+        ensure!(factors.len() == self.n, "{} factors for {} channels", factors.len(), self.n);
+        let (k, n, k_block, panels) = (self.k, self.n, self.k_block, self.panels);
+        let len = k * panels * COLS;
+        let data = &mut self.data[self.offset..][..len];
+        for (block_start, block) in (0..k).step_by(k_block).zip(data.chunks_mut(k_block * panels * COLS)) {
+            let kc = k_block.min(k - block_start);
+            for (panel, values) in block.chunks_exact_mut(kc * COLS).enumerate() {
+                let factors = &factors[panel * COLS..n.min(panel * COLS + COLS)];
+                for step in values.chunks_exact_mut(COLS) {
+                    step.iter_mut().zip(factors).for_each(|(w, f)| *w *= f);
+                }
+            }
+        }
+        if let Some(bias) = &mut self.bias {
+            bias.iter_mut().zip(factors).for_each(|(b, f)| *b *= f);
+        }
+        Ok(())
+    }
+
+    /// Adds `offsets` (one per output channel) to the bias.
+    pub fn add_to_bias(&mut self, offsets: &[f32]) -> TractResult<()> {
+        ensure!(offsets.len() == self.n, "{} offsets for {} channels", offsets.len(), self.n);
+        let bias = self.bias.get_or_insert_with(|| vec![0.0; self.panels * COLS]);
+        bias.iter_mut().zip(offsets).for_each(|(b, o)| *b += o);
+        Ok(())
     }
 
     /// The packed values.
@@ -446,6 +475,8 @@ pub struct PackedLinear {
     kernel: TileKernel,
     layout: Layout,
     output_shape: TVec<usize>,
+    /// The output axis that holds the channels.
+    channel_axis: usize,
 }
 
 impl std::fmt::Debug for PackedLinear {
@@ -530,7 +561,12 @@ impl TypedOp for PackedLinear {
 }
 
 /// Replaces the f32 linear layers of a (loaded, not yet optimized) model with [`PackedLinear`] when this
-/// CPU has a tile kernel, folding in a bias `Add` that follows; returns how many.
+/// CPU has a tile kernel, then folds the constant additions and multiplications that follow them
+/// ([`fold_into_linear_layers`]); returns how many layers were replaced.
+///
+/// The runtime calls it before tract's declutter (so that declutter's axis changes do not copy every
+/// weight, ~0.3 s for ViT-B) and again after it (for layers only declutter brings into shape, and for
+/// the bias additions declutter brings next to them).
 ///
 /// A layer qualifies when it is an `EinSum` of an activation and a constant weight that is one matrix
 /// product: a single row axis (the tokens), a single output-channel axis, and contraction axes that nest
@@ -557,7 +593,8 @@ pub fn accelerate_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
             }
         }
     }
-    tracing::debug!(replaced, "linear layers on mien's packed product");
+    let folded = fold_into_linear_layers(model)?;
+    tracing::debug!(replaced, folded, "linear layers on mien's packed product");
     Ok(replaced)
 }
 
@@ -669,34 +706,8 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<LinearLayer, &'static
 fn replace(model: &mut TypedModel, layer: LinearLayer, kernel: TileKernel) -> TractResult<()> {
     let plain = layer.weight.try_as_plain_ram()?;
     let stored = plain.as_slice::<f32>()?;
-    let mut weights =
+    let weights =
         PackedWeights::pack_strided(stored, layer.k, layer.n, layer.weight_strides.0, layer.weight_strides.1)?;
-    // The bias: a single successor adding a constant that varies along the channels only.
-    let mut last = layer.node;
-    if let [only] = &model.node(layer.node).outputs[0].successors[..] {
-        let next = model.node(only.node);
-        let is_add = next.inputs.len() == 2
-            && next.op_as::<TypedBinOp>().map(|op| op.0.is::<Add>() && op.1.is_none()).unwrap_or(false);
-        let bias = if is_add { model.outlet_fact(next.inputs[1 - only.slot])?.konst.clone() } else { None };
-        let next_shape = model.outlet_fact(OutletId::new(next.id, 0))?.shape.as_concrete().map(|s| s.to_vec());
-        if let (true, Some(bias), Some(next_shape)) = (is_add, bias, next_shape) {
-            let rank = layer.output_shape.len();
-            let channels_only = bias.datum_type() == f32::datum_type()
-                && bias.len() == layer.n
-                && bias.rank() <= rank
-                && bias.shape().iter().enumerate().all(|(axis, &len)| {
-                    if axis + rank - bias.rank() == layer.channel_axis {
-                        len == layer.n
-                    } else {
-                        len == 1
-                    }
-                });
-            if channels_only && next_shape == layer.output_shape {
-                weights = weights.with_bias(bias.to_plain_array_view::<f32>()?.iter().copied().collect())?;
-                last = next.id;
-            }
-        }
-    }
     drop(plain);
     let name = model.node(layer.node).name.clone();
     let op = PackedLinear {
@@ -704,12 +715,77 @@ fn replace(model: &mut TypedModel, layer: LinearLayer, kernel: TileKernel) -> Tr
         kernel,
         layout: layer.layout,
         output_shape: layer.output_shape.into(),
+        channel_axis: layer.channel_axis,
     };
     let mut patch = TypedModelPatch::default();
     let input = patch.tap_model(model, layer.activation)?;
     let output = patch.wire_node(format!("{name}.packed"), op, &[input])?[0];
-    patch.shunt_outside(model, OutletId::new(last, 0), output)?;
+    patch.shunt_outside(model, OutletId::new(layer.node, 0), output)?;
     patch.apply(model)
+}
+
+/// The values of a constant that holds one value per channel of a rank-`rank` output whose channels lie
+/// along `axis` (`n` of them), 1 elsewhere (aligned to the right, as broadcasting does); a single value
+/// counts for every channel.
+fn per_channel(konst: &Tensor, rank: usize, axis: usize, n: usize) -> Option<Vec<f32>> {
+    if konst.datum_type() != f32::datum_type() || konst.rank() > rank {
+        return None;
+    }
+    let values: Vec<f32> = konst.to_plain_array_view::<f32>().ok()?.iter().copied().collect();
+    if values.len() == 1 {
+        return Some(vec![values[0]; n]);
+    }
+    let along_channels = values.len() == n
+        && konst
+            .shape()
+            .iter()
+            .enumerate()
+            .all(|(index, &len)| len == if index + rank - konst.rank() == axis { n } else { 1 });
+    along_channels.then_some(values)
+}
+
+/// Folds into each [`PackedLinear`] the additions and multiplications by per-channel (or single)
+/// constants that follow it alone — a bias, a scale (attention's on queries and keys, DINOv2's layer
+/// scale) — as its bias and scaled weights; returns how many were folded.
+pub fn fold_into_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
+    let mut folded = 0;
+    'graph: loop {
+        for id in model.eval_order()? {
+            let node = model.node(id);
+            let Some(op) = node.op_as::<PackedLinear>() else { continue };
+            let [only] = &node.outputs[0].successors[..] else { continue };
+            let next = model.node(only.node);
+            let Some(bin) = next.op_as::<TypedBinOp>() else { continue };
+            let (is_add, is_mul) = (bin.0.is::<Add>(), bin.0.is::<Mul>());
+            if next.inputs.len() != 2 || bin.1.is_some() || !(is_add || is_mul) {
+                continue;
+            }
+            let Some(konst) = model.outlet_fact(next.inputs[1 - only.slot])?.konst.clone() else { continue };
+            let next_shape = model.outlet_fact(OutletId::new(next.id, 0))?.shape.as_concrete().map(|s| s.to_vec());
+            if next_shape.as_deref() != Some(&op.output_shape[..]) {
+                continue;
+            }
+            let Some(values) = per_channel(&konst, op.output_shape.len(), op.channel_axis, op.weights.n) else {
+                continue;
+            };
+            let next_id = next.id;
+            let mut op = op.clone();
+            let weights = Arc::make_mut(&mut op.weights);
+            if is_add {
+                weights.add_to_bias(&values)?;
+            } else {
+                weights.scale_channels(&values)?;
+            }
+            model.node_mut(id).op = Box::new(op);
+            let mut patch = TypedModelPatch::default();
+            let output = patch.tap_model(model, OutletId::new(id, 0))?;
+            patch.shunt_outside(model, OutletId::new(next_id, 0), output)?;
+            patch.apply(model)?;
+            folded += 1;
+            continue 'graph;
+        }
+        return Ok(folded);
+    }
 }
 
 #[cfg(test)]
@@ -935,6 +1011,52 @@ mod tests {
             [("ViT-like", vit_like_model()?, 5, 1, 0, 0), ("channel-major", channel_major_model()?, 3, 1, 2, 2)]
         {
             agrees_with_tract(name, model, input, layers, biased, transposed_inputs, transposed_outputs)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn folds_following_biases_and_scales() -> TractResult<()> {
+        // linear → + bias → × scalar → × per-channel scale → + offset, then a residual addition (not
+        // constant: stays).
+        let (m, k, n) = (20usize, 48usize, 40usize);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, m, k]))?;
+        let w = model.add_const("w", Tensor::from_shape(&[k, n], &values(k * n, 50))?)?;
+        let mut y = model.wire_node("fc", EinSum::new("amk,kn->amn".parse()?, f32::datum_type()), &[x, w])?[0];
+        for (index, (shape, is_add)) in
+            [(vec![1, 1, n], true), (vec![1, 1, 1], false), (vec![1, 1, n], false), (vec![1, 1, n], true)]
+                .into_iter()
+                .enumerate()
+        {
+            let len = shape.iter().product();
+            let konst =
+                model.add_const(format!("c{index}"), Tensor::from_shape(&shape, &values(len, 51 + index as u32))?)?;
+            let op = if is_add { tract_core::ops::math::add() } else { tract_core::ops::math::mul() };
+            y = model.wire_node(format!("op{index}"), op, &[konst, y])?[0];
+        }
+        let w2 = model.add_const("w2", Tensor::from_shape(&[n, k], &values(k * n, 60))?)?;
+        let skip = model.wire_node("skip", EinSum::new("amn,nk->amk".parse()?, f32::datum_type()), &[y, w2])?[0];
+        let out = model.wire_node("residual", tract_core::ops::math::add(), &[skip, x])?;
+        model.select_output_outlets(&out)?;
+        let input = Tensor::from_shape(&[1, m, k], &values(m * k, 61))?;
+        let mut ours = model.clone();
+        let replaced = accelerate_linear_layers(&mut ours)?;
+        if kernel().is_none() {
+            return Ok(());
+        }
+        assert_eq!(replaced, 2);
+        let live: Vec<String> = ours.eval_order()?.iter().map(|&id| ours.node(id).op().name().to_string()).collect();
+        let binaries = live.iter().filter(|name| *name == "Add" || *name == "Mul").count();
+        assert_eq!(binaries, 1, "only the residual addition is left: {live:?}");
+        let run = |m: &TypedModel| -> TractResult<Vec<f32>> {
+            let out = m.clone().into_optimized()?.into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
+            Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
+        };
+        let (want, got) = (run(&model)?, run(&ours)?);
+        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() <= 1e-5 * scale, "{g} vs tract's {w}");
         }
         Ok(())
     }
