@@ -134,7 +134,10 @@ fn int8_attention_and_f16_float_matmuls_are_recorded_and_the_plan_runs() {
     // Two blocks: their q·kᵀ in int8, their softmax·v stored in f16.
     assert_eq!(v["quantization"]["int8_activation_products"], 2, "{v}");
     assert_eq!(v["quantization"]["f16_float_matmuls"], 2, "{v}");
-    assert_eq!(v["verification"]["max_abs_logit_diff"], 0.0);
+    // The runtime's fused f32 ops (LayerNorm, attention products) sum in another order than tract's
+    // reference: rounding-level differences only.
+    let diff = v["verification"]["max_abs_logit_diff"].as_f64().unwrap();
+    assert!(diff <= 1e-4, "{v}");
     let plan = mien_plan::Plan::open(&out).unwrap();
     assert_eq!(plan.manifest().quantization.as_ref().unwrap().f16_float_matmuls, 2);
 }
