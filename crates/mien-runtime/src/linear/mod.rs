@@ -769,14 +769,14 @@ pub fn fold_into_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
                 continue;
             };
             let next_id = next.id;
-            let mut op = op.clone();
+            // The node's op is the weights' only holder: changed in place, not copied.
+            let Some(op) = model.node_mut(id).op_as_mut::<PackedLinear>() else { continue };
             let weights = Arc::make_mut(&mut op.weights);
             if is_add {
                 weights.add_to_bias(&values)?;
             } else {
                 weights.scale_channels(&values)?;
             }
-            model.node_mut(id).op = Box::new(op);
             let mut patch = TypedModelPatch::default();
             let output = patch.tap_model(model, OutletId::new(id, 0))?;
             patch.shunt_outside(model, OutletId::new(next_id, 0), output)?;
