@@ -5,15 +5,19 @@
 //! contraction, where a tile's setup and stores weigh as much as its products: ~44 ms of a ViT-B inference
 //! at 2 threads, against ~13 ms in onnxruntime. Here each batch entry (head) packs its right operand into
 //! panels and its left into row groups and runs [`multiply_packed`]; the threads split the output's
-//! outermost axis (the heads of `Q · Kᵀ`, the tokens of `P · V`), so each writes one contiguous part.
+//! outermost axis (the heads of `Q · Kᵀ`, the tokens of `P · V`), so each writes one contiguous part. A
+//! softmax over the rows that follows (attention's) runs on each head's rows as soon as they are done,
+//! while they are still in cache, instead of as a pass of its own.
 
 use tract_core::internal::*;
 use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::math::Mul;
+use tract_core::ops::nn::{Softmax, SoftmaxKind};
 use tract_linalg::multithread::{current_tract_executor, Executor};
 
 use super::{kernel, multiply_packed, pack_panels, pack_row_groups, Panels, TileKernel, K_BLOCK, ROWS};
+use crate::softmax::RowKernel;
 
 /// The output axis the threads split: it is the outermost, so each thread's part is contiguous.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,12 +71,13 @@ impl ProductShape {
     }
 }
 
-/// `out = scale · a · b` per batch entry, as `shape` lays them out, split between the current tract
-/// executor's threads along the outer axis.
+/// `out = scale · a · b` per batch entry, as `shape` lays them out, then `softmax` on each output row when
+/// given; split between the current tract executor's threads along the outer axis.
 pub fn batched_multiply(
     kernel: TileKernel,
     shape: &ProductShape,
     scale: f32,
+    softmax: Option<RowKernel>,
     a: &[f32],
     b: &[f32],
     out: &mut [f32],
@@ -92,6 +97,9 @@ pub fn batched_multiply(
             let mut row_slices: Vec<&mut [f32]> =
                 entry_out.chunks_mut(out_strides.1).take(rows).map(|row| &mut row[..n]).collect();
             multiply_packed(kernel, &groups, &panels, 0..n.div_ceil(super::COLS), None, &mut row_slices);
+            if let Some(softmax) = softmax {
+                row_slices.iter_mut().for_each(|row| softmax(row));
+            }
         }
     };
     let executor = current_tract_executor();
@@ -132,6 +140,8 @@ pub struct BatchedProduct {
     kernel: TileKernel,
     shape: ProductShape,
     scale: f32,
+    /// A softmax over each output row, folded in.
+    softmax: Option<RowKernel>,
     /// Which input is the left operand.
     left_slot: usize,
     output_shape: TVec<usize>,
@@ -139,7 +149,7 @@ pub struct BatchedProduct {
 
 impl std::fmt::Debug for BatchedProduct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BatchedProduct({:?}, scale={})", self.shape, self.scale)
+        write!(f, "BatchedProduct({:?}, scale={}, softmax={})", self.shape, self.scale, self.softmax.is_some())
     }
 }
 
@@ -150,6 +160,10 @@ impl PartialEq for BatchedProduct {
             && self.left_slot == other.left_slot
             && self.output_shape == other.output_shape
             && std::ptr::fn_addr_eq(self.kernel, other.kernel)
+            && match (self.softmax, other.softmax) {
+                (Some(a), Some(b)) => std::ptr::fn_addr_eq(a, b),
+                (a, b) => a.is_none() && b.is_none(),
+            }
     }
 }
 
@@ -161,6 +175,7 @@ impl std::hash::Hash for BatchedProduct {
         self.scale.to_bits().hash(state);
         self.left_slot.hash(state);
         self.output_shape.hash(state);
+        self.softmax.is_some().hash(state);
     }
 }
 
@@ -171,7 +186,11 @@ impl Op for BatchedProduct {
 
     fn info(&self) -> TractResult<Vec<String>> {
         let ProductShape { batch, m, k, n, outer, .. } = self.shape;
-        Ok(vec![format!("{batch} × ({m} × {k}) · ({k} × {n}), scale {}, threads split {outer:?}", self.scale)])
+        Ok(vec![format!(
+            "{batch} × ({m} × {k}) · ({k} × {n}), scale {}, softmax {}, threads split {outer:?}",
+            self.scale,
+            self.softmax.is_some()
+        )])
     }
 
     op_as_typed_op!();
@@ -190,6 +209,7 @@ impl EvalOp for BatchedProduct {
                 self.kernel,
                 &self.shape,
                 self.scale,
+                self.softmax,
                 left.as_slice::<f32>()?,
                 right.as_slice::<f32>()?,
                 out.as_slice_mut::<f32>()?,
@@ -219,6 +239,8 @@ struct Candidate {
     shape: ProductShape,
     left_slot: usize,
     output_shape: Vec<usize>,
+    /// The output axis of the columns.
+    column_axis: usize,
 }
 
 /// What [`analyse`] says of nodes that are not products of two runtime f32 operands at all.
@@ -307,7 +329,7 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<Candidate, &'static s
     let [len0, len1] = [shape0.iter().product::<usize>(), shape1.iter().product::<usize>()];
     let (left_len, right_len) = if left_slot == 0 { (len0, len1) } else { (len1, len0) };
     shape.check(left_len, right_len, out_len).map_err(|_| "the output's parts would overlap")?;
-    Ok(Candidate { node: node.id, shape, left_slot, output_shape })
+    Ok(Candidate { node: node.id, shape, left_slot, output_shape, column_axis: columns.4 })
 }
 
 /// Replaces the f32 products of two runtime operands in a (loaded, not yet optimized) model with
@@ -367,10 +389,27 @@ fn replace(model: &mut TypedModel, candidate: Candidate, kernel: TileKernel) -> 
             }
         }
     }
+    // The softmax: a single successor normalizing the output's rows (the columns' axis), f32.
+    let mut softmax = None;
+    if let ([only], Some(row_kernel)) = (&model.node(last).outputs[0].successors[..], crate::softmax::kernel()) {
+        let next = model.node(only.node);
+        if let Some(op) = next.op_as::<Softmax>() {
+            let f32_out = model.outlet_fact(OutletId::new(next.id, 0))?.datum_type == f32::datum_type();
+            if op.kind == SoftmaxKind::Softmax
+                && op.quant_output_dt.is_none()
+                && op.axes.as_slice() == [candidate.column_axis]
+                && f32_out
+            {
+                softmax = Some(row_kernel);
+                last = next.id;
+            }
+        }
+    }
     let op = BatchedProduct {
         kernel,
         shape: candidate.shape,
         scale,
+        softmax,
         left_slot: candidate.left_slot,
         output_shape: candidate.output_shape.into(),
     };
@@ -385,6 +424,7 @@ fn replace(model: &mut TypedModel, candidate: Candidate, kernel: TileKernel) -> 
 mod tests {
     use super::super::scalar;
     use super::*;
+    use crate::softmax::scalar::softmax_row;
 
     fn values(len: usize, seed: u32) -> Vec<f32> {
         let mut state = seed.wrapping_mul(0x9e37_79b9) | 1;
@@ -475,18 +515,26 @@ mod tests {
             let (a_len, b_len, out_len) = lengths(&shape);
             let (a, b) = (values(a_len, 1), values(b_len, 2));
             let want = reference(&shape, 0.125, &a, &b, out_len);
+            // The same with each output row then normalized by the scalar softmax.
+            let mut normalized = want.clone();
+            for e in 0..shape.batch {
+                for i in 0..shape.m {
+                    let start = e * shape.out_strides.0 + i * shape.out_strides.1;
+                    softmax_row(&mut normalized[start..start + shape.n]);
+                }
+            }
             for threads in [1, 2, 3] {
-                let mut got = vec![f32::NAN; out_len];
-                tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
-                    batched_multiply(scalar::tile_kernel, &shape, 0.125, &a, &b, &mut got)
-                })?;
-                assert_eq!(got, want, "{shape:?}, {threads} threads");
-                if let Some(simd) = kernel() {
-                    let mut fast = vec![f32::NAN; out_len];
+                let run = |kernel: TileKernel, softmax: Option<RowKernel>| -> TractResult<Vec<f32>> {
+                    let mut got = vec![f32::NAN; out_len];
                     tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
-                        batched_multiply(simd, &shape, 0.125, &a, &b, &mut fast)
+                        batched_multiply(kernel, &shape, 0.125, softmax, &a, &b, &mut got)
                     })?;
-                    assert_eq!(fast, want, "SIMD kernel, {shape:?}, {threads} threads");
+                    Ok(got)
+                };
+                assert_eq!(run(scalar::tile_kernel, None)?, want, "{shape:?}, {threads} threads");
+                assert_eq!(run(scalar::tile_kernel, Some(softmax_row))?, normalized, "softmax, {shape:?}");
+                if let Some(simd) = kernel() {
+                    assert_eq!(run(simd, None)?, want, "SIMD kernel, {shape:?}, {threads} threads");
                 }
             }
         }
@@ -498,7 +546,7 @@ mod tests {
         let [shape, _] = attention_shapes(2, 5, 4);
         let (a_len, b_len, out_len) = lengths(&shape);
         let run = |a: usize, b: usize, out: usize| {
-            batched_multiply(scalar::tile_kernel, &shape, 1.0, &vec![0.0; a], &vec![0.0; b], &mut vec![0.0; out])
+            batched_multiply(scalar::tile_kernel, &shape, 1.0, None, &vec![0.0; a], &vec![0.0; b], &mut vec![0.0; out])
         };
         assert!(run(a_len, b_len, out_len).is_ok());
         assert!(run(a_len - 1, b_len, out_len).is_err());
@@ -544,8 +592,17 @@ mod tests {
         assert_eq!(replaced, 2, "{ours}");
         let ops: Vec<&BatchedProduct> = ours.nodes().iter().filter_map(|n| n.op_as::<BatchedProduct>()).collect();
         assert_eq!(ops.len(), 2);
-        assert!(ops.iter().any(|op| op.scale == 0.25 && op.shape.outer == Outer::Batch), "scale folded: {ops:?}");
-        assert!(ops.iter().any(|op| op.scale == 1.0 && op.shape.outer == Outer::Rows), "{ops:?}");
+        let folded = crate::softmax::kernel().is_some();
+        assert!(
+            ops.iter().any(|op| op.scale == 0.25 && op.shape.outer == Outer::Batch && op.softmax.is_some() == folded),
+            "scale and softmax folded: {ops:?}"
+        );
+        assert!(
+            ops.iter().any(|op| op.scale == 1.0 && op.shape.outer == Outer::Rows && op.softmax.is_none()),
+            "{ops:?}"
+        );
+        let live: Vec<String> = ours.eval_order()?.iter().map(|&id| ours.node(id).op().name().to_string()).collect();
+        assert_eq!(live.iter().any(|name| name == "Softmax"), !folded, "{live:?}");
         for threads in [1, 2] {
             let run = |m: &TypedModel| -> TractResult<Vec<f32>> {
                 let plan = m.clone().into_optimized()?.into_runnable()?;
