@@ -6,6 +6,7 @@
 
 pub mod cpu;
 pub mod f16_convert;
+mod graph;
 pub mod half;
 pub mod int8;
 pub mod linear;

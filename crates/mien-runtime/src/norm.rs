@@ -10,9 +10,10 @@
 use std::sync::Arc;
 
 use tract_core::internal::*;
-use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::math::{Add, Mul, Sub};
 use tract_core::ops::nn::{Reduce, Reducer, RmsNorm};
+
+use crate::graph::{is_binary, per_axis_values};
 
 /// `y = (x − mean) / sqrt(var + eps) · scale + offset` along `axis`, mean and (biased) variance taken over
 /// that axis; `scale` and `offset` hold one value per position on the axis.
@@ -147,24 +148,6 @@ fn producer(node: &TypedNode, slot: usize) -> Option<usize> {
     node.inputs.get(slot).map(|outlet| outlet.node)
 }
 
-/// `node` as a binary op of kind `B` without a quantized output.
-fn is_binary<B: tract_core::ops::binary::BinMiniOp>(node: &TypedNode) -> bool {
-    node.inputs.len() == 2 && node.op_as::<TypedBinOp>().map(|op| op.0.is::<B>() && op.1.is_none()).unwrap_or(false)
-}
-
-/// The values of a constant that holds one value per position of `axis` of a rank-`rank` tensor
-/// (`len` positions) and is 1 elsewhere, aligned to the right as broadcasting does.
-fn per_position(konst: &Tensor, rank: usize, axis: usize, len: usize) -> Option<Vec<f32>> {
-    if konst.datum_type() != f32::datum_type() || konst.rank() > rank || konst.len() != len {
-        return None;
-    }
-    let along_axis_only = konst.shape().iter().enumerate().all(|(index, &size)| {
-        let position = index + rank - konst.rank();
-        size == if position == axis { len } else { 1 }
-    });
-    along_axis_only.then(|| konst.to_plain_array_view::<f32>().ok().map(|v| v.iter().copied().collect())).flatten()
-}
-
 /// A LayerNorm chain ending at the `RmsNorm` node `rms`: the activation it normalizes, the op, and the
 /// last node of the chain (after a scale and offset when there are).
 fn analyse(model: &TypedModel, rms: &TypedNode) -> Option<(OutletId, LayerNorm, usize)> {
@@ -216,7 +199,7 @@ fn analyse(model: &TypedModel, rms: &TypedNode) -> Option<(OutletId, LayerNorm, 
         }
         let konst = model.outlet_fact(next.inputs[1 - only.slot]).ok()?.konst.clone()?;
         let same_shape = model.outlet_fact(OutletId::new(next.id, 0)).ok()?.shape.as_concrete()? == &shape[..];
-        let values = per_position(&konst, shape.len(), op.axis, n).filter(|_| same_shape)?;
+        let values = per_axis_values(&konst, shape.len(), op.axis, n).filter(|_| same_shape)?;
         *last = next.id;
         Some(values)
     };
@@ -246,17 +229,7 @@ pub fn fuse_layer_norms(model: &mut TypedModel) -> TractResult<usize> {
 mod tests {
     use super::*;
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                state as f32 / u32::MAX as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::graph::test_values as values;
 
     /// LayerNorm in f64.
     fn exact(x: &[f32], eps: f32, scale: Option<&[f32]>, offset: Option<&[f32]>) -> Vec<f64> {

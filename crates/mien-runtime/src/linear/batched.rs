@@ -10,13 +10,13 @@
 //! while they are still in cache, instead of as a pass of its own.
 
 use tract_core::internal::*;
-use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::math::Mul;
 use tract_core::ops::nn::{Softmax, SoftmaxKind};
 use tract_linalg::multithread::{current_tract_executor, Executor};
 
 use super::{kernel, multiply_packed, pack_panels, pack_row_groups, Panels, TileKernel, K_BLOCK, ROWS};
+use crate::graph::is_binary;
 use crate::softmax::RowKernel;
 
 /// The output axis the threads split: it is the outermost, so each thread's part is contiguous.
@@ -375,9 +375,7 @@ fn replace(model: &mut TypedModel, candidate: Candidate, kernel: TileKernel) -> 
     let (mut scale, mut last) = (1.0f32, candidate.node);
     if let [only] = &node.outputs[0].successors[..] {
         let next = model.node(only.node);
-        let is_mul = next.inputs.len() == 2
-            && next.op_as::<TypedBinOp>().map(|op| op.0.is::<Mul>() && op.1.is_none()).unwrap_or(false);
-        if is_mul {
+        if is_binary::<Mul>(next) {
             let factor = model.outlet_fact(next.inputs[1 - only.slot])?.konst.clone();
             let next_shape = model.outlet_fact(OutletId::new(next.id, 0))?.shape.as_concrete().map(|s| s.to_vec());
             if let (Some(factor), Some(next_shape)) = (factor, next_shape) {
@@ -426,17 +424,7 @@ mod tests {
     use super::*;
     use crate::softmax::scalar::softmax_row;
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                state as f32 / u32::MAX as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::graph::test_values as values;
 
     /// The product in the kernels' order: per block of [`K_BLOCK`] steps one fused multiply-add per step
     /// from zero (the right operand scaled first), later blocks' sums added to the first's.
@@ -561,10 +549,7 @@ mod tests {
         let k = model.add_source("k", f32::fact([t, heads, d]))?;
         let v = model.add_source("v", f32::fact([t, heads, d]))?;
         let scores = model.wire_node("qk", EinSum::new("mak,nak->amn".parse()?, f32::datum_type()), &[q, k])?[0];
-        let scale = model.add_const("scale", tensor0(1.0f32 / (d as f32).sqrt()))?;
-        let scale = model.wire_node("scale.shape", AxisOp::Add(0), &[scale])?[0];
-        let scale = model.wire_node("scale.shape2", AxisOp::Add(0), &[scale])?[0];
-        let scale = model.wire_node("scale.shape3", AxisOp::Add(0), &[scale])?[0];
+        let scale = model.add_const("scale", Tensor::from_shape(&[1, 1, 1], &[1.0f32 / (d as f32).sqrt()])?)?;
         let scores = model.wire_node("scaled", tract_core::ops::math::mul(), &[scores, scale])?[0];
         let probs = model.wire_node(
             "softmax",

@@ -24,10 +24,11 @@ pub mod scalar;
 use std::sync::Arc;
 
 use tract_core::internal::*;
-use tract_core::ops::binary::TypedBinOp;
 use tract_core::ops::einsum::EinSum;
 use tract_core::ops::math::{Add, Mul};
 use tract_linalg::multithread::{current_tract_executor, Executor};
+
+use crate::graph::{is_binary, per_axis_values};
 
 /// Rows of a tile (activation rows per kernel call).
 pub const ROWS: usize = 6;
@@ -395,7 +396,7 @@ pub fn multiply_packed(
     rows: &mut [&mut [f32]],
 ) {
     let Panels { data, k, n, k_block } = *panels;
-    let (m, panel_count, first_panel) = (rows.len(), n.div_ceil(COLS), panel_range.start);
+    let (panel_count, first_panel) = (n.div_ceil(COLS), panel_range.start);
     let mut edge = [0f32; TILE];
     for (block_start, block) in (0..k).step_by(k_block).zip(data.chunks(k_block * panel_count * COLS)) {
         let kc = k_block.min(k - block_start);
@@ -438,7 +439,6 @@ pub fn multiply_packed(
             }
         }
     }
-    debug_assert!(m == 0 || groups.len() >= m.div_ceil(ROWS) * k * ROWS);
 }
 
 /// `out` (`n × m`) = the transpose of `rows` (`m × n`), channels split between the threads. A band of
@@ -724,26 +724,6 @@ fn replace(model: &mut TypedModel, layer: LinearLayer, kernel: TileKernel) -> Tr
     patch.apply(model)
 }
 
-/// The values of a constant that holds one value per channel of a rank-`rank` output whose channels lie
-/// along `axis` (`n` of them), 1 elsewhere (aligned to the right, as broadcasting does); a single value
-/// counts for every channel.
-fn per_channel(konst: &Tensor, rank: usize, axis: usize, n: usize) -> Option<Vec<f32>> {
-    if konst.datum_type() != f32::datum_type() || konst.rank() > rank {
-        return None;
-    }
-    let values: Vec<f32> = konst.to_plain_array_view::<f32>().ok()?.iter().copied().collect();
-    if values.len() == 1 {
-        return Some(vec![values[0]; n]);
-    }
-    let along_channels = values.len() == n
-        && konst
-            .shape()
-            .iter()
-            .enumerate()
-            .all(|(index, &len)| len == if index + rank - konst.rank() == axis { n } else { 1 });
-    along_channels.then_some(values)
-}
-
 /// Folds into each [`PackedLinear`] the additions and multiplications by per-channel (or single)
 /// constants that follow it alone — a bias, a scale (attention's on queries and keys, DINOv2's layer
 /// scale) — as its bias and scaled weights; returns how many were folded.
@@ -755,9 +735,8 @@ pub fn fold_into_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
             let Some(op) = node.op_as::<PackedLinear>() else { continue };
             let [only] = &node.outputs[0].successors[..] else { continue };
             let next = model.node(only.node);
-            let Some(bin) = next.op_as::<TypedBinOp>() else { continue };
-            let (is_add, is_mul) = (bin.0.is::<Add>(), bin.0.is::<Mul>());
-            if next.inputs.len() != 2 || bin.1.is_some() || !(is_add || is_mul) {
+            let (is_add, is_mul) = (is_binary::<Add>(next), is_binary::<Mul>(next));
+            if !(is_add || is_mul) {
                 continue;
             }
             let Some(konst) = model.outlet_fact(next.inputs[1 - only.slot])?.konst.clone() else { continue };
@@ -765,7 +744,7 @@ pub fn fold_into_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
             if next_shape.as_deref() != Some(&op.output_shape[..]) {
                 continue;
             }
-            let Some(values) = per_channel(&konst, op.output_shape.len(), op.channel_axis, op.weights.n) else {
+            let Some(values) = per_axis_values(&konst, op.output_shape.len(), op.channel_axis, op.weights.n) else {
                 continue;
             };
             let next_id = next.id;
@@ -792,17 +771,7 @@ pub fn fold_into_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
 mod tests {
     use super::*;
 
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        let mut state = seed.wrapping_mul(0x9e37_79b9) | 1;
-        (0..len)
-            .map(|_| {
-                state ^= state << 13;
-                state ^= state >> 17;
-                state ^= state << 5;
-                state as f32 / u32::MAX as f32 * 2.0 - 1.0
-            })
-            .collect()
-    }
+    use crate::graph::test_values as values;
 
     /// `x · W + bias` with each sum in the kernels' order (per block of `k_block` steps, each step one fused
     /// multiply-add from the bias or zero; later blocks' sums added to the first's), in f32.
