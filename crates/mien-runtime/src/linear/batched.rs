@@ -181,7 +181,8 @@ impl std::hash::Hash for BatchedProduct {
 
 impl Op for BatchedProduct {
     fn name(&self) -> StaticName {
-        "BatchedProduct(mien)".into()
+        // Profiles group time by name: a folded softmax's time shows where it went.
+        if self.softmax.is_some() { "BatchedProduct+Softmax(mien)" } else { "BatchedProduct(mien)" }.into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
