@@ -220,9 +220,9 @@ impl PackedWeights {
         Ok(())
     }
 
-    /// All rows of the row-major `out`. With several threads, each takes a contiguous share of the rows
-    /// (and packs them itself); when there are too few rows for that, a contiguous share of the weight's
-    /// panels.
+    /// All rows of the row-major `out`. With several threads, each takes a contiguous share of the tiles
+    /// in row order (see [`tile_shares`]) and packs its rows itself; when there are too few rows for
+    /// that, a contiguous share of the weight's panels.
     fn fill_rows(
         &self,
         kernel: TileKernel,
@@ -240,17 +240,28 @@ impl PackedWeights {
         let panel_count = n.div_ceil(COLS);
         let bias = self.bias.as_deref();
         let mut rows: Vec<&mut [f32]> = out.chunks_exact_mut(n).collect();
-        let rows_from = |first_row: usize, rows: &mut [&mut [f32]]| {
-            let mut groups = vec![];
-            pack_row_groups(x, first_row, rows.len(), k, strides, &mut groups);
-            multiply_packed(kernel, &groups, &panels, 0..panel_count, bias, rows)
-        };
         let threads = pool.map(|pool| pool.current_num_threads()).unwrap_or(1);
         match pool {
             Some(pool) if m >= threads * 2 * ROWS => {
-                let share = m.div_ceil(ROWS).div_ceil(threads) * ROWS;
+                let shares = tile_shares(rows, n, threads);
                 pool.install(|| {
-                    rows.par_chunks_mut(share).enumerate().for_each(|(index, rows)| rows_from(index * share, rows))
+                    shares.into_par_iter().for_each(|share| {
+                        let Some(first_group) = share.first().map(|tiles| tiles.group) else { return };
+                        let group_count = share.last().map_or(0, |tiles| tiles.group + 1 - first_group);
+                        let first_row = first_group * ROWS;
+                        let row_count = (m - first_row).min(group_count * ROWS);
+                        let mut packed_rows = vec![];
+                        pack_row_groups(x, first_row, row_count, k, strides, &mut packed_rows);
+                        let mut tiles: Vec<GroupTiles> = share
+                            .into_iter()
+                            .map(|tiles| GroupTiles {
+                                x: &packed_rows[(tiles.group - first_group) * k * ROWS..][..k * ROWS],
+                                panels: tiles.panels,
+                                rows: tiles.rows,
+                            })
+                            .collect();
+                        multiply_groups(kernel, &panels, bias, &mut tiles)
+                    })
                 });
             }
             Some(pool) if panel_count >= threads * 2 => {
@@ -277,7 +288,11 @@ impl PackedWeights {
                         .for_each(|(mut rows, range)| multiply_packed(kernel, &groups, &panels, range, bias, &mut rows))
                 });
             }
-            _ => rows_from(0, &mut rows),
+            _ => {
+                let mut groups = vec![];
+                pack_row_groups(x, 0, m, k, strides, &mut groups);
+                multiply_packed(kernel, &groups, &panels, 0..panel_count, bias, &mut rows)
+            }
         }
     }
 }
@@ -395,23 +410,56 @@ pub fn multiply_packed(
     bias: Option<&[f32]>,
     rows: &mut [&mut [f32]],
 ) {
+    let group_len = panels.k * ROWS;
+    let mut tiles: Vec<GroupTiles> = rows
+        .chunks_mut(ROWS)
+        .zip(groups.chunks_exact(group_len))
+        .map(|(rows, x)| GroupTiles {
+            x,
+            panels: panel_range.clone(),
+            rows: rows.iter_mut().map(|row| &mut **row).collect(),
+        })
+        .collect();
+    multiply_groups(kernel, panels, bias, &mut tiles)
+}
+
+/// One row group's share of a product: its packed activations (`k` steps of [`ROWS`] values, as
+/// [`pack_row_groups`] lays a group out), the weight panels it takes, and its output rows (at most
+/// [`ROWS`]), each holding the columns of those panels from the first panel's first column.
+#[derive(Debug)]
+pub struct GroupTiles<'a> {
+    /// The group's packed activations.
+    pub x: &'a [f32],
+    /// The weight panels this share covers.
+    pub panels: std::ops::Range<usize>,
+    /// The output rows' pieces.
+    pub rows: Vec<&'a mut [f32]>,
+}
+
+/// `rows = x · panels (+ bias)` for each of `groups` on its own panels. Blocks of the contraction run
+/// outermost and each weight panel once per block across all groups that take it, so a panel is read
+/// from memory once while it sits in L1.
+pub fn multiply_groups(kernel: TileKernel, panels: &Panels, bias: Option<&[f32]>, groups: &mut [GroupTiles]) {
     let Panels { data, k, n, k_block } = *panels;
-    let (panel_count, first_panel) = (n.div_ceil(COLS), panel_range.start);
+    let panel_count = n.div_ceil(COLS);
+    let first = groups.iter().map(|group| group.panels.start).min().unwrap_or(0);
+    let end = groups.iter().map(|group| group.panels.end).max().unwrap_or(0);
     let mut edge = [0f32; TILE];
     for (block_start, block) in (0..k).step_by(k_block).zip(data.chunks(k_block * panel_count * COLS)) {
         let kc = k_block.min(k - block_start);
-        for panel in panel_range.clone() {
+        for panel in first..end {
             let w = &block[panel * kc * COLS..][..kc * COLS];
-            let (col, local) = (panel * COLS, (panel - first_panel) * COLS);
+            let col = panel * COLS;
             let cols = COLS.min(n - col);
             let start = match bias {
                 _ if block_start > 0 => Start::Accumulate,
                 Some(bias) => Start::Bias(bias[col..col + COLS].try_into().expect("a panel of bias")),
                 None => Start::Zero,
             };
-            for (group, tile_rows) in rows.chunks_mut(ROWS).enumerate() {
-                let xs = &groups[group * k * ROWS + block_start * ROWS..][..kc * ROWS];
-                match tile_rows {
+            for group in groups.iter_mut().filter(|group| group.panels.contains(&panel)) {
+                let local = (panel - group.panels.start) * COLS;
+                let xs = &group.x[block_start * ROWS..][..kc * ROWS];
+                match &mut group.rows[..] {
                     [a, b, c, d, e, f] if cols == COLS => {
                         let span = local..local + COLS;
                         let tile = [
@@ -424,7 +472,7 @@ pub fn multiply_packed(
                         ];
                         kernel(xs, w, tile, start);
                     }
-                    _ => {
+                    tile_rows => {
                         // A tile over the edge of the output: through a full-size copy.
                         for (row, copy) in tile_rows.iter().zip(edge.chunks_exact_mut(COLS)) {
                             copy[..cols].copy_from_slice(&row[local..local + cols]);
@@ -439,6 +487,45 @@ pub fn multiply_packed(
             }
         }
     }
+}
+
+/// A thread's share of a row-split product, one row group at a time.
+struct ShareTiles<'a> {
+    group: usize,
+    panels: std::ops::Range<usize>,
+    rows: Vec<&'a mut [f32]>,
+}
+
+/// Splits the `(row group, panel)` tiles of the output `rows` (each `n` wide) into `threads` runs of
+/// consecutive tiles, as even as whole tiles allow: a row group at a boundary is shared by column. An
+/// odd number of row groups (ViT-B's 197 tokens make 33) would otherwise leave one thread a whole
+/// group's work longer than the other.
+fn tile_shares(rows: Vec<&mut [f32]>, n: usize, threads: usize) -> Vec<Vec<ShareTiles<'_>>> {
+    let panel_count = n.div_ceil(COLS);
+    let tiles = rows.len().div_ceil(ROWS) * panel_count;
+    let bounds: Vec<usize> = (0..=threads).map(|share| share * tiles / threads).collect();
+    let mut shares: Vec<Vec<ShareTiles>> = (0..threads).map(|_| vec![]).collect();
+    let mut rows = rows.into_iter();
+    for group in 0..tiles / panel_count + usize::from(tiles % panel_count != 0) {
+        let mut group_rows: Vec<&mut [f32]> = rows.by_ref().take(ROWS).collect();
+        let (group_first, group_end) = (group * panel_count, (group + 1) * panel_count);
+        for (share, bound) in shares.iter_mut().zip(bounds.windows(2)) {
+            let (first, end) = (bound[0].max(group_first), bound[1].min(group_end));
+            if first >= end {
+                continue;
+            }
+            let panels = first - group_first..end - group_first;
+            let width = n.min(panels.end * COLS) - panels.start * COLS;
+            let mut pieces = Vec::with_capacity(group_rows.len());
+            for row in group_rows.iter_mut() {
+                let (piece, rest) = std::mem::take(row).split_at_mut(width);
+                pieces.push(piece);
+                *row = rest;
+            }
+            share.push(ShareTiles { group, panels, rows: pieces });
+        }
+    }
+    shares
 }
 
 /// `out` (`n × m`) = the transpose of `rows` (`m × n`), channels split between the threads. A band of
@@ -857,9 +944,10 @@ mod tests {
 
     #[test]
     fn threads_split_rows_or_columns_without_changing_a_bit() -> TractResult<()> {
-        // More rows than channels (split by rows), more channels than rows (by panels, with a short
-        // last panel and shares of unequal length).
-        for (m, n, k) in [(197, 40, 300), (13, 100, 300), (20, 770, 40), (7, 33, 5)] {
+        // More rows than channels (split by rows, a row group at a share's boundary shared by column,
+        // short last groups and panels), more channels than rows (by panels, with a short last panel
+        // and shares of unequal length).
+        for (m, n, k) in [(197, 40, 300), (61, 100, 70), (13, 100, 300), (20, 770, 40), (7, 33, 5)] {
             let (x, w) = (values(m * k, 10), values(k * n, 11));
             let packed = PackedWeights::pack(&w, k, n)?.with_bias(values(n, 12))?;
             let mut single = vec![0f32; m * n];
