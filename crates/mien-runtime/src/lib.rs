@@ -4,6 +4,7 @@
 //! Depends on tract-nnef and tract-core only (never tract-onnx or protobuf), so it stays small enough
 //! for the device binary.
 
+pub mod activation;
 pub mod cpu;
 pub mod f16_convert;
 mod graph;

@@ -28,6 +28,7 @@ use tract_core::ops::einsum::EinSum;
 use tract_core::ops::math::{Add, Mul};
 use tract_linalg::multithread::{current_tract_executor, Executor};
 
+use crate::activation::Activation;
 use crate::graph::{is_binary, per_axis_values};
 
 /// Rows of a tile (activation rows per kernel call).
@@ -196,6 +197,19 @@ impl PackedWeights {
     /// [`PackedWeights::multiply`] with `x` and `out` laid out as `layout` says. A transposed output is
     /// computed row-major into a scratch buffer and transposed into `out`.
     pub fn multiply_laid_out(&self, kernel: TileKernel, x: &[f32], out: &mut [f32], layout: Layout) -> TractResult<()> {
+        self.multiply_activated(kernel, x, out, layout, None)
+    }
+
+    /// [`PackedWeights::multiply_laid_out`], then `activation` on every output value, each thread on its
+    /// own share as soon as it is computed.
+    pub fn multiply_activated(
+        &self,
+        kernel: TileKernel,
+        x: &[f32],
+        out: &mut [f32],
+        layout: Layout,
+        activation: Option<Activation>,
+    ) -> TractResult<()> {
         let (k, n) = (self.k, self.n);
         ensure!(
             x.len() % k == 0 && out.len() % n == 0 && out.len() / n == x.len() / k,
@@ -212,17 +226,18 @@ impl PackedWeights {
         };
         if layout.output_transposed {
             let mut rows = vec![0f32; m * n];
-            self.fill_rows(kernel, packed, x, layout.input_transposed, &mut rows, pool);
+            self.fill_rows(kernel, packed, x, layout.input_transposed, &mut rows, activation, pool)?;
             transpose_into(&rows, m, n, out, pool);
+            Ok(())
         } else {
-            self.fill_rows(kernel, packed, x, layout.input_transposed, out, pool);
+            self.fill_rows(kernel, packed, x, layout.input_transposed, out, activation, pool)
         }
-        Ok(())
     }
 
     /// All rows of the row-major `out`. With several threads, each takes a contiguous share of the tiles
     /// in row order (see [`tile_shares`]) and packs its rows itself; when there are too few rows for
-    /// that, a contiguous share of the weight's panels.
+    /// that, a contiguous share of the weight's panels. Each thread then applies `activation` to its share.
+    #[allow(clippy::too_many_arguments)]
     fn fill_rows(
         &self,
         kernel: TileKernel,
@@ -230,8 +245,9 @@ impl PackedWeights {
         x: &[f32],
         input_transposed: bool,
         out: &mut [f32],
+        activation: Option<Activation>,
         pool: Option<&rayon::ThreadPool>,
-    ) {
+    ) -> TractResult<()> {
         use rayon::prelude::*;
         let (k, n) = (self.k, self.n);
         let m = out.len() / n;
@@ -241,12 +257,18 @@ impl PackedWeights {
         let bias = self.bias.as_deref();
         let mut rows: Vec<&mut [f32]> = out.chunks_exact_mut(n).collect();
         let threads = pool.map(|pool| pool.current_num_threads()).unwrap_or(1);
+        let activate = |rows: &mut [&mut [f32]]| -> TractResult<()> {
+            match activation {
+                Some(activation) => rows.iter_mut().try_for_each(|row| activation.apply(row)),
+                None => Ok(()),
+            }
+        };
         match pool {
             Some(pool) if m >= threads * 2 * ROWS => {
                 let shares = tile_shares(rows, n, threads);
                 pool.install(|| {
-                    shares.into_par_iter().for_each(|share| {
-                        let Some(first_group) = share.first().map(|tiles| tiles.group) else { return };
+                    shares.into_par_iter().try_for_each(|share| {
+                        let Some(first_group) = share.first().map(|tiles| tiles.group) else { return Ok(()) };
                         let group_count = share.last().map_or(0, |tiles| tiles.group + 1 - first_group);
                         let first_row = first_group * ROWS;
                         let row_count = (m - first_row).min(group_count * ROWS);
@@ -260,9 +282,10 @@ impl PackedWeights {
                                 rows: tiles.rows,
                             })
                             .collect();
-                        multiply_groups(kernel, &panels, bias, &mut tiles)
+                        multiply_groups(kernel, &panels, bias, &mut tiles);
+                        tiles.iter_mut().try_for_each(|tiles| activate(&mut tiles.rows))
                     })
-                });
+                })
             }
             Some(pool) if panel_count >= threads * 2 => {
                 let mut groups = vec![];
@@ -282,16 +305,17 @@ impl PackedWeights {
                     }
                 }
                 pool.install(|| {
-                    parts
-                        .into_par_iter()
-                        .zip(ranges)
-                        .for_each(|(mut rows, range)| multiply_packed(kernel, &groups, &panels, range, bias, &mut rows))
-                });
+                    parts.into_par_iter().zip(ranges).try_for_each(|(mut rows, range)| {
+                        multiply_packed(kernel, &groups, &panels, range, bias, &mut rows);
+                        activate(&mut rows)
+                    })
+                })
             }
             _ => {
                 let mut groups = vec![];
                 pack_row_groups(x, 0, m, k, strides, &mut groups);
-                multiply_packed(kernel, &groups, &panels, 0..panel_count, bias, &mut rows)
+                multiply_packed(kernel, &groups, &panels, 0..panel_count, bias, &mut rows);
+                activate(&mut rows)
             }
         }
     }
@@ -564,17 +588,20 @@ pub struct PackedLinear {
     output_shape: TVec<usize>,
     /// The output axis that holds the channels.
     channel_axis: usize,
+    /// Applied to the output (folded from the node that followed).
+    activation: Option<Activation>,
 }
 
 impl std::fmt::Debug for PackedLinear {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "PackedLinear(k={}, n={}, bias={}, {:?})",
+            "PackedLinear(k={}, n={}, bias={}, {:?}, {:?})",
             self.weights.k,
             self.weights.n,
             self.weights.bias.is_some(),
-            self.layout
+            self.layout,
+            self.activation
         )
     }
 }
@@ -586,6 +613,7 @@ impl PartialEq for PackedLinear {
         Arc::ptr_eq(&self.weights, &other.weights)
             && self.layout == other.layout
             && self.output_shape == other.output_shape
+            && self.activation == other.activation
     }
 }
 impl Eq for PackedLinear {}
@@ -595,22 +623,27 @@ impl std::hash::Hash for PackedLinear {
         (Arc::as_ptr(&self.weights) as usize).hash(state);
         self.layout.hash(state);
         self.output_shape.hash(state);
+        self.activation.hash(state);
     }
 }
 
 impl Op for PackedLinear {
     fn name(&self) -> StaticName {
-        "PackedLinear(mien)".into()
+        match self.activation {
+            Some(activation) => format!("PackedLinear+{}(mien)", activation.name()).into(),
+            None => "PackedLinear(mien)".into(),
+        }
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "k={} n={} bias={} input_transposed={} output_transposed={}",
+            "k={} n={} bias={} input_transposed={} output_transposed={} activation={:?}",
             self.weights.k,
             self.weights.n,
             self.weights.bias.is_some(),
             self.layout.input_transposed,
-            self.layout.output_transposed
+            self.layout.output_transposed,
+            self.activation
         )])
     }
 
@@ -627,7 +660,13 @@ impl EvalOp for PackedLinear {
         let mut output = Tensor::zero::<f32>(&self.output_shape)?;
         {
             let mut out = output.try_as_plain_ram_mut()?;
-            self.weights.multiply_laid_out(self.kernel, x, out.as_slice_mut::<f32>()?, self.layout)?;
+            self.weights.multiply_activated(
+                self.kernel,
+                x,
+                out.as_slice_mut::<f32>()?,
+                self.layout,
+                self.activation,
+            )?;
         }
         Ok(tvec!(output.into_tvalue()))
     }
@@ -691,7 +730,7 @@ const NOT_A_CANDIDATE: &str = "not a constant-weight f32 product";
 /// A linear layer [`PackedLinear`] can compute, as found in the graph.
 struct LinearLayer {
     node: usize,
-    activation: OutletId,
+    input: OutletId,
     weight: Arc<Tensor>,
     k: usize,
     n: usize,
@@ -779,7 +818,7 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<LinearLayer, &'static
     };
     Ok(LinearLayer {
         node: node.id,
-        activation: node.inputs[act_slot],
+        input: node.inputs[act_slot],
         weight,
         k,
         n,
@@ -803,9 +842,10 @@ fn replace(model: &mut TypedModel, layer: LinearLayer, kernel: TileKernel) -> Tr
         layout: layer.layout,
         output_shape: layer.output_shape.into(),
         channel_axis: layer.channel_axis,
+        activation: None,
     };
     let mut patch = TypedModelPatch::default();
-    let input = patch.tap_model(model, layer.activation)?;
+    let input = patch.tap_model(model, layer.input)?;
     let output = patch.wire_node(format!("{name}.packed"), op, &[input])?[0];
     patch.shunt_outside(model, OutletId::new(layer.node, 0), output)?;
     patch.apply(model)
@@ -813,15 +853,33 @@ fn replace(model: &mut TypedModel, layer: LinearLayer, kernel: TileKernel) -> Tr
 
 /// Folds into each [`PackedLinear`] the additions and multiplications by per-channel (or single)
 /// constants that follow it alone — a bias, a scale (attention's on queries and keys, DINOv2's layer
-/// scale) — as its bias and scaled weights; returns how many were folded.
+/// scale) — as its bias and scaled weights, then an [`Activation`] that follows (the MLP's GELU), which
+/// its threads apply to their shares; returns how many were folded.
 pub fn fold_into_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
     let mut folded = 0;
     'graph: loop {
         for id in model.eval_order()? {
             let node = model.node(id);
             let Some(op) = node.op_as::<PackedLinear>() else { continue };
+            // Nothing folds after an activation (it would apply before it), nor when the layer's own
+            // output is also one of the model's.
             let [only] = &node.outputs[0].successors[..] else { continue };
+            if op.activation.is_some() || model.outputs.contains(&OutletId::new(id, 0)) {
+                continue;
+            }
             let next = model.node(only.node);
+            if let Some(activation) = Activation::of(next) {
+                let next_id = next.id;
+                if let Some(op) = model.node_mut(id).op_as_mut::<PackedLinear>() {
+                    op.activation = Some(activation);
+                }
+                let mut patch = TypedModelPatch::default();
+                let output = patch.tap_model(model, OutletId::new(id, 0))?;
+                patch.shunt_outside(model, OutletId::new(next_id, 0), output)?;
+                patch.apply(model)?;
+                folded += 1;
+                continue 'graph;
+            }
             let (is_add, is_mul) = (is_binary::<Add>(next), is_binary::<Mul>(next));
             if !(is_add || is_mul) {
                 continue;
@@ -1114,6 +1172,51 @@ mod tests {
         let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
         for (g, w) in got.iter().zip(&want) {
             assert!((g - w).abs() <= 1e-5 * scale, "{g} vs tract's {w}");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn folds_a_following_gelu_and_nothing_after_it() -> TractResult<()> {
+        // linear → + bias → GELU → × 2 → linear: the bias and GELU fold into the first layer; the
+        // multiplication after the GELU must not (it would run before it).
+        let (m, k, n) = (40usize, 48usize, 136usize);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, m, k]))?;
+        let w = model.add_const("w", Tensor::from_shape(&[k, n], &values(k * n, 70))?)?;
+        let b = model.add_const("b", Tensor::from_shape(&[1, 1, n], &values(n, 71))?)?;
+        let two = model.add_const("two", tensor3(&[[[2f32]]]))?;
+        let y = model.wire_node("fc1", EinSum::new("amk,kn->amn".parse()?, f32::datum_type()), &[x, w])?[0];
+        let y = model.wire_node("bias", tract_core::ops::math::add(), &[y, b])?[0];
+        let y = model.wire_node("gelu", tract_core::ops::nn::gelu_exact::gelu_exact(), &[y])?[0];
+        let y = model.wire_node("double", tract_core::ops::math::mul(), &[y, two])?[0];
+        let w2 = model.add_const("w2", Tensor::from_shape(&[n, k], &values(k * n, 72))?)?;
+        let out = model.wire_node("fc2", EinSum::new("amn,nk->amk".parse()?, f32::datum_type()), &[y, w2])?;
+        model.select_output_outlets(&out)?;
+        let input = Tensor::from_shape(&[1, m, k], &values(m * k, 73))?;
+        let mut ours = model.clone();
+        accelerate_linear_layers(&mut ours)?;
+        if kernel().is_none() {
+            return Ok(());
+        }
+        let live: Vec<String> = ours.eval_order()?.iter().map(|&id| ours.node(id).op().name().to_string()).collect();
+        assert_eq!(live.iter().filter(|name| *name == "PackedLinear+Gelu(mien)").count(), 1, "{live:?}");
+        assert_eq!(live.iter().filter(|name| *name == "Mul").count(), 1, "the doubling stays: {live:?}");
+        assert!(!live.iter().any(|name| name == "Add" || name == "GeluExact"), "{live:?}");
+        // One thread, a row split (2 threads) and a panel split (4: 40 rows are too few for a row split).
+        for threads in [1, 2, 4] {
+            let run = |m: &TypedModel| -> TractResult<Vec<f32>> {
+                let plan = m.clone().into_optimized()?.into_runnable()?;
+                let out = tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
+                    plan.run(tvec!(input.clone().into_tvalue()))
+                })?;
+                Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
+            };
+            let (want, got) = (run(&model)?, run(&ours)?);
+            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() <= 1e-5 * scale, "{g} vs tract's {w} ({threads} threads)");
+            }
         }
         Ok(())
     }
