@@ -5,9 +5,15 @@ By default it benchmarks the seed architecture (ViT-B/16, random weights, export
 the ONNX if missing, converts it with mien-convert, runs `mien bench --json`, runs onnxruntime in a
 separate process (so peak RSS is its own), and prints both with the ratio.
 
+With --rounds N (default 3) the two alternate N times (mien, onnxruntime, mien, ...): on a shared or
+virtual machine the speed of the whole machine drifts by tens of percent over minutes, which a single
+back-to-back pair mistakes for a difference between the two. Each figure is then the median over the
+rounds (peak RSS: the largest), and the per-round p50s are printed too.
+
 Examples:
   python tools/bench_vs_onnxruntime.py                      # seed architecture, 2 threads
   python tools/bench_vs_onnxruntime.py --onnx my/model.onnx --threads 4 --runs 30
+  python tools/bench_vs_onnxruntime.py --rounds 7 --runs 10   # more alternations on a noisy machine
   python tools/bench_vs_onnxruntime.py --json               # machine-readable summary
 Build first: cargo build --release -p mien -p mien-convert (or pass --mien / --mien-convert).
 """
@@ -58,6 +64,7 @@ def main():
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3, help="alternations of mien and onnxruntime (default 3)")
     ap.add_argument("--mien", default=os.path.join(ROOT, "target", "release", "mien"))
     ap.add_argument("--mien-convert", default=os.path.join(ROOT, "target", "release", "mien-convert"))
     ap.add_argument("--json", action="store_true")
@@ -82,31 +89,63 @@ def main():
         print(f"converting {onnx_path} -> {plan} ...", file=sys.stderr)
         subprocess.run([args.mien_convert, onnx_path, "-o", plan], check=True, stdout=subprocess.DEVNULL)
 
-    mien = json.loads(subprocess.run([args.mien, "bench", plan, "--threads", str(args.threads), "--runs",
-                                      str(args.runs), "--warmup", str(args.warmup), "--json"],
-                                     check=True, capture_output=True, text=True).stdout)
-    ort = json.loads(subprocess.run([sys.executable, __file__, "--ort-child", onnx_path, "--threads",
-                                     str(args.threads), "--runs", str(args.runs), "--warmup", str(args.warmup)],
-                                    check=True, capture_output=True, text=True).stdout)
+    if args.rounds < 1 or args.runs < 1:
+        sys.exit("bench_vs_onnxruntime.py: --rounds and --runs must be at least 1")
+
+    def run_mien():
+        return json.loads(subprocess.run([args.mien, "bench", plan, "--threads", str(args.threads), "--runs",
+                                          str(args.runs), "--warmup", str(args.warmup), "--json"],
+                                         check=True, capture_output=True, text=True).stdout)
+
+    def run_ort():
+        return json.loads(subprocess.run([sys.executable, __file__, "--ort-child", onnx_path, "--threads",
+                                          str(args.threads), "--runs", str(args.runs), "--warmup",
+                                          str(args.warmup)], check=True, capture_output=True, text=True).stdout)
+
+    rounds = []
+    for index in range(args.rounds):
+        pair = {"mien": run_mien(), "onnxruntime": run_ort()}
+        rounds.append(pair)
+        print(f"round {index + 1}/{args.rounds}: p50 mien {pair['mien']['latency_ms']['p50']:.1f} ms, "
+              f"onnxruntime {pair['onnxruntime']['latency_ms']['p50']:.1f} ms", file=sys.stderr)
+
+    def median(values):
+        values = sorted(values)
+        middle = len(values) // 2
+        return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+    def combined(runs, load_fields):
+        out = {field: median([r[field] for r in runs]) for field in load_fields}
+        out["latency_ms"] = {p: median([r["latency_ms"][p] for r in runs]) for p in ("p50", "p90", "p99")}
+        out["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+        return out
+
+    mien = combined([r["mien"] for r in rounds], ("load_ms", "optimize_ms"))
+    ort = combined([r["onnxruntime"] for r in rounds], ("load_ms",))
+    ort["version"] = rounds[0]["onnxruntime"]["version"]
+    ort["threads"] = args.threads
     summary = {
-        "model": onnx_path, "threads": args.threads, "runs": args.runs,
-        "mien": {"load_ms": mien["load_ms"], "optimize_ms": mien["optimize_ms"], "latency_ms": mien["latency_ms"],
-                 "peak_rss_mb": mien["peak_rss_mb"]},
+        "model": onnx_path, "threads": args.threads, "runs": args.runs, "rounds": args.rounds,
+        "mien": mien,
         "onnxruntime": ort,
         "latency_ratio_p50": mien["latency_ms"]["p50"] / ort["latency_ms"]["p50"],
         "rss_ratio": mien["peak_rss_mb"] / ort["peak_rss_mb"],
+        "round_p50_ms": [{"mien": r["mien"]["latency_ms"]["p50"], "onnxruntime": r["onnxruntime"]["latency_ms"]["p50"]}
+                         for r in rounds],
     }
     if args.json:
         print(json.dumps(summary, indent=1))
         return
     m, o = summary["mien"], ort
-    print(f"model {onnx_path}, {args.threads} threads, {args.runs} runs")
+    print(f"model {onnx_path}, {args.threads} threads, {args.runs} runs, median of {args.rounds} alternating rounds")
     print(f"{'':14}{'mien':>12}{'onnxruntime':>14}{'ratio':>8}")
     print(f"{'latency p50':14}{m['latency_ms']['p50']:>10.1f}ms{o['latency_ms']['p50']:>12.1f}ms"
           f"{summary['latency_ratio_p50']:>8.2f}")
     print(f"{'latency p90':14}{m['latency_ms']['p90']:>10.1f}ms{o['latency_ms']['p90']:>12.1f}ms")
     print(f"{'load+optimize':14}{m['load_ms'] + m['optimize_ms']:>10.0f}ms{o['load_ms']:>12.0f}ms")
     print(f"{'peak RSS':14}{m['peak_rss_mb']:>10.0f}MB{o['peak_rss_mb']:>12.0f}MB{summary['rss_ratio']:>8.2f}")
+    rounds_text = ", ".join(f"{r['mien']:.0f}/{r['onnxruntime']:.0f}" for r in summary["round_p50_ms"])
+    print(f"{'rounds p50':14}{rounds_text} ms (mien/onnxruntime)")
 
 
 if __name__ == "__main__":
