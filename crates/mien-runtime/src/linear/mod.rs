@@ -973,7 +973,8 @@ mod tests {
             return Ok(());
         };
         let bias: [f32; COLS] = values(COLS, 3).try_into().unwrap();
-        for kc in [1, 2, 5, 64, 256] {
+        // Every remainder of the kernel's four-step unrolling, alone and after whole iterations.
+        for kc in [1, 2, 3, 4, 5, 7, 64, 255, 256] {
             let (x, w) = (values(kc * ROWS, 4), values(kc * COLS, 5));
             for (ldc, start) in
                 [(COLS, Start::Accumulate), (40, Start::Accumulate), (COLS, Start::Zero), (23, Start::Bias(&bias))]
