@@ -272,24 +272,24 @@ impl PackedWeights {
                         let group_count = share.last().map_or(0, |tiles| tiles.group + 1 - first_group);
                         let first_row = first_group * ROWS;
                         let row_count = (m - first_row).min(group_count * ROWS);
-                        let mut packed_rows = vec![];
-                        pack_row_groups(x, first_row, row_count, k, strides, &mut packed_rows);
-                        let mut tiles: Vec<GroupTiles> = share
-                            .into_iter()
-                            .map(|tiles| GroupTiles {
-                                x: &packed_rows[(tiles.group - first_group) * k * ROWS..][..k * ROWS],
-                                panels: tiles.panels,
-                                rows: tiles.rows,
-                            })
-                            .collect();
-                        multiply_groups(kernel, &panels, bias, &mut tiles);
-                        tiles.iter_mut().try_for_each(|tiles| activate(&mut tiles.rows))
+                        with_packed_rows(|packed_rows| {
+                            pack_row_groups(x, first_row, row_count, k, strides, packed_rows);
+                            let mut tiles: Vec<GroupTiles> = share
+                                .into_iter()
+                                .map(|tiles| GroupTiles {
+                                    x: &packed_rows[(tiles.group - first_group) * k * ROWS..][..k * ROWS],
+                                    panels: tiles.panels,
+                                    rows: tiles.rows,
+                                })
+                                .collect();
+                            multiply_groups(kernel, &panels, bias, &mut tiles);
+                            tiles.iter_mut().try_for_each(|tiles| activate(&mut tiles.rows))
+                        })
                     })
                 })
             }
-            Some(pool) if panel_count >= threads * 2 => {
-                let mut groups = vec![];
-                pack_row_groups(x, 0, m, k, strides, &mut groups);
+            Some(pool) if panel_count >= threads * 2 => with_packed_rows(|groups| {
+                pack_row_groups(x, 0, m, k, strides, groups);
                 let share = panel_count.div_ceil(threads);
                 let ranges: Vec<std::ops::Range<usize>> =
                     (0..panel_count).step_by(share).map(|first| first..panel_count.min(first + share)).collect();
@@ -306,19 +306,33 @@ impl PackedWeights {
                 }
                 pool.install(|| {
                     parts.into_par_iter().zip(ranges).try_for_each(|(mut rows, range)| {
-                        multiply_packed(kernel, &groups, &panels, range, bias, &mut rows);
+                        multiply_packed(kernel, groups, &panels, range, bias, &mut rows);
                         activate(&mut rows)
                     })
                 })
-            }
-            _ => {
-                let mut groups = vec![];
-                pack_row_groups(x, 0, m, k, strides, &mut groups);
-                multiply_packed(kernel, &groups, &panels, 0..panel_count, bias, &mut rows);
+            }),
+            _ => with_packed_rows(|groups| {
+                pack_row_groups(x, 0, m, k, strides, groups);
+                multiply_packed(kernel, groups, &panels, 0..panel_count, bias, &mut rows);
                 activate(&mut rows)
-            }
+            }),
         }
     }
+}
+
+thread_local! {
+    /// This thread's packed activation rows, kept from one product to the next: [`pack_row_groups`]
+    /// zero-fills only what a buffer grows by, so a fresh one per product would be cleared every time.
+    static PACKED_ROWS: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// Runs `f` with this thread's packed-rows buffer (an empty one if a product on this thread is already
+/// using it, as when a thread waiting for its pool runs another job meanwhile).
+fn with_packed_rows<R>(f: impl FnOnce(&mut Vec<f32>) -> R) -> R {
+    let mut buffer = PACKED_ROWS.take();
+    let result = f(&mut buffer);
+    PACKED_ROWS.set(buffer);
+    result
 }
 
 /// Packs the `k × n` matrix whose element `(kk, nn)` is `src[kk * strides.0 + nn * strides.1]`, times
@@ -363,8 +377,9 @@ pub fn pack_panels(
 }
 
 /// Packs rows `first_row..first_row + m` of a matrix whose element `(row, kk)` is
-/// `src[row * strides.0 + kk * strides.1]` into `groups` as the tile kernels read activations: row groups
-/// of [`ROWS`], each `k` steps of `ROWS` values (rows past the last are zero).
+/// `src[row * strides.0 + kk * strides.1]` into the start of `groups` as the tile kernels read
+/// activations: row groups of [`ROWS`], each `k` steps of `ROWS` values (rows past the last are zero).
+/// `groups` grows to fit and is never shrunk.
 pub fn pack_row_groups(
     src: &[f32],
     first_row: usize,
@@ -375,9 +390,13 @@ pub fn pack_row_groups(
 ) {
     let (row_stride, k_stride) = strides;
     // Every value of a whole group is written below; only the missing rows of a last, short group are
-    // zeroed (a reused buffer is not cleared first).
-    groups.resize(m.div_ceil(ROWS) * k * ROWS, 0.0);
-    for (group_index, group) in groups.chunks_exact_mut(k * ROWS).enumerate() {
+    // zeroed. A reused buffer is neither cleared nor shrunk (growing it again would zero-fill the growth):
+    // values past the groups are left as they were.
+    let len = m.div_ceil(ROWS) * k * ROWS;
+    if groups.len() < len {
+        groups.resize(len, 0.0);
+    }
+    for (group_index, group) in groups[..len].chunks_exact_mut(k * ROWS).enumerate() {
         let row = first_row + group_index * ROWS;
         let rows = ROWS.min(m - group_index * ROWS);
         if row_stride == 1 {
