@@ -75,6 +75,30 @@ pub fn kernel() -> Option<TileKernel> {
     None
 }
 
+/// What each thread does to its share of a product's (row-major) output once it is computed, while the
+/// share is still in its cache: folded from the nodes that followed the layer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// Added first, laid out like the output (a residual connection).
+    pub residual: Option<&'a [f32]>,
+    /// Then applied to every value.
+    pub activation: Option<Activation>,
+}
+
+impl Epilogue<'_> {
+    /// Applies it to `values`, the output's values from index `offset` on.
+    fn apply(&self, values: &mut [f32], offset: usize) -> TractResult<()> {
+        if let Some(residual) = self.residual {
+            let len = values.len();
+            values.iter_mut().zip(&residual[offset..][..len]).for_each(|(v, r)| *v += r);
+        }
+        match self.activation {
+            Some(activation) => activation.apply(values),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A `k × n` weight matrix and its bias, packed for the tile kernels: for each block of `k_block`
 /// contraction steps, the panels of [`COLS`] output channels one after the other, each panel `kc` steps
 /// of `COLS` weights (channels beyond `n` are zero).
@@ -197,18 +221,18 @@ impl PackedWeights {
     /// [`PackedWeights::multiply`] with `x` and `out` laid out as `layout` says. A transposed output is
     /// computed row-major into a scratch buffer and transposed into `out`.
     pub fn multiply_laid_out(&self, kernel: TileKernel, x: &[f32], out: &mut [f32], layout: Layout) -> TractResult<()> {
-        self.multiply_activated(kernel, x, out, layout, None)
+        self.multiply_with(kernel, x, out, layout, Epilogue::default())
     }
 
-    /// [`PackedWeights::multiply_laid_out`], then `activation` on every output value, each thread on its
+    /// [`PackedWeights::multiply_laid_out`], then `epilogue` on every output value, each thread on its
     /// own share as soon as it is computed.
-    pub fn multiply_activated(
+    pub fn multiply_with(
         &self,
         kernel: TileKernel,
         x: &[f32],
         out: &mut [f32],
         layout: Layout,
-        activation: Option<Activation>,
+        epilogue: Epilogue,
     ) -> TractResult<()> {
         let (k, n) = (self.k, self.n);
         ensure!(
@@ -217,6 +241,10 @@ impl PackedWeights {
             x.len(),
             out.len()
         );
+        if let Some(residual) = epilogue.residual {
+            ensure!(residual.len() == out.len(), "residual of {} values for {} outputs", residual.len(), out.len());
+            ensure!(!layout.output_transposed, "a residual is added to row-major outputs only");
+        }
         let packed = self.packed();
         let m = x.len() / k;
         let executor = current_tract_executor();
@@ -226,17 +254,17 @@ impl PackedWeights {
         };
         if layout.output_transposed {
             let mut rows = vec![0f32; m * n];
-            self.fill_rows(kernel, packed, x, layout.input_transposed, &mut rows, activation, pool)?;
+            self.fill_rows(kernel, packed, x, layout.input_transposed, &mut rows, epilogue, pool)?;
             transpose_into(&rows, m, n, out, pool);
             Ok(())
         } else {
-            self.fill_rows(kernel, packed, x, layout.input_transposed, out, activation, pool)
+            self.fill_rows(kernel, packed, x, layout.input_transposed, out, epilogue, pool)
         }
     }
 
     /// All rows of the row-major `out`. With several threads, each takes a contiguous share of the tiles
     /// in row order (see [`tile_shares`]) and packs its rows itself; when there are too few rows for
-    /// that, a contiguous share of the weight's panels. Each thread then applies `activation` to its share.
+    /// that, a contiguous share of the weight's panels. Each thread then applies `epilogue` to its share.
     #[allow(clippy::too_many_arguments)]
     fn fill_rows(
         &self,
@@ -245,7 +273,7 @@ impl PackedWeights {
         x: &[f32],
         input_transposed: bool,
         out: &mut [f32],
-        activation: Option<Activation>,
+        epilogue: Epilogue,
         pool: Option<&rayon::ThreadPool>,
     ) -> TractResult<()> {
         use rayon::prelude::*;
@@ -257,11 +285,11 @@ impl PackedWeights {
         let bias = self.bias.as_deref();
         let mut rows: Vec<&mut [f32]> = out.chunks_exact_mut(n).collect();
         let threads = pool.map(|pool| pool.current_num_threads()).unwrap_or(1);
-        let activate = |rows: &mut [&mut [f32]]| -> TractResult<()> {
-            match activation {
-                Some(activation) => rows.iter_mut().try_for_each(|row| activation.apply(row)),
-                None => Ok(()),
-            }
+        // The epilogue on row pieces `rows` of output rows `first_row..`, from column `first_col`.
+        let finish = |first_row: usize, first_col: usize, rows: &mut [&mut [f32]]| -> TractResult<()> {
+            rows.iter_mut()
+                .enumerate()
+                .try_for_each(|(index, piece)| epilogue.apply(piece, (first_row + index) * n + first_col))
         };
         match pool {
             Some(pool) if m >= threads * 2 * ROWS => {
@@ -274,6 +302,8 @@ impl PackedWeights {
                         let row_count = (m - first_row).min(group_count * ROWS);
                         with_packed_rows(|packed_rows| {
                             pack_row_groups(x, first_row, row_count, k, strides, packed_rows);
+                            let groups: Vec<(usize, usize)> =
+                                share.iter().map(|tiles| (tiles.group, tiles.panels.start)).collect();
                             let mut tiles: Vec<GroupTiles> = share
                                 .into_iter()
                                 .map(|tiles| GroupTiles {
@@ -283,7 +313,9 @@ impl PackedWeights {
                                 })
                                 .collect();
                             multiply_groups(kernel, &panels, bias, &mut tiles);
-                            tiles.iter_mut().try_for_each(|tiles| activate(&mut tiles.rows))
+                            tiles.iter_mut().zip(groups).try_for_each(|(tiles, (group, first_panel))| {
+                                finish(group * ROWS, first_panel * COLS, &mut tiles.rows)
+                            })
                         })
                     })
                 })
@@ -306,15 +338,16 @@ impl PackedWeights {
                 }
                 pool.install(|| {
                     parts.into_par_iter().zip(ranges).try_for_each(|(mut rows, range)| {
+                        let first_col = range.start * COLS;
                         multiply_packed(kernel, groups, &panels, range, bias, &mut rows);
-                        activate(&mut rows)
+                        finish(0, first_col, &mut rows)
                     })
                 })
             }),
             _ => with_packed_rows(|groups| {
                 pack_row_groups(x, 0, m, k, strides, groups);
                 multiply_packed(kernel, groups, &panels, 0..panel_count, bias, &mut rows);
-                activate(&mut rows)
+                finish(0, 0, &mut rows)
             }),
         }
     }
@@ -607,7 +640,9 @@ pub struct PackedLinear {
     output_shape: TVec<usize>,
     /// The output axis that holds the channels.
     channel_axis: usize,
-    /// Applied to the output (folded from the node that followed).
+    /// A second input, laid out like the output, is added to it (a residual connection that followed).
+    residual: bool,
+    /// Then applied to the output (folded from the node that followed).
     activation: Option<Activation>,
 }
 
@@ -615,11 +650,12 @@ impl std::fmt::Debug for PackedLinear {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "PackedLinear(k={}, n={}, bias={}, {:?}, {:?})",
+            "PackedLinear(k={}, n={}, bias={}, {:?}, residual={}, {:?})",
             self.weights.k,
             self.weights.n,
             self.weights.bias.is_some(),
             self.layout,
+            self.residual,
             self.activation
         )
     }
@@ -632,6 +668,7 @@ impl PartialEq for PackedLinear {
         Arc::ptr_eq(&self.weights, &other.weights)
             && self.layout == other.layout
             && self.output_shape == other.output_shape
+            && self.residual == other.residual
             && self.activation == other.activation
     }
 }
@@ -642,26 +679,33 @@ impl std::hash::Hash for PackedLinear {
         (Arc::as_ptr(&self.weights) as usize).hash(state);
         self.layout.hash(state);
         self.output_shape.hash(state);
+        self.residual.hash(state);
         self.activation.hash(state);
     }
 }
 
 impl Op for PackedLinear {
     fn name(&self) -> StaticName {
-        match self.activation {
-            Some(activation) => format!("PackedLinear+{}(mien)", activation.name()).into(),
-            None => "PackedLinear(mien)".into(),
+        // Profiles group time by name: what was folded in shows.
+        match (self.residual, self.activation) {
+            (false, None) => "PackedLinear(mien)".into(),
+            (residual, activation) => {
+                let residual = if residual { "+Residual" } else { "" };
+                let activation = activation.map(|a| format!("+{}", a.name())).unwrap_or_default();
+                format!("PackedLinear{residual}{activation}(mien)").into()
+            }
         }
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
         Ok(vec![format!(
-            "k={} n={} bias={} input_transposed={} output_transposed={} activation={:?}",
+            "k={} n={} bias={} input_transposed={} output_transposed={} residual={} activation={:?}",
             self.weights.k,
             self.weights.n,
             self.weights.bias.is_some(),
             self.layout.input_transposed,
             self.layout.output_transposed,
+            self.residual,
             self.activation
         )])
     }
@@ -673,19 +717,16 @@ impl EvalOp for PackedLinear {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        let input = args_1!(inputs);
-        let plain = input.try_as_plain_ram()?;
+        ensure!(inputs.len() == 1 + usize::from(self.residual), "PackedLinear: {} inputs", inputs.len());
+        let plain = inputs[0].try_as_plain_ram()?;
         let x = plain.as_slice::<f32>()?;
+        let residual = inputs.get(1).map(|residual| residual.try_as_plain_ram()).transpose()?;
+        let residual = residual.as_ref().map(|residual| residual.as_slice::<f32>()).transpose()?;
         let mut output = Tensor::zero::<f32>(&self.output_shape)?;
         {
             let mut out = output.try_as_plain_ram_mut()?;
-            self.weights.multiply_activated(
-                self.kernel,
-                x,
-                out.as_slice_mut::<f32>()?,
-                self.layout,
-                self.activation,
-            )?;
+            let epilogue = Epilogue { residual, activation: self.activation };
+            self.weights.multiply_with(self.kernel, x, out.as_slice_mut::<f32>()?, self.layout, epilogue)?;
         }
         Ok(tvec!(output.into_tvalue()))
     }
@@ -693,7 +734,7 @@ impl EvalOp for PackedLinear {
 
 impl TypedOp for PackedLinear {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs[0].datum_type == f32::datum_type(), "PackedLinear takes f32");
+        ensure!(inputs.iter().all(|input| input.datum_type == f32::datum_type()), "PackedLinear takes f32");
         Ok(tvec!(f32::fact(&*self.output_shape)))
     }
 
@@ -861,6 +902,7 @@ fn replace(model: &mut TypedModel, layer: LinearLayer, kernel: TileKernel) -> Tr
         layout: layer.layout,
         output_shape: layer.output_shape.into(),
         channel_axis: layer.channel_axis,
+        residual: false,
         activation: None,
     };
     let mut patch = TypedModelPatch::default();
@@ -886,6 +928,7 @@ pub fn fold_into_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
             if op.activation.is_some() || model.outputs.contains(&OutletId::new(id, 0)) {
                 continue;
             }
+            let output_shape = op.output_shape.clone();
             let next = model.node(only.node);
             if let Some(activation) = Activation::of(next) {
                 let next_id = next.id;
@@ -900,15 +943,34 @@ pub fn fold_into_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
                 continue 'graph;
             }
             let (is_add, is_mul) = (is_binary::<Add>(next), is_binary::<Mul>(next));
-            if !(is_add || is_mul) {
+            if !(is_add || is_mul) || op.residual {
                 continue;
             }
-            let Some(konst) = model.outlet_fact(next.inputs[1 - only.slot])?.konst.clone() else { continue };
             let next_shape = model.outlet_fact(OutletId::new(next.id, 0))?.shape.as_concrete().map(|s| s.to_vec());
-            if next_shape.as_deref() != Some(&op.output_shape[..]) {
+            if next_shape.as_deref() != Some(&output_shape[..]) {
                 continue;
             }
-            let Some(values) = per_axis_values(&konst, op.output_shape.len(), op.channel_axis, op.weights.n) else {
+            let other = next.inputs[1 - only.slot];
+            let other_fact = model.outlet_fact(other)?;
+            let Some(konst) = other_fact.konst.clone() else {
+                // A runtime tensor of the output's own shape and type: a residual connection.
+                let same = other_fact.datum_type == f32::datum_type()
+                    && other_fact.shape.as_concrete() == Some(&output_shape[..]);
+                if !is_add || !same || op.layout.output_transposed {
+                    continue;
+                }
+                let (next_id, input) = (next.id, node.inputs[0]);
+                let mut op = op.clone();
+                op.residual = true;
+                let mut patch = TypedModelPatch::default();
+                let inputs = [patch.tap_model(model, input)?, patch.tap_model(model, other)?];
+                let output = patch.wire_node(format!("{}.residual", node.name), op, &inputs)?[0];
+                patch.shunt_outside(model, OutletId::new(next_id, 0), output)?;
+                patch.apply(model)?;
+                folded += 1;
+                continue 'graph;
+            };
+            let Some(values) = per_axis_values(&konst, output_shape.len(), op.channel_axis, op.weights.n) else {
                 continue;
             };
             let next_id = next.id;
@@ -1152,8 +1214,8 @@ mod tests {
 
     #[test]
     fn folds_following_biases_and_scales() -> TractResult<()> {
-        // linear → + bias → × scalar → × per-channel scale → + offset, then a residual addition (not
-        // constant: stays).
+        // linear → + bias → × scalar → × per-channel scale → + offset, then a linear layer and a residual
+        // addition (a runtime tensor: added by the layer's threads).
         let (m, k, n) = (20usize, 48usize, 40usize);
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, m, k]))?;
@@ -1182,8 +1244,8 @@ mod tests {
         }
         assert_eq!(replaced, 2);
         let live: Vec<String> = ours.eval_order()?.iter().map(|&id| ours.node(id).op().name().to_string()).collect();
-        let binaries = live.iter().filter(|name| *name == "Add" || *name == "Mul").count();
-        assert_eq!(binaries, 1, "only the residual addition is left: {live:?}");
+        assert!(!live.iter().any(|name| name == "Add" || name == "Mul"), "all folded: {live:?}");
+        assert!(live.iter().any(|name| name == "PackedLinear+Residual(mien)"), "{live:?}");
         let run = |m: &TypedModel| -> TractResult<Vec<f32>> {
             let out = m.clone().into_optimized()?.into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
             Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
@@ -1197,10 +1259,11 @@ mod tests {
     }
 
     #[test]
-    fn folds_a_following_gelu_and_nothing_after_it() -> TractResult<()> {
-        // linear → + bias → GELU → × 2 → linear: the bias and GELU fold into the first layer; the
-        // multiplication after the GELU must not (it would run before it).
-        let (m, k, n) = (40usize, 48usize, 136usize);
+    fn folds_gelu_and_residual_but_nothing_after_the_gelu() -> TractResult<()> {
+        // linear → + bias → GELU → × 2 → linear → + x: the bias and GELU fold into the first layer; the
+        // multiplication after the GELU must not (it would run before it); the residual folds into the
+        // second.
+        let (m, k, n) = (40usize, 136usize, 144usize);
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, m, k]))?;
         let w = model.add_const("w", Tensor::from_shape(&[k, n], &values(k * n, 70))?)?;
@@ -1211,7 +1274,8 @@ mod tests {
         let y = model.wire_node("gelu", tract_core::ops::nn::gelu_exact::gelu_exact(), &[y])?[0];
         let y = model.wire_node("double", tract_core::ops::math::mul(), &[y, two])?[0];
         let w2 = model.add_const("w2", Tensor::from_shape(&[n, k], &values(k * n, 72))?)?;
-        let out = model.wire_node("fc2", EinSum::new("amn,nk->amk".parse()?, f32::datum_type()), &[y, w2])?;
+        let y = model.wire_node("fc2", EinSum::new("amn,nk->amk".parse()?, f32::datum_type()), &[y, w2])?[0];
+        let out = model.wire_node("residual", tract_core::ops::math::add(), &[x, y])?;
         model.select_output_outlets(&out)?;
         let input = Tensor::from_shape(&[1, m, k], &values(m * k, 73))?;
         let mut ours = model.clone();
@@ -1222,8 +1286,10 @@ mod tests {
         let live: Vec<String> = ours.eval_order()?.iter().map(|&id| ours.node(id).op().name().to_string()).collect();
         assert_eq!(live.iter().filter(|name| *name == "PackedLinear+Gelu(mien)").count(), 1, "{live:?}");
         assert_eq!(live.iter().filter(|name| *name == "Mul").count(), 1, "the doubling stays: {live:?}");
+        assert_eq!(live.iter().filter(|name| *name == "PackedLinear+Residual(mien)").count(), 1, "{live:?}");
         assert!(!live.iter().any(|name| name == "Add" || name == "GeluExact"), "{live:?}");
-        // One thread, a row split (2 threads) and a panel split (4: 40 rows are too few for a row split).
+        // One thread, a row split (2 threads) and a panel split (4: 40 rows are too few for a row split;
+        // both layers have 9 panels).
         for threads in [1, 2, 4] {
             let run = |m: &TypedModel| -> TractResult<Vec<f32>> {
                 let plan = m.clone().into_optimized()?.into_runnable()?;
