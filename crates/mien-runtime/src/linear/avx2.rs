@@ -27,14 +27,16 @@ fn tile_kernel_avx2(kc: usize, x: &[f32], w: &[f32], rows: [*mut f32; ROWS], sta
     unsafe {
         let row = |r: usize| rows[r];
         // The tile's rows are needed only at the end: fetched meanwhile (they may be in L3, far apart).
-        if let Start::Accumulate = start {
+        if let Start::Accumulate | Start::BiasAccumulate(_) = start {
             for r in 0..ROWS {
                 _mm_prefetch::<_MM_HINT_T0>(row(r).cast());
                 _mm_prefetch::<_MM_HINT_T0>(row(r).add(COLS - 1).cast());
             }
         }
         let initial = match start {
-            Start::Bias(bias) => (_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(8))),
+            Start::Bias(bias) | Start::BiasAccumulate(bias) => {
+                (_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(8)))
+            }
             Start::Zero | Start::Accumulate => (_mm256_setzero_ps(), _mm256_setzero_ps()),
         };
         let [(mut a00, mut a01), (mut a10, mut a11), (mut a20, mut a21), (mut a30, mut a31), (mut a40, mut a41), (mut a50, mut a51)] =
@@ -86,7 +88,7 @@ fn tile_kernel_avx2(kc: usize, x: &[f32], w: &[f32], rows: [*mut f32; ROWS], sta
             [(a00, a01), (a10, a11), (a20, a21), (a30, a31), (a40, a41), (a50, a51)].into_iter().enumerate()
         {
             let (lo, hi) = match start {
-                Start::Accumulate => {
+                Start::Accumulate | Start::BiasAccumulate(_) => {
                     (_mm256_add_ps(_mm256_loadu_ps(row(r)), lo), _mm256_add_ps(_mm256_loadu_ps(row(r).add(8)), hi))
                 }
                 Start::Bias(_) | Start::Zero => (lo, hi),

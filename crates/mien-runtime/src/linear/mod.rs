@@ -49,6 +49,9 @@ pub enum Start<'a> {
     Bias(&'a [f32; COLS]),
     /// The tile's current values (a later block of the contraction).
     Accumulate,
+    /// The bias plus the tile's current values (a first block onto an output that already holds values:
+    /// a residual taken over in place).
+    BiasAccumulate(&'a [f32; COLS]),
 }
 
 /// A tile kernel: `c = start + x · w` on a `ROWS × COLS` tile whose rows are `c[r][..COLS]`, `x` being
@@ -79,7 +82,10 @@ pub fn kernel() -> Option<TileKernel> {
 /// share is still in its cache: folded from the nodes that followed the layer.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Epilogue<'a> {
-    /// Added first, laid out like the output (a residual connection).
+    /// The output already holds values the products are added to (a residual connection taken over in
+    /// place: no output to allocate and clear, no pass to add it).
+    pub onto_output: bool,
+    /// Added first, laid out like the output (a residual connection that could not be taken over).
     pub residual: Option<&'a [f32]>,
     /// Then applied to every value.
     pub activation: Option<Activation>,
@@ -243,8 +249,11 @@ impl PackedWeights {
         );
         if let Some(residual) = epilogue.residual {
             ensure!(residual.len() == out.len(), "residual of {} values for {} outputs", residual.len(), out.len());
-            ensure!(!layout.output_transposed, "a residual is added to row-major outputs only");
         }
+        ensure!(
+            !(layout.output_transposed && (epilogue.residual.is_some() || epilogue.onto_output)),
+            "a residual is added to row-major outputs only"
+        );
         let packed = self.packed();
         let m = x.len() / k;
         let executor = current_tract_executor();
@@ -312,7 +321,7 @@ impl PackedWeights {
                                     rows: tiles.rows,
                                 })
                                 .collect();
-                            multiply_groups(kernel, &panels, bias, &mut tiles);
+                            multiply_groups(kernel, &panels, bias, epilogue.onto_output, &mut tiles);
                             tiles.iter_mut().zip(groups).try_for_each(|(tiles, (group, first_panel))| {
                                 finish(group * ROWS, first_panel * COLS, &mut tiles.rows)
                             })
@@ -339,14 +348,16 @@ impl PackedWeights {
                 pool.install(|| {
                     parts.into_par_iter().zip(ranges).try_for_each(|(mut rows, range)| {
                         let first_col = range.start * COLS;
-                        multiply_packed(kernel, groups, &panels, range, bias, &mut rows);
+                        let tiles = &mut row_groups(groups, &panels, range, &mut rows);
+                        multiply_groups(kernel, &panels, bias, epilogue.onto_output, tiles);
                         finish(0, first_col, &mut rows)
                     })
                 })
             }),
             _ => with_packed_rows(|groups| {
                 pack_row_groups(x, 0, m, k, strides, groups);
-                multiply_packed(kernel, groups, &panels, 0..panel_count, bias, &mut rows);
+                let tiles = &mut row_groups(groups, &panels, 0..panel_count, &mut rows);
+                multiply_groups(kernel, &panels, bias, epilogue.onto_output, tiles);
                 finish(0, 0, &mut rows)
             }),
         }
@@ -486,17 +497,24 @@ pub fn multiply_packed(
     bias: Option<&[f32]>,
     rows: &mut [&mut [f32]],
 ) {
-    let group_len = panels.k * ROWS;
-    let mut tiles: Vec<GroupTiles> = rows
-        .chunks_mut(ROWS)
-        .zip(groups.chunks_exact(group_len))
+    multiply_groups(kernel, panels, bias, false, &mut row_groups(groups, panels, panel_range, rows))
+}
+
+/// `rows` (one group per [`ROWS`]) and their packed `groups` as [`GroupTiles`] on the panels `panel_range`.
+fn row_groups<'a>(
+    groups: &'a [f32],
+    panels: &Panels,
+    panel_range: std::ops::Range<usize>,
+    rows: &'a mut [&mut [f32]],
+) -> Vec<GroupTiles<'a>> {
+    rows.chunks_mut(ROWS)
+        .zip(groups.chunks_exact(panels.k * ROWS))
         .map(|(rows, x)| GroupTiles {
             x,
             panels: panel_range.clone(),
             rows: rows.iter_mut().map(|row| &mut **row).collect(),
         })
-        .collect();
-    multiply_groups(kernel, panels, bias, &mut tiles)
+        .collect()
 }
 
 /// One row group's share of a product: its packed activations (`k` steps of [`ROWS`] values, as
@@ -512,10 +530,16 @@ pub struct GroupTiles<'a> {
     pub rows: Vec<&'a mut [f32]>,
 }
 
-/// `rows = x · panels (+ bias)` for each of `groups` on its own panels. Blocks of the contraction run
-/// outermost and each weight panel once per block across all groups that take it, so a panel is read
-/// from memory once while it sits in L1.
-pub fn multiply_groups(kernel: TileKernel, panels: &Panels, bias: Option<&[f32]>, groups: &mut [GroupTiles]) {
+/// `rows = x · panels (+ bias)` for each of `groups` on its own panels (`rows +=` with `onto_output`).
+/// Blocks of the contraction run outermost and each weight panel once per block across all groups that
+/// take it, so a panel is read from memory once while it sits in L1.
+pub fn multiply_groups(
+    kernel: TileKernel,
+    panels: &Panels,
+    bias: Option<&[f32]>,
+    onto_output: bool,
+    groups: &mut [GroupTiles],
+) {
     let Panels { data, k, n, k_block } = *panels;
     let panel_count = n.div_ceil(COLS);
     let first = groups.iter().map(|group| group.panels.start).min().unwrap_or(0);
@@ -527,10 +551,12 @@ pub fn multiply_groups(kernel: TileKernel, panels: &Panels, bias: Option<&[f32]>
             let w = &block[panel * kc * COLS..][..kc * COLS];
             let col = panel * COLS;
             let cols = COLS.min(n - col);
-            let start = match bias {
+            let start = match bias.map(|bias| <&[f32; COLS]>::try_from(&bias[col..col + COLS])) {
                 _ if block_start > 0 => Start::Accumulate,
-                Some(bias) => Start::Bias(bias[col..col + COLS].try_into().expect("a panel of bias")),
-                None => Start::Zero,
+                Some(Ok(bias)) if onto_output => Start::BiasAccumulate(bias),
+                Some(Ok(bias)) => Start::Bias(bias),
+                None if onto_output => Start::Accumulate,
+                None | Some(Err(_)) => Start::Zero,
             };
             for group in groups.iter_mut().filter(|group| group.panels.contains(&panel)) {
                 let local = (panel - group.panels.start) * COLS;
@@ -716,16 +742,25 @@ impl Op for PackedLinear {
 impl EvalOp for PackedLinear {
     op_out_of_plan!();
 
-    fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
+    fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         ensure!(inputs.len() == 1 + usize::from(self.residual), "PackedLinear: {} inputs", inputs.len());
+        let residual = if self.residual { inputs.pop() } else { None };
         let plain = inputs[0].try_as_plain_ram()?;
         let x = plain.as_slice::<f32>()?;
-        let residual = inputs.get(1).map(|residual| residual.try_as_plain_ram()).transpose()?;
+        // A residual this op holds the only reference to becomes the output, the products added onto it:
+        // no output to allocate and clear, and no pass to add it.
+        let (mut output, residual) = match residual {
+            Some(residual) if residual.is_exclusive() && residual.shape() == &*self.output_shape => {
+                (residual.into_tensor(), None)
+            }
+            residual => (Tensor::zero::<f32>(&self.output_shape)?, residual),
+        };
+        let onto_output = self.residual && residual.is_none();
+        let residual = residual.as_ref().map(|residual| residual.try_as_plain_ram()).transpose()?;
         let residual = residual.as_ref().map(|residual| residual.as_slice::<f32>()).transpose()?;
-        let mut output = Tensor::zero::<f32>(&self.output_shape)?;
         {
             let mut out = output.try_as_plain_ram_mut()?;
-            let epilogue = Epilogue { residual, activation: self.activation };
+            let epilogue = Epilogue { onto_output, residual, activation: self.activation };
             self.weights.multiply_with(self.kernel, x, out.as_slice_mut::<f32>()?, self.layout, epilogue)?;
         }
         Ok(tvec!(output.into_tvalue()))
@@ -1057,9 +1092,13 @@ mod tests {
         // Every remainder of the kernel's four-step unrolling, alone and after whole iterations.
         for kc in [1, 2, 3, 4, 5, 7, 64, 255, 256] {
             let (x, w) = (values(kc * ROWS, 4), values(kc * COLS, 5));
-            for (ldc, start) in
-                [(COLS, Start::Accumulate), (40, Start::Accumulate), (COLS, Start::Zero), (23, Start::Bias(&bias))]
-            {
+            for (ldc, start) in [
+                (COLS, Start::Accumulate),
+                (40, Start::Accumulate),
+                (COLS, Start::Zero),
+                (23, Start::Bias(&bias)),
+                (40, Start::BiasAccumulate(&bias)),
+            ] {
                 let c = values((ROWS - 1) * ldc + COLS, 6);
                 let (mut simd, mut reference) = (c.clone(), c);
                 fn rows(c: &mut [f32], ldc: usize) -> [&mut [f32]; ROWS] {
@@ -1303,6 +1342,38 @@ mod tests {
             for (g, w) in got.iter().zip(&want) {
                 assert!((g - w).abs() <= 1e-5 * scale, "{g} vs tract's {w} ({threads} threads)");
             }
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_residual_still_needed_elsewhere_is_added_not_taken_over() -> TractResult<()> {
+        // x + x · W with x also a model output: the layer must not write into x.
+        let (m, k) = (30usize, 64usize);
+        let mut model = TypedModel::default();
+        let x = model.add_source("x", f32::fact([1, m, k]))?;
+        let w = model.add_const("w", Tensor::from_shape(&[k, k], &values(k * k, 80))?)?;
+        let b = model.add_const("b", Tensor::from_shape(&[1, 1, k], &values(k, 81))?)?;
+        let y = model.wire_node("fc", EinSum::new("amk,kn->amn".parse()?, f32::datum_type()), &[x, w])?[0];
+        let y = model.wire_node("bias", tract_core::ops::math::add(), &[y, b])?[0];
+        let y = model.wire_node("residual", tract_core::ops::math::add(), &[y, x])?[0];
+        model.select_output_outlets(&[y, x])?;
+        let input = Tensor::from_shape(&[1, m, k], &values(m * k, 82))?;
+        let mut ours = model.clone();
+        accelerate_linear_layers(&mut ours)?;
+        if kernel().is_none() {
+            return Ok(());
+        }
+        assert!(ours.nodes().iter().any(|node| node.op().name() == "PackedLinear+Residual(mien)"), "{ours}");
+        let run = |m: &TypedModel| -> TractResult<TVec<Vec<f32>>> {
+            let out = m.clone().into_optimized()?.into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
+            out.iter().map(|t| Ok(t.to_plain_array_view::<f32>()?.iter().copied().collect())).collect()
+        };
+        let (want, got) = (run(&model)?, run(&ours)?);
+        assert_eq!(got[1], want[1], "the residual itself, returned unchanged");
+        let scale = want[0].iter().fold(0f32, |m, v| m.max(v.abs()));
+        for (g, w) in got[0].iter().zip(&want[0]) {
+            assert!((g - w).abs() <= 1e-5 * scale, "{g} vs tract's {w}");
         }
         Ok(())
     }

@@ -5,15 +5,15 @@ use super::{Start, COLS, ROWS};
 
 /// `c = start + x · w` on one tile: `x` is `kc` steps of [`ROWS`] activation values, `w` `kc` steps of
 /// [`COLS`] weights; the tile's rows are `c[r][..COLS]`. The products are summed from the bias or
-/// zero; with [`Start::Accumulate`] the sum is added to `c` at the end (so the SIMD kernels can start
-/// before `c` has arrived from memory).
+/// zero; with [`Start::Accumulate`] or [`Start::BiasAccumulate`] the sum is added to `c` at the end (so
+/// the SIMD kernels can start before `c` has arrived from memory).
 pub fn tile_kernel(x: &[f32], w: &[f32], mut c: [&mut [f32]; ROWS], start: Start) {
     let kc = w.len() / COLS;
     assert!(w.len() == kc * COLS && x.len() == kc * ROWS, "block lengths");
     assert!(c.iter().all(|row| row.len() >= COLS), "tile rows shorter than a tile");
     for (r, row) in c.iter_mut().enumerate() {
         let mut sums = match start {
-            Start::Bias(bias) => *bias,
+            Start::Bias(bias) | Start::BiasAccumulate(bias) => *bias,
             Start::Zero | Start::Accumulate => [0.0; COLS],
         };
         for (xs, ws) in x.chunks_exact(ROWS).zip(w.chunks_exact(COLS)) {
@@ -23,7 +23,7 @@ pub fn tile_kernel(x: &[f32], w: &[f32], mut c: [&mut [f32]; ROWS], start: Start
         }
         let row = &mut row[..COLS];
         match start {
-            Start::Accumulate => row.iter_mut().zip(sums).for_each(|(c, sum)| *c += sum),
+            Start::Accumulate | Start::BiasAccumulate(_) => row.iter_mut().zip(sums).for_each(|(c, sum)| *c += sum),
             Start::Bias(_) | Start::Zero => row.copy_from_slice(&sums),
         }
     }
