@@ -606,11 +606,12 @@ struct ShareTiles<'a> {
 /// group's work longer than the other.
 fn tile_shares(rows: Vec<&mut [f32]>, n: usize, threads: usize) -> Vec<Vec<ShareTiles<'_>>> {
     let panel_count = n.div_ceil(COLS);
-    let tiles = rows.len().div_ceil(ROWS) * panel_count;
+    let groups = rows.len().div_ceil(ROWS);
+    let tiles = groups * panel_count;
     let bounds: Vec<usize> = (0..=threads).map(|share| share * tiles / threads).collect();
     let mut shares: Vec<Vec<ShareTiles>> = (0..threads).map(|_| vec![]).collect();
     let mut rows = rows.into_iter();
-    for group in 0..tiles / panel_count + usize::from(tiles % panel_count != 0) {
+    for group in 0..groups {
         let mut group_rows: Vec<&mut [f32]> = rows.by_ref().take(ROWS).collect();
         let (group_first, group_end) = (group * panel_count, (group + 1) * panel_count);
         for (share, bound) in shares.iter_mut().zip(bounds.windows(2)) {
