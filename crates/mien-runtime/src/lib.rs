@@ -253,6 +253,7 @@ impl Model {
             let decluttered_ms = start.elapsed().as_secs_f64() * 1e3 - early_ms;
             let replaced = early + linear::accelerate_linear_layers(&mut model).map_err(tract_err("optimize"))?;
             let products = linear::batched::accelerate_batched_products(&mut model).map_err(tract_err("optimize"))?;
+            let attention = linear::attention::fuse_attention(&mut model).map_err(tract_err("optimize"))?;
             let layer_norms = norm::fuse_layer_norms(&mut model).map_err(tract_err("optimize"))?;
             tracing::debug!(
                 early_ms,
@@ -260,6 +261,7 @@ impl Model {
                 packed_ms = start.elapsed().as_secs_f64() * 1e3 - decluttered_ms - early_ms,
                 replaced,
                 products,
+                attention,
                 layer_norms,
                 "linear layers packed"
             );

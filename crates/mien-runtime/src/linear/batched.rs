@@ -8,6 +8,9 @@
 //! outermost axis (the heads of `Q · Kᵀ`, the tokens of `P · V`), so each writes one contiguous part. A
 //! softmax over the rows that follows (attention's) runs on each head's rows as soon as they are done,
 //! while they are still in cache, instead of as a pass of its own.
+//!
+//! Where the softmaxed `Q · Kᵀ` feeds `P · V` alone, [`super::attention::fuse_attention`] then replaces the
+//! pair by one op that keeps each head's scores in the thread's own buffer.
 
 use tract_core::internal::*;
 use tract_core::ops::einsum::EinSum;
@@ -53,7 +56,7 @@ pub struct ProductShape {
 impl ProductShape {
     /// Checks that the operands hold every value the strides reach and that the threads' parts of `out`
     /// (whole entries of its outer axis) are disjoint and cover it.
-    fn check(&self, a: usize, b: usize, out: usize) -> TractResult<()> {
+    pub(super) fn check(&self, a: usize, b: usize, out: usize) -> TractResult<()> {
         let ProductShape { batch, m, k, n, a_strides, b_strides, out_strides, outer } = *self;
         ensure!(batch > 0 && m > 0 && k > 0 && n > 0, "empty product {self:?}");
         let last = |strides: [usize; 3], lengths: [usize; 3]| -> usize {
@@ -137,14 +140,14 @@ pub fn batched_multiply(
 /// scale of a following multiplication by a constant folded into the right operand's packing.
 #[derive(Clone)]
 pub struct BatchedProduct {
-    kernel: TileKernel,
-    shape: ProductShape,
-    scale: f32,
+    pub(super) kernel: TileKernel,
+    pub(super) shape: ProductShape,
+    pub(super) scale: f32,
     /// A softmax over each output row, folded in.
-    softmax: Option<RowKernel>,
+    pub(super) softmax: Option<RowKernel>,
     /// Which input is the left operand.
-    left_slot: usize,
-    output_shape: TVec<usize>,
+    pub(super) left_slot: usize,
+    pub(super) output_shape: TVec<usize>,
 }
 
 impl std::fmt::Debug for BatchedProduct {
@@ -420,7 +423,7 @@ fn replace(model: &mut TypedModel, candidate: Candidate, kernel: TileKernel) -> 
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::super::scalar;
     use super::*;
     use crate::softmax::scalar::softmax_row;
@@ -544,7 +547,11 @@ mod tests {
     }
 
     /// Self-attention as tract loads a ViT export after declutter: `Q · Kᵀ`, a scale, softmax, `P · V`.
-    fn attention_model(heads: usize, t: usize, d: usize) -> TractResult<(TypedModel, TVec<TValue>)> {
+    pub(in crate::linear) fn attention_model(
+        heads: usize,
+        t: usize,
+        d: usize,
+    ) -> TractResult<(TypedModel, TVec<TValue>)> {
         let mut model = TypedModel::default();
         let q = model.add_source("q", f32::fact([t, heads, d]))?;
         let k = model.add_source("k", f32::fact([t, heads, d]))?;

@@ -17,6 +17,7 @@
 
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
+pub mod attention;
 pub mod batched;
 pub mod scalar;
 
