@@ -34,12 +34,17 @@ impl Activation {
 
     /// Applies it to `values` in place.
     pub fn apply(self, values: &mut [f32]) -> TractResult<()> {
+        self.apply_each(&mut [values])
+    }
+
+    /// Applies it to each of `slices` in place (the kernel looked up once for all of them).
+    pub fn apply_each(self, slices: &mut [&mut [f32]]) -> TractResult<()> {
         match self {
             Activation::GeluExact => {
                 let erf = Func::Erf.ew_f32()?;
                 let inv_sqrt2 = (2.0f32).sqrt().recip();
                 let mut scratch = [0f32; CHUNK];
-                for chunk in values.chunks_mut(CHUNK) {
+                for chunk in slices.iter_mut().flat_map(|values| values.chunks_mut(CHUNK)) {
                     let scaled = &mut scratch[..chunk.len()];
                     scaled.iter_mut().zip(chunk.iter()).for_each(|(s, x)| *s = *x * inv_sqrt2);
                     erf.run(scaled)?;

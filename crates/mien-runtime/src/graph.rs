@@ -42,3 +42,23 @@ pub fn test_values(len: usize, seed: u32) -> Vec<f32> {
         })
         .collect()
 }
+
+/// Every output of `model`, optimized, run on `inputs` with `threads` inference threads: test runs.
+#[cfg(test)]
+pub fn run_with_threads(model: &TypedModel, inputs: TVec<TValue>, threads: usize) -> TractResult<Vec<Vec<f32>>> {
+    use tract_linalg::multithread::{multithread_tract_scope, Executor};
+    let plan = model.clone().into_optimized()?.into_runnable()?;
+    let outputs = multithread_tract_scope(Executor::multithread(threads), || plan.run(inputs))?;
+    outputs.iter().map(|output| Ok(output.to_plain_array_view::<f32>()?.iter().copied().collect())).collect()
+}
+
+/// Asserts that `got` has `want`'s length and each value is within `tolerance` times `want`'s largest
+/// magnitude of it.
+#[cfg(test)]
+pub fn assert_close(got: &[f32], want: &[f32], tolerance: f32, context: &str) {
+    assert_eq!(got.len(), want.len(), "{context}");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    for (g, w) in got.iter().zip(want) {
+        assert!((g - w).abs() <= tolerance * scale, "{context}: {g} vs {w}");
+    }
+}

@@ -40,13 +40,7 @@ fn os(s: &str) -> &std::ffi::OsStr {
 
 #[test]
 fn classify_json_has_the_documented_fields() {
-    let out = mien(&[
-        os("classify"),
-        plan().as_os_str(),
-        photo("astronaut.png").as_os_str(),
-        photo("rocket.jpg").as_os_str(),
-        os("--json"),
-    ]);
+    let out = mien(&[os("classify"), plan().as_os_str(), photo("astronaut.png").as_os_str(), photo("rocket.jpg").as_os_str(), os("--json")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
     let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -155,14 +149,7 @@ fn eval_json_with_label_map_reports_what_it_skipped() {
         std::fs::copy(photo(file), dir.path().join(folder).join(file)).unwrap();
     }
     std::fs::write(dir.path().join("sad/broken.png"), b"\x89PNG\r\n\x1a\nbroken").unwrap();
-    let out = mien(&[
-        os("eval"),
-        plan().as_os_str(),
-        dir.path().as_os_str(),
-        os("--label-map"),
-        os("HA=happy"),
-        os("--json"),
-    ]);
+    let out = mien(&[os("eval"), plan().as_os_str(), dir.path().as_os_str(), os("--label-map"), os("HA=happy"), os("--json")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["schema"], "mien.eval/1");
@@ -173,14 +160,7 @@ fn eval_json_with_label_map_reports_what_it_skipped() {
     let stderr = String::from_utf8(out.stderr).unwrap();
     assert!(stderr.contains("contempt") && stderr.contains("broken.png"), "{stderr}");
 
-    let out = mien(&[
-        os("eval"),
-        plan().as_os_str(),
-        os("--against"),
-        plan().as_os_str(),
-        dir.path().as_os_str(),
-        os("--json"),
-    ]);
+    let out = mien(&[os("eval"), plan().as_os_str(), os("--against"), plan().as_os_str(), dir.path().as_os_str(), os("--json")]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["schema"], "mien.eval.compare/1");
@@ -216,15 +196,7 @@ fn info_and_bench_report_the_int8_path() {
     assert!(info["cpu"]["arch"].is_string());
     assert!(info["matmul_kernels"].as_object().unwrap().keys().any(|k| k.contains("i32")));
 
-    let out = mien(&[
-        os("bench"),
-        int8.as_os_str(),
-        os("--json"),
-        os("--runs"),
-        os("2"),
-        os("--int8-path"),
-        os("dequantized"),
-    ]);
+    let out = mien(&[os("bench"), int8.as_os_str(), os("--json"), os("--runs"), os("2"), os("--int8-path"), os("dequantized")]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let bench: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(bench["int8_path"]["path"], "dequantized");
@@ -316,20 +288,9 @@ fn one_line_error(out: &Output) -> String {
 fn run_json_labels_match_classify_on_the_saved_crops() {
     let crops = tempfile::tempdir().unwrap();
     let out = mien(&[
-        os("run"),
-        os("--plan"),
-        plan().as_os_str(),
-        os("--detector"),
-        detector().as_os_str(),
-        os("--source"),
-        photo("astronaut.png").as_os_str(),
-        os("--json"),
-        os("--smoothing"),
-        os("1"),
-        os("--save-crops"),
-        crops.path().as_os_str(),
-        os("--threads"),
-        os("1"),
+        os("run"), os("--plan"), plan().as_os_str(), os("--detector"), detector().as_os_str(),
+        os("--source"), photo("astronaut.png").as_os_str(), os("--json"), os("--smoothing"), os("1"),
+        os("--save-crops"), crops.path().as_os_str(), os("--threads"), os("1"),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> =
@@ -343,8 +304,7 @@ fn run_json_labels_match_classify_on_the_saved_crops() {
     let saved: Vec<PathBuf> = std::fs::read_dir(crops.path()).unwrap().map(|e| e.unwrap().path()).collect();
     assert_eq!(saved.len(), 1, "{saved:?}");
     assert!(saved[0].extension().unwrap() == "png");
-    let classified =
-        mien(&[os("classify"), plan().as_os_str(), saved[0].as_os_str(), os("--json"), os("--threads"), os("1")]);
+    let classified = mien(&[os("classify"), plan().as_os_str(), saved[0].as_os_str(), os("--json"), os("--threads"), os("1")]);
     assert!(classified.status.success());
     let classified: serde_json::Value = serde_json::from_slice(&classified.stdout).unwrap();
     assert_eq!(face["frame_label"], classified["label"]);
@@ -360,13 +320,7 @@ fn run_json_labels_match_classify_on_the_saved_crops() {
 #[test]
 fn run_errors_are_one_line() {
     let run = |extra: &[&std::ffi::OsStr]| {
-        let mut args = vec![
-            os("run"),
-            os("--plan"),
-            plan().into_os_string().leak(),
-            os("--detector"),
-            detector().into_os_string().leak(),
-        ];
+        let mut args = vec![os("run"), os("--plan"), plan().into_os_string().leak(), os("--detector"), detector().into_os_string().leak()];
         args.extend_from_slice(extra);
         mien(&args)
     };
@@ -383,13 +337,8 @@ fn run_errors_are_one_line() {
     assert!(e.contains("--smoothing"), "{e}");
     // Plans swapped.
     let out = mien(&[
-        os("run"),
-        os("--plan"),
-        detector().as_os_str(),
-        os("--detector"),
-        plan().as_os_str(),
-        os("--source"),
-        photo("astronaut.png").as_os_str(),
+        os("run"), os("--plan"), detector().as_os_str(), os("--detector"), plan().as_os_str(),
+        os("--source"), photo("astronaut.png").as_os_str(),
     ]);
     let e = one_line_error(&out);
     assert!(e.contains("--plan") && e.contains("detector plan"), "{e}");
@@ -455,16 +404,8 @@ fn run_without_a_camera_says_so() {
 #[test]
 fn run_over_a_list_of_images() {
     let out = mien(&[
-        os("run"),
-        os("--plan"),
-        plan().as_os_str(),
-        os("--detector"),
-        detector().as_os_str(),
-        os("--json"),
-        os("--source"),
-        photo("astronaut.png").as_os_str(),
-        os("--source"),
-        photo("coffee.png").as_os_str(),
+        os("run"), os("--plan"), plan().as_os_str(), os("--detector"), detector().as_os_str(), os("--json"),
+        os("--source"), photo("astronaut.png").as_os_str(), os("--source"), photo("coffee.png").as_os_str(),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let lines: Vec<serde_json::Value> =
@@ -477,15 +418,8 @@ fn run_over_a_list_of_images() {
 
     let folder = root().join("tests/data/photos");
     let e = one_line_error(&mien(&[
-        os("run"),
-        os("--plan"),
-        plan().as_os_str(),
-        os("--detector"),
-        detector().as_os_str(),
-        os("--source"),
-        photo("astronaut.png").as_os_str(),
-        os("--source"),
-        folder.as_os_str(),
+        os("run"), os("--plan"), plan().as_os_str(), os("--detector"), detector().as_os_str(),
+        os("--source"), photo("astronaut.png").as_os_str(), os("--source"), folder.as_os_str(),
     ]));
     assert!(e.contains("several sources must all be image files"), "{e}");
 }
@@ -503,18 +437,8 @@ fn info_shows_a_detector_plan() {
 #[test]
 fn bench_pipeline_json_has_every_stage() {
     let out = mien(&[
-        os("bench"),
-        plan().as_os_str(),
-        os("--pipeline"),
-        os("--image"),
-        photo("astronaut.png").as_os_str(),
-        os("--detector"),
-        detector().as_os_str(),
-        os("--runs"),
-        os("2"),
-        os("--threads"),
-        os("1"),
-        os("--json"),
+        os("bench"), plan().as_os_str(), os("--pipeline"), os("--image"), photo("astronaut.png").as_os_str(),
+        os("--detector"), detector().as_os_str(), os("--runs"), os("2"), os("--threads"), os("1"), os("--json"),
     ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -522,36 +446,19 @@ fn bench_pipeline_json_has_every_stage() {
         let p50 = v["stages_ms"][stage]["p50"].as_f64().unwrap_or_else(|| panic!("no {stage}: {v}"));
         assert!(p50 >= 0.0);
     }
-    for total in
-        ["yuyv_frame_to_classifier_input_ms", "mjpeg_frame_to_classifier_input_ms", "frame_with_classification_ms"]
-    {
+    for total in ["yuyv_frame_to_classifier_input_ms", "mjpeg_frame_to_classifier_input_ms", "frame_with_classification_ms"] {
         assert!(v[total].as_f64().unwrap() > 0.0, "{total}: {v}");
     }
     let only = mien(&[
-        os("bench"),
-        plan().as_os_str(),
-        os("--pipeline"),
-        os("--image"),
-        photo("astronaut.png").as_os_str(),
-        os("--detector"),
-        detector().as_os_str(),
-        os("--runs"),
-        os("1"),
-        os("--only"),
-        os("yuyv_convert"),
-        os("--json"),
+        os("bench"), plan().as_os_str(), os("--pipeline"), os("--image"), photo("astronaut.png").as_os_str(),
+        os("--detector"), detector().as_os_str(), os("--runs"), os("1"), os("--only"), os("yuyv_convert"), os("--json"),
     ]);
     let v: serde_json::Value = serde_json::from_slice(&only.stdout).unwrap();
     assert_eq!(v["stages_ms"].as_object().unwrap().len(), 1, "{v}");
     // A photo without a face cannot make a pipeline benchmark.
     let e = one_line_error(&mien(&[
-        os("bench"),
-        plan().as_os_str(),
-        os("--pipeline"),
-        os("--image"),
-        photo("coffee.png").as_os_str(),
-        os("--detector"),
-        detector().as_os_str(),
+        os("bench"), plan().as_os_str(), os("--pipeline"), os("--image"), photo("coffee.png").as_os_str(),
+        os("--detector"), detector().as_os_str(),
     ]));
     assert!(e.contains("no face found"), "{e}");
 }

@@ -428,7 +428,7 @@ pub(super) mod tests {
     use super::*;
     use crate::softmax::scalar::softmax_row;
 
-    use crate::graph::test_values as values;
+    use crate::graph::{assert_close, run_with_threads, test_values as values};
 
     /// The product in the kernels' order: per block of [`K_BLOCK`] steps one fused multiply-add per step
     /// from zero (the right operand scaled first), later blocks' sums added to the first's.
@@ -597,19 +597,9 @@ pub(super) mod tests {
         let live: Vec<String> = ours.eval_order()?.iter().map(|&id| ours.node(id).op().name().to_string()).collect();
         assert_eq!(live.iter().any(|name| name == "Softmax"), !folded, "{live:?}");
         for threads in [1, 2] {
-            let run = |m: &TypedModel| -> TractResult<Vec<f32>> {
-                let plan = m.clone().into_optimized()?.into_runnable()?;
-                let out = tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
-                    plan.run(inputs.clone())
-                })?;
-                Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
-            };
-            let (want, got) = (run(&model)?, run(&ours)?);
-            assert_eq!(want.len(), got.len());
-            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-5 * scale, "{g} vs tract's {w} ({threads} threads)");
-            }
+            let (want, got) =
+                (run_with_threads(&model, inputs.clone(), threads)?, run_with_threads(&ours, inputs.clone(), threads)?);
+            assert_close(&got[0], &want[0], 1e-5, &format!("vs tract, {threads} threads"));
         }
         Ok(())
     }

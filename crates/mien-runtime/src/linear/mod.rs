@@ -15,9 +15,9 @@
 //! stride, and a transposed output is written through a scratch buffer). Other CPUs (no AVX2, ARM) keep
 //! tract's products: on ARM the int8 plans are the fast path.
 
+pub mod attention;
 #[cfg(target_arch = "x86_64")]
 pub mod avx2;
-pub mod attention;
 pub mod batched;
 pub mod scalar;
 
@@ -95,14 +95,17 @@ pub struct Epilogue<'a> {
 }
 
 impl Epilogue<'_> {
-    /// Applies it to `values`, the output's values from index `offset` on.
-    fn apply(&self, values: &mut [f32], offset: usize) -> TractResult<()> {
+    /// Applies it to `rows`, pieces of the output's rows `first_row..` (each `n` wide) from column
+    /// `first_col` on.
+    fn apply(&self, rows: &mut [&mut [f32]], first_row: usize, first_col: usize, n: usize) -> TractResult<()> {
         if let Some(residual) = self.residual {
-            let len = values.len();
-            values.iter_mut().zip(&residual[offset..][..len]).for_each(|(v, r)| *v += r);
+            for (index, piece) in rows.iter_mut().enumerate() {
+                let start = (first_row + index) * n + first_col;
+                piece.iter_mut().zip(&residual[start..]).for_each(|(v, r)| *v += r);
+            }
         }
         match self.activation {
-            Some(activation) => activation.apply(values),
+            Some(activation) => activation.apply_each(rows),
             None => Ok(()),
         }
     }
@@ -298,11 +301,8 @@ impl PackedWeights {
         let mut rows: Vec<&mut [f32]> = out.chunks_exact_mut(n).collect();
         let threads = pool.map(|pool| pool.current_num_threads()).unwrap_or(1);
         // The epilogue on row pieces `rows` of output rows `first_row..`, from column `first_col`.
-        let finish = |first_row: usize, first_col: usize, rows: &mut [&mut [f32]]| -> TractResult<()> {
-            rows.iter_mut()
-                .enumerate()
-                .try_for_each(|(index, piece)| epilogue.apply(piece, (first_row + index) * n + first_col))
-        };
+        let finish =
+            |first_row: usize, first_col: usize, rows: &mut [&mut [f32]]| epilogue.apply(rows, first_row, first_col, n);
         match pool {
             Some(pool) if m >= threads * 2 * ROWS => {
                 let shares = tile_shares(rows, n, threads);
@@ -959,84 +959,86 @@ pub fn fold_into_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
     let mut folded = 0;
     'graph: loop {
         for id in model.eval_order()? {
-            let node = model.node(id);
-            let Some(op) = node.op_as::<PackedLinear>() else { continue };
-            // Nothing folds after an activation (it would apply before it), nor when the layer's own
-            // output is also one of the model's.
-            let [only] = &node.outputs[0].successors[..] else { continue };
-            if op.activation.is_some() || model.outputs.contains(&OutletId::new(id, 0)) {
-                continue;
-            }
-            let output_shape = op.output_shape.clone();
-            let next = model.node(only.node);
-            if let Some(activation) = Activation::of(next) {
-                let next_id = next.id;
-                if let Some(op) = model.node_mut(id).op_as_mut::<PackedLinear>() {
-                    op.activation = Some(activation);
-                }
-                let mut patch = TypedModelPatch::default();
-                let output = patch.tap_model(model, OutletId::new(id, 0))?;
-                patch.shunt_outside(model, OutletId::new(next_id, 0), output)?;
-                patch.apply(model)?;
+            if fold_next_node(model, id)? {
                 folded += 1;
                 continue 'graph;
             }
-            let (is_add, is_mul) = (is_binary::<Add>(next), is_binary::<Mul>(next));
-            if !(is_add || is_mul) || op.residual {
-                continue;
-            }
-            let next_shape = model.outlet_fact(OutletId::new(next.id, 0))?.shape.as_concrete().map(|s| s.to_vec());
-            if next_shape.as_deref() != Some(&output_shape[..]) {
-                continue;
-            }
-            let other = next.inputs[1 - only.slot];
-            let other_fact = model.outlet_fact(other)?;
-            let Some(konst) = other_fact.konst.clone() else {
-                // A runtime tensor of the output's own shape and type: a residual connection.
-                let same = other_fact.datum_type == f32::datum_type()
-                    && other_fact.shape.as_concrete() == Some(&output_shape[..]);
-                if !is_add || !same || op.layout.output_transposed {
-                    continue;
-                }
-                let (next_id, input) = (next.id, node.inputs[0]);
-                let mut op = op.clone();
-                op.residual = true;
-                let mut patch = TypedModelPatch::default();
-                let inputs = [patch.tap_model(model, input)?, patch.tap_model(model, other)?];
-                let output = patch.wire_node(format!("{}.residual", node.name), op, &inputs)?[0];
-                patch.shunt_outside(model, OutletId::new(next_id, 0), output)?;
-                patch.apply(model)?;
-                folded += 1;
-                continue 'graph;
-            };
-            let Some(values) = per_axis_values(&konst, output_shape.len(), op.channel_axis, op.weights.n) else {
-                continue;
-            };
-            let next_id = next.id;
-            // The node's op is the weights' only holder: changed in place, not copied.
-            let Some(op) = model.node_mut(id).op_as_mut::<PackedLinear>() else { continue };
-            let weights = Arc::make_mut(&mut op.weights);
-            if is_add {
-                weights.add_to_bias(&values)?;
-            } else {
-                weights.scale_channels(&values)?;
-            }
-            let mut patch = TypedModelPatch::default();
-            let output = patch.tap_model(model, OutletId::new(id, 0))?;
-            patch.shunt_outside(model, OutletId::new(next_id, 0), output)?;
-            patch.apply(model)?;
-            folded += 1;
-            continue 'graph;
         }
         return Ok(folded);
     }
+}
+
+/// Folds the node that follows `id` alone into it, if `id` is a [`PackedLinear`] and the node is a
+/// constant addition or multiplication, a residual addition or an [`Activation`]; returns whether it did.
+fn fold_next_node(model: &mut TypedModel, id: usize) -> TractResult<bool> {
+    let node = model.node(id);
+    let Some(op) = node.op_as::<PackedLinear>() else { return Ok(false) };
+    // Nothing folds after an activation (it would apply before it), nor when the layer's own output is
+    // also one of the model's.
+    let [only] = &node.outputs[0].successors[..] else { return Ok(false) };
+    if op.activation.is_some() || model.outputs.contains(&OutletId::new(id, 0)) {
+        return Ok(false);
+    }
+    let next = model.node(only.node);
+    let next_id = next.id;
+    if let Some(activation) = Activation::of(next) {
+        if let Some(op) = model.node_mut(id).op_as_mut::<PackedLinear>() {
+            op.activation = Some(activation);
+        }
+        bypass(model, id, next_id)?;
+        return Ok(true);
+    }
+    let (is_add, is_mul) = (is_binary::<Add>(next), is_binary::<Mul>(next));
+    let next_shape = model.outlet_fact(OutletId::new(next_id, 0))?.shape.as_concrete().map(|s| s.to_vec());
+    if !(is_add || is_mul) || op.residual || next_shape.as_deref() != Some(&op.output_shape[..]) {
+        return Ok(false);
+    }
+    let other = next.inputs[1 - only.slot];
+    let other_fact = model.outlet_fact(other)?;
+    let Some(konst) = other_fact.konst.clone() else {
+        // A runtime tensor of the output's own shape and type: a residual connection, a second input.
+        let same =
+            other_fact.datum_type == f32::datum_type() && other_fact.shape.as_concrete() == Some(&op.output_shape[..]);
+        if !is_add || !same || op.layout.output_transposed {
+            return Ok(false);
+        }
+        let (name, input) = (format!("{}.residual", node.name), node.inputs[0]);
+        let op = PackedLinear { residual: true, ..op.clone() };
+        let mut patch = TypedModelPatch::default();
+        let inputs = [patch.tap_model(model, input)?, patch.tap_model(model, other)?];
+        let output = patch.wire_node(name, op, &inputs)?[0];
+        patch.shunt_outside(model, OutletId::new(next_id, 0), output)?;
+        patch.apply(model)?;
+        return Ok(true);
+    };
+    let Some(values) = per_axis_values(&konst, op.output_shape.len(), op.channel_axis, op.weights.n) else {
+        return Ok(false);
+    };
+    // The node's op is the weights' only holder: changed in place, not copied.
+    let Some(op) = model.node_mut(id).op_as_mut::<PackedLinear>() else { return Ok(false) };
+    let weights = Arc::make_mut(&mut op.weights);
+    if is_add {
+        weights.add_to_bias(&values)?;
+    } else {
+        weights.scale_channels(&values)?;
+    }
+    bypass(model, id, next_id)?;
+    Ok(true)
+}
+
+/// Rewires the readers of `next`'s output to `id`'s, which now computes it.
+fn bypass(model: &mut TypedModel, id: usize, next: usize) -> TractResult<()> {
+    let mut patch = TypedModelPatch::default();
+    let output = patch.tap_model(model, OutletId::new(id, 0))?;
+    patch.shunt_outside(model, OutletId::new(next, 0), output)?;
+    patch.apply(model)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    use crate::graph::test_values as values;
+    use crate::graph::{assert_close, run_with_threads, test_values as values};
 
     /// `x · W + bias` with each sum in the kernels' order (per block of `k_block` steps, each step one fused
     /// multiply-add from the bias or zero; later blocks' sums added to the first's), in f32.
@@ -1289,15 +1291,8 @@ mod tests {
         let live: Vec<String> = ours.eval_order()?.iter().map(|&id| ours.node(id).op().name().to_string()).collect();
         assert!(!live.iter().any(|name| name == "Add" || name == "Mul"), "all folded: {live:?}");
         assert!(live.iter().any(|name| name == "PackedLinear+Residual(mien)"), "{live:?}");
-        let run = |m: &TypedModel| -> TractResult<Vec<f32>> {
-            let out = m.clone().into_optimized()?.into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
-            Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
-        };
-        let (want, got) = (run(&model)?, run(&ours)?);
-        let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-        for (g, w) in got.iter().zip(&want) {
-            assert!((g - w).abs() <= 1e-5 * scale, "{g} vs tract's {w}");
-        }
+        let run = |m: &TypedModel| run_with_threads(m, tvec!(input.clone().into_tvalue()), 1);
+        assert_close(&run(&ours)?[0], &run(&model)?[0], 1e-5, "vs tract");
         Ok(())
     }
 
@@ -1334,18 +1329,8 @@ mod tests {
         // One thread, a row split (2 threads) and a panel split (4: 40 rows are too few for a row split;
         // both layers have 9 panels).
         for threads in [1, 2, 4] {
-            let run = |m: &TypedModel| -> TractResult<Vec<f32>> {
-                let plan = m.clone().into_optimized()?.into_runnable()?;
-                let out = tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
-                    plan.run(tvec!(input.clone().into_tvalue()))
-                })?;
-                Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
-            };
-            let (want, got) = (run(&model)?, run(&ours)?);
-            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-5 * scale, "{g} vs tract's {w} ({threads} threads)");
-            }
+            let run = |m: &TypedModel| run_with_threads(m, tvec!(input.clone().into_tvalue()), threads);
+            assert_close(&run(&ours)?[0], &run(&model)?[0], 1e-5, &format!("vs tract, {threads} threads"));
         }
         Ok(())
     }
@@ -1396,16 +1381,10 @@ mod tests {
             return Ok(());
         }
         assert!(ours.nodes().iter().any(|node| node.op().name() == "PackedLinear+Residual(mien)"), "{ours}");
-        let run = |m: &TypedModel| -> TractResult<TVec<Vec<f32>>> {
-            let out = m.clone().into_optimized()?.into_runnable()?.run(tvec!(input.clone().into_tvalue()))?;
-            out.iter().map(|t| Ok(t.to_plain_array_view::<f32>()?.iter().copied().collect())).collect()
-        };
+        let run = |m: &TypedModel| run_with_threads(m, tvec!(input.clone().into_tvalue()), 1);
         let (want, got) = (run(&model)?, run(&ours)?);
         assert_eq!(got[1], want[1], "the residual itself, returned unchanged");
-        let scale = want[0].iter().fold(0f32, |m, v| m.max(v.abs()));
-        for (g, w) in got[0].iter().zip(&want[0]) {
-            assert!((g - w).abs() <= 1e-5 * scale, "{g} vs tract's {w}");
-        }
+        assert_close(&got[0], &want[0], 1e-5, "vs tract");
         Ok(())
     }
 
@@ -1431,19 +1410,8 @@ mod tests {
         assert_eq!(ops.iter().filter(|op| op.layout.input_transposed).count(), transposed_inputs, "{name}");
         assert_eq!(ops.iter().filter(|op| op.layout.output_transposed).count(), transposed_outputs, "{name}");
         for threads in [1, 2] {
-            let run = |m: &TypedModel| -> TractResult<Vec<f32>> {
-                let plan = m.clone().into_optimized()?.into_runnable()?;
-                let out = tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
-                    plan.run(tvec!(input.clone().into_tvalue()))
-                })?;
-                Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
-            };
-            let (want, got) = (run(&model)?, run(&ours)?);
-            assert_eq!(want.len(), got.len());
-            let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
-            for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-5 * scale, "{name}: {g} vs tract's {w} ({threads} threads)");
-            }
+            let run = |m: &TypedModel| run_with_threads(m, tvec!(input.clone().into_tvalue()), threads);
+            assert_close(&run(&ours)?[0], &run(&model)?[0], 1e-5, &format!("{name} vs tract, {threads} threads"));
         }
         Ok(())
     }
