@@ -1,6 +1,6 @@
 #!/bin/sh
 # Runs inside the VM (tools/vm/init). Each step prints its output between markers that the host test
-# (tests/vm_vivid.rs) parses:  MIEN-VM-BEGIN <step>  ...  MIEN-VM-END <step> rc=<exit code>
+# (tests/suite/vm_vivid.rs) parses:  MIEN-VM-BEGIN <step>  ...  MIEN-VM-END <step> rc=<exit code>
 # $MIEN_STEPS (from the kernel command line) picks the groups: capture, pipeline.
 export RUST_LOG=${RUST_LOG:-warn}
 step() {

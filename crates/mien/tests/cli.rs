@@ -212,7 +212,7 @@ fn info_and_bench_report_the_int8_path() {
 }
 
 /// Camera errors are one line naming the device or flag, with a non-zero exit and no panic. (Streaming
-/// from a real driver is tests/vm_vivid.rs, in an emulated board with vivid.)
+/// from a real driver is tests/suite/vm_vivid.rs, in an emulated board with vivid.)
 #[test]
 fn capture_errors_are_one_line() {
     let out = mien(&[os("capture"), os("--device"), os("/nonexistent/video9"), os("--count"), os("1")]);

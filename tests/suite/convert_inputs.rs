@@ -1,10 +1,10 @@
 //! mien-convert on models that are not Hugging Face ViTs, and on models it must refuse.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use mien_convert::{convert, ConvertError, ConvertOptions, LabelSource, Quiet};
 use mien_plan::{Layout, Plan};
 use mien_runtime::{Classifier, RuntimeOptions};

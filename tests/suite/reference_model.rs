@@ -7,12 +7,12 @@
 //! The ONNX is rebuilt from the committed head on first use and cached in `$MIEN_CACHE` (default
 //! `~/.cache/mien`), as is the extracted data set.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::*;
+use crate::common::*;
 use mien_runtime::{Classifier, RuntimeOptions};
 
 /// Images per class taken from public_test (the first N by name): 350 images in all.

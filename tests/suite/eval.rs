@@ -1,10 +1,10 @@
 //! `mien eval` logic on a small labelled tree whose answers are known from per-image classification.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use common::*;
+use crate::common::*;
 use mien_eval::{compare, evaluate, scan, LabelMap};
 use mien_runtime::{Classifier, RuntimeOptions};
 

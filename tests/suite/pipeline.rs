@@ -3,7 +3,7 @@
 //! faces; a corrupt frame in a Motion JPEG file is skipped and counted; unreadable inputs are reported;
 //! JSON lines follow the mien.run/1 schema.
 
-mod common;
+use crate::common;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;

@@ -1,11 +1,11 @@
 //! int8 conversion of the tiny ViT fixture: calibration, the written plan's contents, both runtime paths,
 //! the drift report and gate, and the refusals.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use mien_convert::{convert, ConvertError, ConvertOptions, QuantizeSettings, Quiet};
 use mien_plan::{Plan, Precision};
 use mien_quantize::{ActivationMode, QuantizeOptions, StaticCalibrator};

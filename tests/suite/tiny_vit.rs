@@ -1,9 +1,9 @@
 //! The tiny ViT (the seed's graph with small dimensions) end to end: ONNX → plan → runtime, against the
 //! Hugging Face processor and onnxruntime.
 
-mod common;
+use crate::common;
 
-use common::*;
+use crate::common::*;
 use mien_runtime::{Classifier, RuntimeOptions};
 
 fn classifier() -> Classifier {

@@ -1,10 +1,10 @@
 //! Damaged, altered and foreign plans must fail to load with a one-line error naming the plan.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use mien_runtime::{Classifier, RuntimeError, RuntimeOptions};
 
 fn directory_plan(dir: &Path) -> PathBuf {

@@ -4,7 +4,7 @@
 //! Expected face positions were marked by hand on the photos (centres in pixels), independently of
 //! the detector's output; a detection matches when its centre is within a third of its size of a mark.
 
-mod common;
+use crate::common;
 
 use mien_detect::{DetectOptions, Face, FaceDetector};
 use mien_image::{Rect, RgbImage};

@@ -16,7 +16,7 @@
 //! emulated ARM step builds; or `MIEN_VM_BINARY`). Debian packages are cached in `$MIEN_CACHE/vm`.
 //! In CI (`CI=true`) anything missing fails the test; elsewhere it is skipped with a message.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -1,11 +1,11 @@
 //! f16 conversion of the tiny ViT fixture: the written plan's interface and weights, the drift report
 //! against the float plan, both runtime paths, and the flags f16 refuses.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::*;
+use crate::common::*;
 use mien_convert::{convert, ConvertOptions, HalfSettings, Quiet};
 use mien_plan::{DType, Plan, Precision};
 use mien_runtime::{Classifier, HalfPath, RuntimeOptions};
