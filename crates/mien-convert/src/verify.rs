@@ -65,17 +65,17 @@ fn argmax(v: &[f32]) -> usize {
     mien_runtime::top_k(v, 1)[0].0
 }
 
-/// Runs the staged plan (through the runtime's [`PlanModel`], exactly as the device will) once per input
-/// and compares it with each reference model on the same inputs: one report per reference, in order.
+/// Runs the staged plan (through the runtime's [`PlanModel`] with `plan_options`; the defaults are how
+/// the device runs it) once per input and compares it with each reference model, run by tract in memory,
+/// on the same inputs: one report per reference, in order.
 pub fn verify(
     fixed: &FixedModel,
     references: &[Reference],
     plan_dir: &Path,
     options: &ConvertOptions,
-    int8_path: mien_runtime::Int8Path,
-    f16_path: mien_runtime::HalfPath,
+    plan_options: &RuntimeOptions,
 ) -> Result<Vec<VerifyReport>, ConvertError> {
-    let plan = PlanModel::load(plan_dir, &RuntimeOptions { threads: options.threads, int8_path, f16_path, ..Default::default() })?;
+    let plan = PlanModel::load(plan_dir, plan_options)?;
     let mut images: Vec<RgbImage> = (0..options.verify_inputs)
         .map(|i| synthetic_image(fixed.size.0, fixed.size.1, i as u32 + 1))
         .collect();
