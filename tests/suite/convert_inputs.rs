@@ -1,6 +1,5 @@
 //! mien-convert on models that are not Hugging Face ViTs, and on models it must refuse.
 
-use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,6 +1,5 @@
 //! `mien eval` logic on a small labelled tree whose answers are known from per-image classification.
 
-use crate::common;
 
 use std::path::Path;
 

@@ -1,7 +1,6 @@
 //! f16 conversion of the tiny ViT fixture: the written plan's interface and weights, the drift report
 //! against the float plan, both runtime paths, and the flags f16 refuses.
 
-use crate::common;
 
 use std::path::{Path, PathBuf};
 

@@ -1,7 +1,6 @@
 //! int8 conversion of the tiny ViT fixture: calibration, the written plan's contents, both runtime paths,
 //! the drift report and gate, and the refusals.
 
-use crate::common;
 
 use std::path::{Path, PathBuf};
 

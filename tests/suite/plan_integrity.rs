@@ -1,6 +1,5 @@
 //! Damaged, altered and foreign plans must fail to load with a one-line error naming the plan.
 
-use crate::common;
 
 use std::path::{Path, PathBuf};
 

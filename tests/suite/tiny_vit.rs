@@ -1,7 +1,6 @@
 //! The tiny ViT (the seed's graph with small dimensions) end to end: ONNX → plan → runtime, against the
 //! Hugging Face processor and onnxruntime.
 
-use crate::common;
 
 use crate::common::*;
 use mien_runtime::{Classifier, RuntimeOptions};
