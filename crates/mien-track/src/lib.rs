@@ -22,6 +22,9 @@ pub struct TrackerConfig {
     pub switch_margin: f32,
     /// A track unseen for longer than this ends.
     pub expire_after: Duration,
+    /// Whether frames are a sequence in time. When false (photos of different scenes), nothing carries
+    /// over: every face gets a new id and its own probabilities and label, and no track is kept.
+    pub across_frames: bool,
 }
 
 impl Default for TrackerConfig {
@@ -32,6 +35,7 @@ impl Default for TrackerConfig {
             smoothing: 0.4,
             switch_margin: 0.1,
             expire_after: Duration::from_millis(1000),
+            across_frames: true,
         }
     }
 }
@@ -121,6 +125,9 @@ impl Tracker {
 
     /// Feeds one frame's faces, taken at `now` (any monotonic clock: capture timestamps or frame times).
     pub fn update(&mut self, observations: &[Observation], now: Duration) -> Update {
+        if !self.config.across_frames {
+            return self.each_face_alone(observations);
+        }
         // Greedy assignment by affinity, best pairs first: with a handful of faces per frame this is
         // what the Hungarian algorithm would choose in all but contrived cases.
         let mut pairs: Vec<(f32, usize, usize)> = Vec::new();
@@ -191,6 +198,21 @@ impl Tracker {
             alive
         });
         Update { faces, ended }
+    }
+}
+
+impl Tracker {
+    /// Frames that are not a sequence: each face is reported as classified, under a new id.
+    fn each_face_alone(&mut self, observations: &[Observation]) -> Update {
+        let faces = observations
+            .iter()
+            .map(|obs| {
+                let id = self.next_id;
+                self.next_id += 1;
+                TrackedFace { id, probabilities: obs.probabilities.clone(), label: argmax(&obs.probabilities), frames: 1 }
+            })
+            .collect();
+        Update { faces, ended: Vec::new() }
     }
 }
 

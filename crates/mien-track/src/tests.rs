@@ -127,3 +127,26 @@ fn a_face_with_a_different_label_count_starts_a_new_track() {
     let b = tracker.update(&[face(0.0, 0.0, &HAPPY)], ms(10)).faces[0].id;
     assert_ne!(a, b);
 }
+
+#[test]
+fn frames_that_are_not_a_sequence_carry_nothing_over() {
+    let mut tracker = Tracker::new(TrackerConfig { across_frames: false, ..TrackerConfig::default() });
+    let first = tracker.update(&[face(0.0, 0.0, &HAPPY)], ms(0));
+    // The same place in the next photo: another person, reported as classified, under a new id.
+    let second = tracker.update(&[face(0.0, 0.0, &NEUTRAL), face(300.0, 0.0, &HAPPY)], ms(100));
+    assert_eq!(first.faces[0].probabilities, HAPPY);
+    assert_eq!((second.faces[0].label, second.faces[0].probabilities.as_slice()), (2, &NEUTRAL[..]));
+    assert_eq!(second.faces[1].label, 1);
+    let ids = [first.faces[0].id, second.faces[0].id, second.faces[1].id];
+    assert_eq!(ids, [1, 2, 3]);
+    assert!(second.faces.iter().all(|f| f.frames == 1));
+    assert!(first.ended.is_empty() && second.ended.is_empty());
+    assert!(tracker.is_empty());
+    // The same observations tracked: the second photo's face continues the first's track, smoothed.
+    let mut tracking = Tracker::new(TrackerConfig::default());
+    tracking.update(&[face(0.0, 0.0, &HAPPY)], ms(0));
+    let smoothed = tracking.update(&[face(0.0, 0.0, &NEUTRAL)], ms(100));
+    assert_eq!(smoothed.faces[0].id, 1);
+    let p = &smoothed.faces[0].probabilities;
+    assert!((p[1] - 0.52).abs() < 1e-6 && (p[2] - 0.38).abs() < 1e-6, "smoothed with the first photo: {p:?}");
+}

@@ -71,6 +71,15 @@ pub struct LiveArgs {
     /// A face unseen for this long ends its track.
     #[arg(long, default_value_t = 1000, value_name = "MS")]
     track_expiry_ms: u64,
+    /// Track faces across frames (ids kept, probabilities smoothed, labels held by hysteresis). The
+    /// default for cameras and video files; use it for a folder of frames taken from one video.
+    #[arg(long, overrides_with = "no_track")]
+    track: bool,
+    /// Classify every face on its own: no tracking, smoothing or hysteresis, a new id per face; each
+    /// face's label is its own classification. The default for image folders and lists of images, whose
+    /// photos are of different scenes.
+    #[arg(long, overrides_with = "track")]
+    no_track: bool,
     /// Save every face crop as DIR/frameNNNNNN-faceK-LABEL.png (debugging).
     #[arg(long, value_name = "DIR")]
     save_crops: Option<PathBuf>,
@@ -243,6 +252,7 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
             smoothing: args.smoothing,
             switch_margin: args.switch_margin,
             expire_after: Duration::from_millis(args.track_expiry_ms),
+            across_frames: if args.track || args.no_track { args.track } else { source.is_temporal() },
             ..TrackerConfig::default()
         },
         save_crops: args.save_crops.clone(),

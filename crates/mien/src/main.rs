@@ -32,7 +32,8 @@ Examples:
   mien capture --count 100 --classify models/vit-s14-fer/vit-s14-fer-int8.mien --json
   mien run                                  # first camera, default models, live terminal view
   mien run --source /dev/video2 --format MJPEG --size 1280x720 --json
-  mien run --source photos/ --json          # every image in a folder, one JSON line each
+  mien run --source photos/ --json          # every image in a folder, each face classified on its own
+  mien run --source frames/ --track         # frames taken from one video: tracked and smoothed
   mien run --source clip.y4m --detector models/blazeface/blazeface-full.mien --save-crops crops/";
 
 /// On-device facial expression recognition with a Vision Transformer.
@@ -49,7 +50,8 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Live expression recognition: find every face in a camera's frames (or images, or a video file),
-    /// classify it, track it, smooth it, report it.
+    /// classify it, track it, smooth it, report it. Photos from a folder or a list are not a sequence:
+    /// each face is classified on its own unless --track is given.
     Run(live::LiveArgs),
     /// Classify image files (JPEG, PNG, BMP, TIFF) with a plan.
     Classify(classify::ClassifyArgs),

@@ -462,3 +462,46 @@ fn bench_pipeline_json_has_every_stage() {
     ]));
     assert!(e.contains("no face found"), "{e}");
 }
+
+/// Photos from a folder are not a sequence: by default every face is reported as it was classified,
+/// under a track id of its own; `--track` tracks and smooths the same folder as if it were video.
+#[test]
+fn image_folders_classify_each_face_alone_unless_tracked() {
+    let (plan, detector, folder) = (plan(), detector(), photo(""));
+    let faces = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec![
+            os("run"), os("--plan"), plan.as_os_str(), os("--detector"), detector.as_os_str(),
+            os("--source"), folder.as_os_str(), os("--json"), os("--threads"), os("1"),
+        ];
+        args.extend(extra.iter().map(|a| os(a)));
+        let out = mien(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .filter(|l| l["type"] == "frame")
+            .flat_map(|l| l["faces"].as_array().unwrap().clone())
+            .collect()
+    };
+    let alone = faces(&[]);
+    // The astronaut and the cameraman: two people, in two photos.
+    assert!(alone.len() >= 2, "{alone:?}");
+    for face in &alone {
+        assert_eq!(face["label"], face["frame_label"], "{face}");
+        assert_eq!(face["score"], face["frame_score"], "{face}");
+    }
+    let mut ids: Vec<u64> = alone.iter().map(|f| f["track"].as_u64().unwrap()).collect();
+    ids.dedup();
+    assert_eq!(ids.len(), alone.len(), "a track id per face: {ids:?}");
+
+    let tracked = faces(&["--track"]);
+    assert_eq!(tracked.len(), alone.len());
+    let mut ids: Vec<u64> = tracked.iter().map(|f| f["track"].as_u64().unwrap()).collect();
+    ids.dedup();
+    assert!(ids.len() < tracked.len(), "faces in the same place continue a track: {ids:?}");
+    assert!(tracked.iter().any(|f| f["score"] != f["frame_score"]), "smoothed: {tracked:?}");
+    // And --no-track wins over --track when both are given, the last one deciding.
+    let last_wins = faces(&["--track", "--no-track"]);
+    assert!(last_wins.iter().all(|f| f["score"] == f["frame_score"]));
+}

@@ -61,6 +61,10 @@ impl FrameSource for ImageSource {
         format!("{} ({} images)", self.description, self.files.len())
     }
 
+    fn is_temporal(&self) -> bool {
+        false
+    }
+
     fn next_event(&mut self, _stop: &AtomicBool) -> Result<SourceEvent, SourceError> {
         let Some(path) = self.files.get(self.next).cloned() else { return Ok(SourceEvent::End) };
         let index = self.next as u64;

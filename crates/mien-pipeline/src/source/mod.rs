@@ -83,4 +83,11 @@ pub trait FrameSource: Send {
     fn dropped(&self) -> u64 {
         0
     }
+
+    /// Whether consecutive frames show the same scene over time (cameras, videos), so faces are tracked
+    /// and smoothed across them by default; a folder or list of photos is not (each photo is its own
+    /// scene, often of another person).
+    fn is_temporal(&self) -> bool {
+        true
+    }
 }
