@@ -13,6 +13,7 @@ mod eval;
 mod face_detection;
 mod half;
 mod int8;
+mod patterns;
 mod pipeline;
 mod plan_integrity;
 mod reference_model;

@@ -10,6 +10,7 @@
 pub mod gelu;
 pub mod half;
 pub mod hf_config;
+pub mod nnef_names;
 pub mod onnx;
 pub mod quantize;
 pub mod verify;
@@ -80,6 +81,15 @@ pub enum ConvertError {
     /// The written plan could not be loaded or run by the runtime.
     #[error(transparent)]
     Runtime(#[from] mien_runtime::RuntimeError),
+    /// The graph was written but tract cannot read it back: a serialization problem of mien-convert or
+    /// tract, not of the model.
+    #[error("{path}: the converted graph was written but tract cannot read it back: {what}; no plan was written (a bug in mien-convert or tract: please report it with the model)")]
+    Reload {
+        /// The ONNX model.
+        path: PathBuf,
+        /// Where and what, in words: the NNEF line, the op and the tensor it makes, or tract's message.
+        what: String,
+    },
     /// A verification image could not be read.
     #[error(transparent)]
     Image(#[from] mien_image::ImageError),
@@ -571,6 +581,10 @@ fn writer_parent(output: &Path) -> &Path {
 /// number of GELUs expanded.
 fn write_nnef(model: &tract_core::prelude::TypedModel, dir: &Path, model_path: &Path) -> Result<usize, ConvertError> {
     let mut model = model.clone();
+    let renamed = nnef_names::rename_literal_lookalikes(&mut model);
+    if renamed > 0 {
+        tracing::debug!(renamed, "nodes renamed so that tract's NNEF parser reads them as names, not literals");
+    }
     let gelus = gelu::unfuse_gelu_exact(&mut model).map_err(|e| ConvertError::Tract {
         path: model_path.to_path_buf(),
         stage: "prepare (GELU expansion)",

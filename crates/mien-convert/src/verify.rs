@@ -61,6 +61,26 @@ pub fn synthetic_image(height: usize, width: usize, seed: u32) -> RgbImage {
     })
 }
 
+/// tract's NNEF parse errors as words: `0: at line 17, in Tag:   truediv = mul(sub, x);   ^` becomes
+/// "line 17 of the NNEF graph, the mul that makes `truediv` (`truediv = mul(sub, x);`)"; other errors
+/// are passed on with their whitespace collapsed.
+pub fn describe_parse_error(message: &str) -> String {
+    let collapsed = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    let parsed = (|| {
+        let after_line = &message[message.find("at line ")? + "at line ".len()..];
+        let line: usize = after_line[..after_line.find(',')?].trim().parse().ok()?;
+        let statement = after_line[after_line.find(':')? + 1..].trim();
+        let statement = statement[..statement.find(';')? + 1].trim();
+        let (tensor, value) = statement.split_once('=')?;
+        let op = value.trim().split('(').next()?.trim();
+        Some(format!("line {line} of the NNEF graph, the {op} that makes `{}` (`{statement}`)", tensor.trim()))
+    })();
+    match parsed {
+        Some(words) => format!("tract's NNEF parser stopped at {words}"),
+        None => format!("tract says: {collapsed}"),
+    }
+}
+
 fn argmax(v: &[f32]) -> usize {
     mien_runtime::top_k(v, 1)[0].0
 }
@@ -75,7 +95,12 @@ pub fn verify(
     options: &ConvertOptions,
     plan_options: &RuntimeOptions,
 ) -> Result<Vec<VerifyReport>, ConvertError> {
-    let plan = PlanModel::load(plan_dir, plan_options)?;
+    let plan = PlanModel::load(plan_dir, plan_options).map_err(|e| match e {
+        mien_runtime::RuntimeError::Tract { stage: "load", message, .. } => {
+            ConvertError::Reload { path: options.model.clone(), what: describe_parse_error(&message) }
+        }
+        other => other.into(),
+    })?;
     let mut images: Vec<RgbImage> = (0..options.verify_inputs)
         .map(|i| synthetic_image(fixed.size.0, fixed.size.1, i as u32 + 1))
         .collect();
@@ -122,4 +147,20 @@ pub fn verify(
             reference: r.name.clone(),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::describe_parse_error;
+
+    #[test]
+    fn parse_errors_become_words() {
+        let tract = "0: at line 17, in Tag:\n  truediv = mul(sub, truediv_fix_rank_3);\n  ^\n";
+        assert_eq!(
+            describe_parse_error(tract),
+            "tract's NNEF parser stopped at line 17 of the NNEF graph, the mul that makes `truediv` \
+             (`truediv = mul(sub, truediv_fix_rank_3);`)"
+        );
+        assert_eq!(describe_parse_error("no graph.nnef\n  found"), "tract says: no graph.nnef found");
+    }
 }
