@@ -103,6 +103,81 @@ def png16(arr: np.ndarray) -> bytes:
     )
 
 
+def tiff(width: int, height: int, tags: dict[int, tuple[int, list[int]]], data: bytes) -> bytes:
+    """A little-endian single-strip TIFF: tags maps tag -> (type, values), type 3 SHORT or 4 LONG."""
+    entries = dict(tags)
+    entries.update({256: (4, [width]), 257: (4, [height]), 278: (4, [height]), 279: (4, [len(data)])})
+    entries[273] = (4, [0])  # strip offset, patched below
+    count = len(entries)
+    ifd_size = 2 + 12 * count + 4
+    extra = bytearray()
+    data_at = 8 + ifd_size
+    out_entries = []
+    for tag in sorted(entries):
+        kind, values = entries[tag]
+        size = 2 if kind == 3 else 4
+        payload = b"".join(struct.pack("<H" if kind == 3 else "<I", v) for v in values)
+        out_entries.append([tag, kind, len(values), payload])
+    # values longer than 4 bytes go after the IFD, then the pixel data
+    for e in out_entries:
+        if len(e[3]) > 4:
+            e.append(data_at + len(extra))
+            extra += e[3]
+    strip_at = data_at + len(extra)
+    ifd = struct.pack("<H", count)
+    for e in out_entries:
+        tag, kind, n, payload = e[:4]
+        if tag == 273:
+            payload = struct.pack("<I", strip_at)
+        if len(payload) > 4:
+            ifd += struct.pack("<HHII", tag, kind, n, e[4])
+        else:
+            ifd += struct.pack("<HHI", tag, kind, n) + payload.ljust(4, b"\0")
+    ifd += struct.pack("<I", 0)
+    return b"II*\0" + struct.pack("<I", 8) + ifd + bytes(extra) + data
+
+
+def tiff_rgb16(arr: np.ndarray) -> bytes:
+    """16 bits per sample RGB, which Pillow reads (as RGB, the high bytes) but does not write."""
+    h, w, _ = arr.shape
+    tags = {258: (3, [16, 16, 16]), 259: (3, [1]), 262: (3, [2]), 277: (3, [3]), 284: (3, [1])}
+    return tiff(w, h, tags, arr.astype("<u2").tobytes())
+
+
+def tiff_palette4(pal: Image.Image) -> bytes:
+    """A 4-bit palette TIFF (16 colours, two pixels a byte, rows padded to a byte)."""
+    w, h = pal.size
+    idx = np.asarray(pal, dtype=np.uint8)
+    assert idx.max() < 16
+    rows = []
+    for y in range(h):
+        row = list(idx[y]) + ([0] if w % 2 else [])
+        rows.append(bytes((row[i] << 4) | row[i + 1] for i in range(0, len(row), 2)))
+    colours = pal.getpalette()[: 16 * 3] + [0] * max(0, 48 - len(pal.getpalette()[:48]))
+    colormap = [colours[i * 3 + c] * 257 for c in range(3) for i in range(16)]
+    tags = {258: (3, [4]), 259: (3, [1]), 262: (3, [3]), 277: (3, [1]), 284: (3, [1]), 320: (3, colormap)}
+    return tiff(w, h, tags, b"".join(rows))
+
+
+def bmp_palette4(pal: Image.Image) -> bytes:
+    """A 4-bit palette BMP (BITMAPINFOHEADER, bottom-up rows padded to 4 bytes)."""
+    w, h = pal.size
+    idx = np.asarray(pal, dtype=np.uint8)
+    colours = (pal.getpalette()[:48] + [0] * 48)[:48]
+    table = b"".join(bytes([colours[i * 3 + 2], colours[i * 3 + 1], colours[i * 3], 0]) for i in range(16))
+    stride = ((w * 4 + 31) // 32) * 4
+    rows = []
+    for y in reversed(range(h)):
+        row = list(idx[y]) + ([0] if w % 2 else [])
+        packed = bytes((row[i] << 4) | row[i + 1] for i in range(0, len(row), 2))
+        rows.append(packed.ljust(stride, b"\0"))
+    pixels = b"".join(rows)
+    offset = 14 + 40 + len(table)
+    header = b"BM" + struct.pack("<IHHI", offset + len(pixels), 0, 0, offset)
+    info = struct.pack("<IiiHHIIiiII", 40, w, h, 1, 4, 0, len(pixels), 2835, 2835, 16, 16)
+    return header + info + table + pixels
+
+
 def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     for old in OUT.iterdir():
@@ -215,6 +290,45 @@ def main() -> int:
     decode_case("exact", OUT / "in_gray.tif", "in_gray_tif_expected.png")
     small_gray.save(OUT / "in_gray.jpg", "JPEG", quality=90)
     decode_case("approx", OUT / "in_gray.jpg", "in_gray_jpg_expected.png")
+
+    # --- variants Pillow opens that need more than the common decode path ---------------------
+    # JPEG
+    small_rgb.save(OUT / "in_progressive.jpg", "JPEG", quality=90, progressive=True)
+    decode_case("approx", OUT / "in_progressive.jpg", "in_progressive_jpg_expected.png")
+    small_rgb.convert("CMYK").save(OUT / "in_cmyk.jpg", "JPEG", quality=95)
+    decode_case("approx", OUT / "in_cmyk.jpg", "in_cmyk_jpg_expected.png")
+    # TIFF: palette (8-bit and 4-bit), compressions, 16-bit, bilevel, CMYK, several pages
+    pal.save(OUT / "in_palette.tif", "TIFF")
+    decode_case("exact", OUT / "in_palette.tif", "in_palette_tif_expected.png")
+    pal.save(OUT / "in_palette_lzw.tif", "TIFF", compression="tiff_lzw")
+    decode_case("exact", OUT / "in_palette_lzw.tif", "in_palette_lzw_tif_expected.png")
+    (OUT / "in_palette4.tif").write_bytes(tiff_palette4(pal))
+    decode_case("exact", OUT / "in_palette4.tif", "in_palette4_tif_expected.png")
+    small_rgb.save(OUT / "in_rgb_packbits.tif", "TIFF", compression="packbits")
+    decode_case("exact", OUT / "in_rgb_packbits.tif", "in_rgb_packbits_tif_expected.png")
+    small_rgb.save(OUT / "in_rgb_deflate.tif", "TIFF", compression="tiff_adobe_deflate")
+    decode_case("exact", OUT / "in_rgb_deflate.tif", "in_rgb_deflate_tif_expected.png")
+    Image.fromarray(g16.astype(np.uint16)).save(OUT / "in_gray16.tif", "TIFF")
+    decode_case("exact", OUT / "in_gray16.tif", "in_gray16_tif_expected.png")
+    (OUT / "in_rgb16.tif").write_bytes(tiff_rgb16(c16.astype(np.uint16)))
+    decode_case("exact", OUT / "in_rgb16.tif", "in_rgb16_tif_expected.png")
+    small_gray.convert("1").save(OUT / "in_1bit.tif", "TIFF")
+    decode_case("exact", OUT / "in_1bit.tif", "in_1bit_tif_expected.png")
+    small_rgb.convert("CMYK").save(OUT / "in_cmyk.tif", "TIFF")
+    decode_case("exact", OUT / "in_cmyk.tif", "in_cmyk_tif_expected.png")
+    rgba.save(OUT / "in_rgba.tif", "TIFF")
+    decode_case("exact", OUT / "in_rgba.tif", "in_rgba_tif_expected.png")
+    small_rgb.save(OUT / "in_multipage.tif", "TIFF", save_all=True, append_images=[small_gray.convert("RGB"), pal.convert("RGB")])
+    decode_case("exact", OUT / "in_multipage.tif", "in_multipage_tif_expected.png")
+    # BMP: 1-bit, 4-bit (written by hand: Pillow writes no 4-bit BMP), 8-bit gray, 32-bit
+    small_gray.convert("1").save(OUT / "in_1bit.bmp", "BMP")
+    decode_case("exact", OUT / "in_1bit.bmp", "in_1bit_bmp_expected.png")
+    (OUT / "in_palette4.bmp").write_bytes(bmp_palette4(pal))
+    decode_case("exact", OUT / "in_palette4.bmp", "in_palette4_bmp_expected.png")
+    small_gray.save(OUT / "in_gray.bmp", "BMP")
+    decode_case("exact", OUT / "in_gray.bmp", "in_gray_bmp_expected.png")
+    rgba.save(OUT / "in_rgba.bmp", "BMP")
+    decode_case("exact", OUT / "in_rgba.bmp", "in_rgba_bmp_expected.png")
 
     # --- convert("L") ---------------------------------------------------------------------
     save_png(small_rgb.convert("L"), "in_rgb_to_L.png")

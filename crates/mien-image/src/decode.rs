@@ -68,6 +68,17 @@ pub(crate) fn decode(bytes: &[u8], path: Option<&Path>) -> Result<RgbImage, Imag
         });
     }
 
+    // Palette TIFFs: image's TIFF decoder has none; the TIFF crate reads the indices of the same
+    // file calling itself grayscale, and they are looked up in the colour map here.
+    if format == ImageFormat::Tiff {
+        if let Some(palette) = tiff_palette(bytes) {
+            let rgb = palette.decode().map_err(|e| classify(image::ImageError::Decoding(
+                image::error::DecodingError::new(image::error::ImageFormatHint::Exact(format), e),
+            ), name, owned()))?;
+            return Ok(orientation::apply(rgb, orientation::exif_orientation(bytes).unwrap_or(1)));
+        }
+    }
+
     let mut decoder = ImageReader::with_format(Cursor::new(bytes), format)
         .into_decoder()
         .map_err(fail)?;
@@ -84,6 +95,60 @@ pub(crate) fn decode(bytes: &[u8], path: Option<&Path>) -> Result<RgbImage, Imag
     let gray16 = format == ImageFormat::Png && png_is_gray16(bytes);
     let rgb = to_rgb_like_pillow(image, gray16);
     Ok(orientation::apply(rgb, orientation))
+}
+
+/// A palette TIFF (photometric interpretation 3) made decodable: the same file calling itself
+/// grayscale (BlackIsZero), and the colour map to look its values up in.
+struct TiffPalette {
+    as_gray: Vec<u8>,
+    bits: u32,
+    /// 2^bits reds, then greens, then blues, 16-bit.
+    colormap: Vec<u16>,
+}
+
+const TIFF_PHOTOMETRIC: u16 = 262;
+const TIFF_BITS_PER_SAMPLE: u16 = 258;
+const TIFF_COLORMAP: u16 = 320;
+
+fn tiff_palette(bytes: &[u8]) -> Option<TiffPalette> {
+    if ifd::first_ifd_value(bytes, TIFF_PHOTOMETRIC)? != 3 {
+        return None;
+    }
+    let bits = ifd::first_ifd_value(bytes, TIFF_BITS_PER_SAMPLE)?;
+    let colormap = ifd::first_ifd_shorts(bytes, TIFF_COLORMAP)?;
+    if !matches!(bits, 1 | 2 | 4 | 8) || colormap.len() != 3 << bits {
+        return None;
+    }
+    let as_gray = ifd::with_first_ifd_short(bytes, TIFF_PHOTOMETRIC, 1)?;
+    Some(TiffPalette { as_gray, bits, colormap })
+}
+
+impl TiffPalette {
+    /// Pillow's `convert("RGB")` of the `P` image: each index's colour map entry, high bytes
+    /// (`TiffImagePlugin`: `b // 256`). Indices of fewer than 8 bits come packed, first pixel in
+    /// the high bits, each row starting on a byte.
+    fn decode(&self) -> Result<RgbImage, tiff::TiffError> {
+        let mut decoder = tiff::decoder::Decoder::new(Cursor::new(&self.as_gray[..]))?;
+        let (width, height) = decoder.dimensions()?;
+        let tiff::decoder::DecodingResult::U8(packed) = decoder.read_image()? else {
+            return Err(tiff::TiffError::UnsupportedError(tiff::TiffUnsupportedError::UnknownInterpretation));
+        };
+        let n = 1usize << self.bits;
+        let bits = self.bits as usize;
+        let row_bytes = (width as usize * bits).div_ceil(8);
+        if packed.len() < row_bytes * height as usize {
+            return Err(tiff::TiffError::FormatError(tiff::TiffFormatError::InconsistentSizesEncountered));
+        }
+        let mut data = Vec::with_capacity(width as usize * height as usize * 3);
+        for row in packed.chunks_exact(row_bytes).take(height as usize) {
+            for x in 0..width as usize {
+                let bit = x * bits;
+                let index = usize::from(row[bit / 8] >> (8 - bits - bit % 8)) & (n - 1);
+                data.extend([0, 1, 2].map(|c| (self.colormap[c * n + index] >> 8) as u8));
+            }
+        }
+        Ok(RgbImage::from_raw(width, height, data).unwrap_or_else(|| RgbImage::new(width, height)))
+    }
 }
 
 /// The EXIF orientation as Pillow's `getexif()` finds it (1 when there is none).

@@ -1,5 +1,6 @@
 //! Just enough TIFF structure reading to find one tag of the first IFD (classic and BigTIFF),
-//! for EXIF blocks and TIFF headers.
+//! for EXIF blocks and TIFF headers, and, for palette TIFFs (classic), to read the colour map and
+//! to rewrite the photometric interpretation.
 
 /// The value of `tag` in the first IFD of a TIFF structure starting at `data[0]`: `None` when
 /// the tag is absent or the structure cannot be parsed; `Some(0)` when the tag holds other than
@@ -37,6 +38,48 @@ pub(crate) fn first_ifd_value(data: &[u8], tag: u16) -> Option<u32> {
         }
         _ => None,
     }
+}
+
+/// The first IFD's entry for `tag` in a classic (not Big) TIFF: the reader and the entry's offset.
+fn classic_entry(data: &[u8], tag: u16) -> Option<(Reader<'_>, usize)> {
+    let little = match data.get(..2)? {
+        b"II" => true,
+        b"MM" => false,
+        _ => return None,
+    };
+    let rd = Reader { data, little };
+    if rd.u16(2)? != 42 {
+        return None;
+    }
+    let ifd = rd.u32(4)? as usize;
+    let count = usize::from(rd.u16(ifd)?);
+    let entry = (0..count).map(|i| ifd + 2 + 12 * i).find(|&entry| rd.u16(entry) == Some(tag))?;
+    Some((rd, entry))
+}
+
+/// The SHORT values of `tag` in the first IFD of a classic TIFF (a colour map): `None` when absent,
+/// of another type, or out of the data.
+pub(crate) fn first_ifd_shorts(data: &[u8], tag: u16) -> Option<Vec<u16>> {
+    let (rd, entry) = classic_entry(data, tag)?;
+    if rd.u16(entry + 2)? != 3 {
+        return None;
+    }
+    let count = rd.u32(entry + 4)? as usize;
+    let at = if count <= 2 { entry + 8 } else { rd.u32(entry + 8)? as usize };
+    (0..count).map(|i| rd.u16(at.checked_add(2 * i)?)).collect()
+}
+
+/// A copy of a classic TIFF with the first IFD's single SHORT `tag` set to `value`: `None` when the
+/// entry is absent or not one SHORT.
+pub(crate) fn with_first_ifd_short(data: &[u8], tag: u16, value: u16) -> Option<Vec<u8>> {
+    let (rd, entry) = classic_entry(data, tag)?;
+    if rd.u16(entry + 2)? != 3 || rd.u32(entry + 4)? != 1 {
+        return None;
+    }
+    let bytes = if rd.little { value.to_le_bytes() } else { value.to_be_bytes() };
+    let mut copy = data.to_vec();
+    copy.get_mut(entry + 8..entry + 10)?.copy_from_slice(&bytes);
+    Some(copy)
 }
 
 struct Reader<'a> {
