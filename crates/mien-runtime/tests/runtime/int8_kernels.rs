@@ -125,14 +125,18 @@ fn fused_int8_ops_are_in_use_and_bit_identical_to_tracts() {
 /// difference into a whole quantization step now and then. The integer path (the CPU's integer kernels)
 /// and the dequantized path (the same int8 weights as f32 products) are the two ends of that: the
 /// documented bound (README, int8 plans) is max |Δprobability| <= 0.08 between them, and the same top-1
-/// on these photos. Measured: 0.013-0.026 on an AVX-512 VNNI x86 CPU.
+/// on these photos. Measured: 0.013-0.026 on an AVX-512 VNNI x86 CPU. Under emulation one photo (each
+/// inference of the 30 MB plan takes seconds there); not on armv7, whose int8 kernel choice the tiny
+/// plan's tests cover.
 #[test]
+#[cfg(not(target_arch = "arm"))]
 fn vit_s14_fer_int8_paths_stay_within_the_documented_bound() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
     let plan = root.join("models/vit-s14-fer/vit-s14-fer-int8.mien");
     let load = |int8_path| Classifier::load(&plan, &RuntimeOptions { threads: 2, int8_path, ..Default::default() }).unwrap();
     let (integer, dequantized) = (load(Int8Path::Integer), load(Int8Path::DequantizedWeights));
-    for name in ["astronaut.png", "camera.png", "chelsea.png"] {
+    let photos: &[&str] = if cfg!(target_arch = "x86_64") { &["astronaut.png", "camera.png", "chelsea.png"] } else { &["chelsea.png"] };
+    for name in photos {
         let image = mien_image::open_rgb(root.join("tests/data/photos").join(name)).unwrap();
         let (a, b) = (integer.classify(&image).unwrap(), dequantized.classify(&image).unwrap());
         let diff = a.probabilities.iter().zip(&b.probabilities).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
