@@ -46,11 +46,12 @@ cat "$work/run.out"
 [ -s "$work/run.out" ] || { echo "FAIL: the quick-start run printed no results"; exit 1; }
 
 echo "== cargo test --workspace"
-"${fresh_env[@]}" cargo test --workspace >"$work/test.out" 2>&1 || {
+# --nocapture only so that the tests' SKIPPED lines (stderr) reach the log.
+"${fresh_env[@]}" cargo test --workspace -- --nocapture >"$work/test.out" 2>&1 || {
   echo "FAIL: cargo test --workspace failed:"; grep -E '^(test .* FAILED|failures:|---- )|panicked' "$work/test.out" | head -40; exit 1
 }
 grep -E '^test result: ' "$work/test.out" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/' |
   awk '{p += $1; f += $2; i += $3} END {printf "cargo test --workspace: %d passed, %d failed, %d ignored\n", p, f, i}'
 echo "skipped for want of a tool or data (one line each):"
-grep -E '^SKIPPED ' "$work/test.out" | sort | uniq -c || echo "  (none)"
+grep -oE 'SKIPPED [^:]+: .*' "$work/test.out" | sort | uniq -c || echo "  (none)"
 echo "fresh-machine check passed"

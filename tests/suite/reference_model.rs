@@ -24,9 +24,16 @@ fn cache() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/mien"))
 }
 
-/// Fails in CI, skips (returns None) elsewhere.
+/// Why the shared preparation found something missing (each test then says it skips, and why).
+static SKIP_REASON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Fails in CI; elsewhere records why and returns None.
 fn missing(what: &str) -> Option<()> {
-    common::missing("reference_model", what)
+    if common::in_ci() {
+        common::missing::<()>("reference_model", what);
+    }
+    SKIP_REASON.get_or_init(|| what.to_string());
+    None
 }
 
 fn python() -> PathBuf {
@@ -102,9 +109,9 @@ struct Reference {
     report: mien_convert::ConvertReport,
 }
 
-fn reference() -> Option<&'static Reference> {
+fn reference(test: &str) -> Option<&'static Reference> {
     static REFERENCE: std::sync::OnceLock<Option<Reference>> = std::sync::OnceLock::new();
-    REFERENCE
+    let found = REFERENCE
         .get_or_init(|| {
             let public_test = public_test()?;
             let python = python();
@@ -119,12 +126,16 @@ fn reference() -> Option<&'static Reference> {
             let report = mien_convert::convert(&options, &mien_convert::Quiet).unwrap();
             Some(Reference { public_test, python, model_dir, f32_plan, report })
         })
-        .as_ref()
+        .as_ref();
+    if found.is_none() {
+        return common::missing(test, SKIP_REASON.get().map_or("its prerequisites are missing", String::as_str));
+    }
+    found
 }
 
 #[test]
 fn f32_plan_matches_onnxruntime_on_public_test() {
-    let Some(Reference { public_test, python, model_dir, f32_plan, .. }) = reference() else { return };
+    let Some(Reference { public_test, python, model_dir, f32_plan, .. }) = reference("f32_plan_matches_onnxruntime_on_public_test") else { return };
 
     let mut images = vec![];
     for label in ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"] {
@@ -166,7 +177,7 @@ fn f32_plan_matches_onnxruntime_on_public_test() {
 /// The committed int8 plan belongs to the committed head and drifts little from the float model.
 #[test]
 fn committed_int8_plan_tracks_the_float_model_on_public_test() {
-    let Some(Reference { public_test, f32_plan, report, .. }) = reference() else { return };
+    let Some(Reference { public_test, f32_plan, report, .. }) = reference("committed_int8_plan_tracks_the_float_model_on_public_test") else { return };
     let int8_plan = root().join("models/vit-s14-fer/vit-s14-fer-int8.mien");
     let int8 = Classifier::load(&int8_plan, &RuntimeOptions::default()).unwrap();
     assert_eq!(
@@ -202,7 +213,7 @@ fn committed_int8_plan_tracks_the_float_model_on_public_test() {
 /// weights as f32 products), the two ends of what a CPU's kernels can make of the plan.
 #[test]
 fn committed_int8_plan_paths_agree_within_the_documented_bound_on_public_test() {
-    let Some(Reference { public_test, .. }) = reference() else { return };
+    let Some(Reference { public_test, .. }) = reference("committed_int8_plan_paths_agree_within_the_documented_bound_on_public_test") else { return };
     let int8_plan = root().join("models/vit-s14-fer/vit-s14-fer-int8.mien");
     let load = |int8_path| Classifier::load(&int8_plan, &RuntimeOptions { int8_path, ..Default::default() }).unwrap();
     let (integer, dequantized) = (load(mien_runtime::Int8Path::Integer), load(mien_runtime::Int8Path::DequantizedWeights));
