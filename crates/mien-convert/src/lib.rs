@@ -490,15 +490,15 @@ pub fn convert(options: &ConvertOptions, progress: &dyn Progress) -> Result<Conv
             tract_ops_only: true,
             ..Default::default()
         };
-        let serialization = verify::verify(&fixed, &[serialized], &staged, options, &tract_ops)?.remove(0);
+        let serialization = verify::verify(&fixed, &serialized, &staged, options, &tract_ops)?;
         // The plan as the device runs it, against the float model: the precision loss, reported.
         let device = RuntimeOptions { tract_ops_only: false, ..tract_ops };
-        let float_difference = verify::verify(&fixed, &[onnx_reference], &staged, options, &device)?.remove(0);
+        let float_difference = verify::verify(&fixed, &onnx_reference, &staged, options, &device)?;
         (serialization, Some(float_difference))
     } else {
         progress.stage("verifying the written plan against the ONNX model");
         let device = RuntimeOptions { threads: options.threads, ..Default::default() };
-        (verify::verify(&fixed, &[onnx_reference], &staged, options, &device)?.remove(0), None)
+        (verify::verify(&fixed, &onnx_reference, &staged, options, &device)?, None)
     };
     drop(plan_model);
     manifest.verification = Some(report.to_manifest(options.tolerance));

@@ -498,7 +498,6 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
-/// The drift report of an int8 or f16 plan against the float plan, or how to get one.
 /// The plan as the device runs it against the f32 ONNX model: the precision loss on the verification
 /// inputs (not a check; the drift report is).
 fn print_float_difference(difference: Option<&mien_convert::VerifyReport>) {
@@ -512,6 +511,7 @@ fn print_float_difference(difference: Option<&mien_convert::VerifyReport>) {
     }
 }
 
+/// The drift report of an int8 or f16 plan against the float plan, or how to get one.
 fn print_drift(precision: mien_plan::Precision, drift: Option<&mien_plan::Drift>) {
     match drift {
         Some(d) => {

@@ -86,15 +86,15 @@ fn argmax(v: &[f32]) -> usize {
 }
 
 /// Runs the staged plan (through the runtime's [`PlanModel`] with `plan_options`; the defaults are how
-/// the device runs it) once per input and compares it with each reference model, run by tract in memory,
-/// on the same inputs: one report per reference, in order.
+/// the device runs it) once per input and compares it with the reference model, run by tract in memory,
+/// on the same inputs.
 pub fn verify(
     fixed: &FixedModel,
-    references: &[Reference],
+    reference: &Reference,
     plan_dir: &Path,
     options: &ConvertOptions,
     plan_options: &RuntimeOptions,
-) -> Result<Vec<VerifyReport>, ConvertError> {
+) -> Result<VerifyReport, ConvertError> {
     let plan = PlanModel::load(plan_dir, plan_options).map_err(|e| match e {
         mien_runtime::RuntimeError::Tract { stage: "load", message, .. } => {
             ConvertError::Reload { path: options.model.clone(), what: describe_parse_error(&message) }
@@ -115,38 +115,28 @@ pub fn verify(
         stage: "run",
         message: format!("{e:#}").replace('\n', " "),
     };
-    let runnables = references
-        .iter()
-        .map(|r| r.model.clone().into_optimized().and_then(|m| m.into_runnable()).map_err(tract_err))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut max_abs_diff = vec![0f32; references.len()];
-    let mut agree = vec![0usize; references.len()];
+    let runnable = reference.model.clone().into_optimized().and_then(|m| m.into_runnable()).map_err(tract_err)?;
+    let (mut max_abs_diff, mut agree) = (0f32, 0usize);
     for image in &images {
         let input = plan.preprocessor().run(image);
         let ours = plan.run(&input)?;
         let tensor = Tensor::from_shape(&fixed.input_shape, &input).map_err(tract_err)?;
-        for (i, reference) in runnables.iter().enumerate() {
-            let theirs = reference.run(tvec!(tensor.clone().into_tvalue())).map_err(tract_err)?;
-            let theirs = theirs[0].cast_to::<f32>().map_err(tract_err)?;
-            let theirs: Vec<f32> = theirs.to_plain_array_view::<f32>().map_err(tract_err)?.iter().copied().collect();
-            for (a, b) in ours.iter().zip(&theirs) {
-                let d = (a - b).abs();
-                // NaN must fail verification, not slip past a max().
-                max_abs_diff[i] = if d.is_nan() || max_abs_diff[i].is_nan() { f32::NAN } else { max_abs_diff[i].max(d) };
-            }
-            agree[i] += (argmax(&ours) == argmax(&theirs)) as usize;
+        let theirs = runnable.run(tvec!(tensor.into_tvalue())).map_err(tract_err)?;
+        let theirs = theirs[0].cast_to::<f32>().map_err(tract_err)?;
+        let theirs: Vec<f32> = theirs.to_plain_array_view::<f32>().map_err(tract_err)?.iter().copied().collect();
+        for (a, b) in ours.iter().zip(&theirs) {
+            let d = (a - b).abs();
+            // NaN must fail verification, not slip past a max().
+            max_abs_diff = if d.is_nan() || max_abs_diff.is_nan() { f32::NAN } else { max_abs_diff.max(d) };
         }
+        agree += (argmax(&ours) == argmax(&theirs)) as usize;
     }
-    Ok(references
-        .iter()
-        .enumerate()
-        .map(|(i, r)| VerifyReport {
-            inputs: images.len(),
-            max_abs_diff: max_abs_diff[i],
-            top1_agreement: agree[i] as f32 / images.len() as f32,
-            reference: r.name.clone(),
-        })
-        .collect())
+    Ok(VerifyReport {
+        inputs: images.len(),
+        max_abs_diff,
+        top1_agreement: agree as f32 / images.len() as f32,
+        reference: reference.name.clone(),
+    })
 }
 
 #[cfg(test)]

@@ -6,23 +6,11 @@
 /// the tag is absent or the structure cannot be parsed; `Some(0)` when the tag holds other than
 /// one BYTE, SHORT or LONG.
 pub(crate) fn first_ifd_value(data: &[u8], tag: u16) -> Option<u32> {
-    let little = match data.get(..2)? {
-        b"II" => true,
-        b"MM" => false,
-        _ => return None,
-    };
-    let rd = Reader { data, little };
+    let rd = Reader::new(data)?;
     match rd.u16(2)? {
         42 => {
-            let ifd = rd.u32(4)? as usize;
-            let count = usize::from(rd.u16(ifd)?);
-            (0..count).find_map(|i| {
-                let entry = ifd.checked_add(2 + 12 * i)?;
-                if rd.u16(entry)? != tag {
-                    return None;
-                }
-                Some(rd.value(entry + 2, u64::from(rd.u32(entry + 4)?), entry + 8))
-            })
+            let entry = rd.classic_entry(tag)?;
+            Some(rd.value(entry + 2, u64::from(rd.u32(entry + 4)?), entry + 8))
         }
         43 => {
             // BigTIFF: 8-byte offsets and counts, 20-byte entries.
@@ -40,27 +28,11 @@ pub(crate) fn first_ifd_value(data: &[u8], tag: u16) -> Option<u32> {
     }
 }
 
-/// The first IFD's entry for `tag` in a classic (not Big) TIFF: the reader and the entry's offset.
-fn classic_entry(data: &[u8], tag: u16) -> Option<(Reader<'_>, usize)> {
-    let little = match data.get(..2)? {
-        b"II" => true,
-        b"MM" => false,
-        _ => return None,
-    };
-    let rd = Reader { data, little };
-    if rd.u16(2)? != 42 {
-        return None;
-    }
-    let ifd = rd.u32(4)? as usize;
-    let count = usize::from(rd.u16(ifd)?);
-    let entry = (0..count).map(|i| ifd + 2 + 12 * i).find(|&entry| rd.u16(entry) == Some(tag))?;
-    Some((rd, entry))
-}
-
 /// The SHORT values of `tag` in the first IFD of a classic TIFF (a colour map): `None` when absent,
 /// of another type, or out of the data.
 pub(crate) fn first_ifd_shorts(data: &[u8], tag: u16) -> Option<Vec<u16>> {
-    let (rd, entry) = classic_entry(data, tag)?;
+    let rd = Reader::new(data)?;
+    let entry = rd.classic_entry(tag)?;
     if rd.u16(entry + 2)? != 3 {
         return None;
     }
@@ -72,7 +44,8 @@ pub(crate) fn first_ifd_shorts(data: &[u8], tag: u16) -> Option<Vec<u16>> {
 /// A copy of a classic TIFF with the first IFD's single SHORT `tag` set to `value`: `None` when the
 /// entry is absent or not one SHORT.
 pub(crate) fn with_first_ifd_short(data: &[u8], tag: u16, value: u16) -> Option<Vec<u8>> {
-    let (rd, entry) = classic_entry(data, tag)?;
+    let rd = Reader::new(data)?;
+    let entry = rd.classic_entry(tag)?;
     if rd.u16(entry + 2)? != 3 || rd.u32(entry + 4)? != 1 {
         return None;
     }
@@ -87,7 +60,27 @@ struct Reader<'a> {
     little: bool,
 }
 
-impl Reader<'_> {
+impl<'a> Reader<'a> {
+    /// A reader in the byte order the TIFF header names (`II` or `MM`).
+    fn new(data: &'a [u8]) -> Option<Reader<'a>> {
+        let little = match data.get(..2)? {
+            b"II" => true,
+            b"MM" => false,
+            _ => return None,
+        };
+        Some(Reader { data, little })
+    }
+
+    /// The offset of the first IFD's entry for `tag` in a classic (not Big) TIFF.
+    fn classic_entry(&self, tag: u16) -> Option<usize> {
+        if self.u16(2)? != 42 {
+            return None;
+        }
+        let ifd = self.u32(4)? as usize;
+        let count = usize::from(self.u16(ifd)?);
+        (0..count).map(|i| ifd.checked_add(2 + 12 * i)).find(|&entry| entry.and_then(|e| self.u16(e)) == Some(tag))?
+    }
+
     fn bytes<const N: usize>(&self, at: usize) -> Option<[u8; N]> {
         self.data.get(at..at.checked_add(N)?)?.try_into().ok()
     }

@@ -123,6 +123,19 @@ impl Tracker {
         (shift <= self.config.max_center_shift).then_some(1.0 - shift)
     }
 
+    /// Frames that are not a sequence: each face is reported as classified, under a new id.
+    fn each_face_alone(&mut self, observations: &[Observation]) -> Update {
+        let faces = observations
+            .iter()
+            .map(|obs| {
+                let id = self.next_id;
+                self.next_id += 1;
+                TrackedFace { id, probabilities: obs.probabilities.clone(), label: argmax(&obs.probabilities), frames: 1 }
+            })
+            .collect();
+        Update { faces, ended: Vec::new() }
+    }
+
     /// Feeds one frame's faces, taken at `now` (any monotonic clock: capture timestamps or frame times).
     pub fn update(&mut self, observations: &[Observation], now: Duration) -> Update {
         if !self.config.across_frames {
@@ -198,21 +211,6 @@ impl Tracker {
             alive
         });
         Update { faces, ended }
-    }
-}
-
-impl Tracker {
-    /// Frames that are not a sequence: each face is reported as classified, under a new id.
-    fn each_face_alone(&mut self, observations: &[Observation]) -> Update {
-        let faces = observations
-            .iter()
-            .map(|obs| {
-                let id = self.next_id;
-                self.next_id += 1;
-                TrackedFace { id, probabilities: obs.probabilities.clone(), label: argmax(&obs.probabilities), frames: 1 }
-            })
-            .collect();
-        Update { faces, ended: Vec::new() }
     }
 }
 
