@@ -116,6 +116,11 @@ pub fn run(
                     Ok(result) => result,
                     Err(e) => break 'run Err(e.into()),
                 };
+                match to_all(sinks, |s| s.image(&frame)) {
+                    Ok(true) => {}
+                    Ok(false) => break 'run Ok("output closed"),
+                    Err(e) => break 'run Err(e),
+                }
                 summary.frames += 1;
                 summary.faces += result.faces.len() as u64;
                 summary.frames_without_faces += result.faces.is_empty() as u64;

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::pipeline::{FrameResult, SCHEMA};
 use crate::runner::RunSummary;
+use crate::source::SourceFrame;
 
 /// Something that happened besides a processed frame.
 #[derive(Debug, Clone, Serialize)]
@@ -21,6 +22,9 @@ pub enum Notice {
         classifier: String,
         /// Detector plan.
         detector: String,
+        /// Where the kiosk page and API are served (`mien run --serve`), as actually bound.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        url: Option<String>,
     },
     /// An input was skipped (unreadable image, corrupt MJPEG frame, cut-off video frame).
     Skipped {
@@ -41,6 +45,13 @@ pub enum Notice {
 
 /// A destination for results.
 pub trait Sink {
+    /// Called with each processed frame's image, just before [`Sink::frame`] with its result. Only sinks
+    /// that show the picture (a preview) need it.
+    fn image(&mut self, frame: &SourceFrame) -> std::io::Result<()> {
+        let _ = frame;
+        Ok(())
+    }
+
     /// Called for every processed frame, faces or not.
     fn frame(&mut self, result: &FrameResult) -> std::io::Result<()>;
 
@@ -76,13 +87,31 @@ impl<W: Write> JsonLinesSink<W> {
     }
 }
 
+/// A notice or summary as a JSON line carries it: `schema`, `type`, then the body's fields.
 #[derive(Serialize)]
-struct Tagged<'a, T: Serialize> {
-    schema: &'static str,
+pub struct Tagged<'a, T: Serialize> {
+    /// Always [`SCHEMA`].
+    pub schema: &'static str,
+    /// `notice` or `summary`.
     #[serde(rename = "type")]
-    kind: &'static str,
+    pub kind: &'static str,
+    /// The notice or summary.
     #[serde(flatten)]
-    body: &'a T,
+    pub body: &'a T,
+}
+
+impl<'a> Tagged<'a, Notice> {
+    /// A notice, tagged.
+    pub fn notice(body: &'a Notice) -> Self {
+        Tagged { schema: SCHEMA, kind: "notice", body }
+    }
+}
+
+impl<'a> Tagged<'a, RunSummary> {
+    /// The summary, tagged.
+    pub fn summary(body: &'a RunSummary) -> Self {
+        Tagged { schema: SCHEMA, kind: "summary", body }
+    }
 }
 
 impl<W: Write> Sink for JsonLinesSink<W> {
@@ -91,11 +120,11 @@ impl<W: Write> Sink for JsonLinesSink<W> {
     }
 
     fn notice(&mut self, notice: &Notice) -> std::io::Result<()> {
-        self.line(&Tagged { schema: SCHEMA, kind: "notice", body: notice })
+        self.line(&Tagged::notice(notice))
     }
 
     fn finish(&mut self, summary: &RunSummary) -> std::io::Result<()> {
-        self.line(&Tagged { schema: SCHEMA, kind: "summary", body: summary })
+        self.line(&Tagged::summary(summary))
     }
 }
 
@@ -195,8 +224,12 @@ impl<W: Write> Sink for TerminalSink<W> {
 
     fn notice(&mut self, notice: &Notice) -> std::io::Result<()> {
         match notice {
-            Notice::Started { source, classifier, detector } => {
-                writeln!(self.out, "reading {source}; classifier {classifier}; detector {detector}")
+            Notice::Started { source, classifier, detector, url } => {
+                writeln!(self.out, "reading {source}; classifier {classifier}; detector {detector}")?;
+                match url {
+                    Some(url) => writeln!(self.out, "serving the kiosk page and API at {url}"),
+                    None => Ok(()),
+                }
             }
             Notice::Skipped { reason } => writeln!(self.out, "skipped: {reason}"),
             Notice::CameraLost { reason } => writeln!(self.out, "camera lost: {reason}; retrying"),

@@ -17,7 +17,7 @@ use mien_runtime::{Classifier, RuntimeOptions};
 use mien_track::TrackerConfig;
 
 /// Arguments of `mien run`.
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct LiveArgs {
     /// Expression classifier plan. Default: $MIEN_PLAN, else vit-s14-fer-int8.mien found under
     /// ./models, the binary's ../share/mien/models, or /usr/share/mien/models.
@@ -98,6 +98,87 @@ pub struct LiveArgs {
     /// How f16 plans run: auto, f16 or f32 (see `mien bench --help`).
     #[arg(long, default_value = "auto", value_name = "auto|f16|f32")]
     f16_path: mien_runtime::HalfPath,
+    /// Files (a folder, images, a video): start again from the first frame at the end, until stopped.
+    #[arg(long = "loop")]
+    looped: bool,
+    #[command(flatten)]
+    serve: ServeArgs,
+}
+
+/// `mien run --serve`: the kiosk page and local API.
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "Kiosk page and API")]
+struct ServeArgs {
+    /// Serve the kiosk page and the HTTP API (/api/v1/events, latest, health, preview.jpg; /metrics) on
+    /// ADDR. Loopback unless another address is given; port 0 picks a free port (the `started` notice
+    /// says which).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:8080")]
+    serve: Option<std::net::SocketAddr>,
+    /// Require `Authorization: Bearer TOKEN` on every endpoint but / and /api/v1/health (the page takes
+    /// it as http://HOST:PORT/#token=TOKEN).
+    #[arg(long, env = "MIEN_API_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    api_token: Option<String>,
+    /// Event-stream clients at once; more get 503.
+    #[arg(long, default_value_t = 16, value_name = "N", requires = "serve")]
+    max_clients: usize,
+    /// Serve the latest frame, scaled down, at /api/v1/preview.jpg and behind the page's face boxes:
+    /// `local` to this machine's clients only (the default when given), `any` to every client. Camera
+    /// images are personal data: off unless given.
+    #[arg(long, value_name = "local|any", num_args = 0..=1, default_missing_value = "local", requires = "serve")]
+    preview: Option<mien_serve::PreviewMode>,
+    /// Preview width in pixels (the height keeps the frame's aspect ratio).
+    #[arg(long, default_value_t = 320, value_name = "PX", requires = "serve")]
+    preview_width: u32,
+    /// Preview JPEG quality, 1-100.
+    #[arg(long, default_value_t = 70, value_name = "Q", requires = "serve")]
+    preview_quality: u8,
+    /// Health turns 503 (and the page says so) when no frame came for this long.
+    #[arg(long, default_value_t = 5.0, value_name = "SECONDS", requires = "serve")]
+    stale_after: f64,
+    /// Allow pages from ORIGIN (e.g. http://dashboard.local:3000) to read the API from JavaScript
+    /// (Access-Control-Allow-Origin). No CORS headers without it.
+    #[arg(long, value_name = "ORIGIN", requires = "serve")]
+    cors_origin: Option<String>,
+    /// Show LABEL as NAME on the page, e.g. --label-name happy=fröhlich (repeat for each label).
+    #[arg(long, value_name = "LABEL=NAME", value_parser = parse_label_name, requires = "serve")]
+    label_name: Vec<(String, String)>,
+}
+
+fn parse_label_name(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((label, name)) if !label.trim().is_empty() && !name.trim().is_empty() => {
+            Ok((label.trim().to_string(), name.trim().to_string()))
+        }
+        _ => Err(format!("expected LABEL=NAME such as happy=fröhlich, got `{text}`")),
+    }
+}
+
+impl ServeArgs {
+    fn options(&self, addr: std::net::SocketAddr) -> Result<mien_serve::ServeOptions> {
+        let mut options = mien_serve::ServeOptions::new(addr);
+        if let Some(token) = &self.api_token {
+            if token.len() < 8 || !token.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!("--api-token: expected at least 8 printable ASCII characters without spaces");
+            }
+            options.api_token = Some(token.clone());
+        }
+        if !(self.stale_after > 0.0 && self.stale_after.is_finite()) {
+            bail!("--stale-after: expected a positive number of seconds, got {}", self.stale_after);
+        }
+        if let Some(origin) = &self.cors_origin {
+            if origin.is_empty() || !origin.bytes().all(|b| b.is_ascii_graphic()) {
+                bail!("--cors-origin: expected an origin such as http://dashboard.local:3000, got `{origin}`");
+            }
+        }
+        options.max_clients = self.max_clients;
+        options.preview = self.preview.unwrap_or_default();
+        options.preview_width = self.preview_width;
+        options.preview_quality = self.preview_quality;
+        options.stale_after = Duration::from_secs_f64(self.stale_after);
+        options.cors_origin = self.cors_origin.clone();
+        options.label_names = self.label_name.iter().cloned().collect();
+        Ok(options)
+    }
 }
 
 
@@ -140,7 +221,43 @@ fn resolve_plan(given: Option<&Path>, env: &str, relative: &str, flag: &str) -> 
     }
 }
 
+/// A regular file, or a named pipe (`mkfifo`: frames piped in from another program).
+fn is_readable_file(path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::FileTypeExt;
+        std::fs::metadata(path).is_ok_and(|m| m.file_type().is_file() || m.file_type().is_fifo())
+    }
+    #[cfg(not(unix))]
+    path.is_file()
+}
+
+/// Whether `--source` names files (a folder, images, a video) rather than a camera.
+fn is_file_source(args: &LiveArgs) -> bool {
+    args.source.len() > 1 || args.source.first().is_some_and(|s| Path::new(s).is_dir() || is_readable_file(Path::new(s)))
+}
+
 fn open_source(args: &LiveArgs) -> Result<Box<dyn FrameSource>> {
+    if !args.looped {
+        return open_once(args);
+    }
+    if !is_file_source(args) {
+        bail!("--loop: only for files (a folder, images or a video); a camera runs until stopped");
+    }
+    let first = open_once(args)?;
+    let again = args.clone();
+    let mut first = Some(first);
+    let reopen: mien_pipeline::source::Reopen = Box::new(move || match first.take() {
+        Some(source) => Ok(source),
+        None => open_once(&again).map_err(|e| mien_pipeline::source::SourceError::File {
+            path: PathBuf::from(again.source.first().cloned().unwrap_or_default()),
+            message: format!("{e:#}"),
+        }),
+    });
+    Ok(Box::new(mien_pipeline::source::LoopingSource::new(reopen)?))
+}
+
+fn open_once(args: &LiveArgs) -> Result<Box<dyn FrameSource>> {
     let interval = Duration::from_secs_f64(1.0 / args.file_fps.max(0.001));
     if args.source.len() > 1 {
         let files: Vec<PathBuf> = args.source.iter().map(PathBuf::from).collect();
@@ -159,7 +276,7 @@ fn open_source(args: &LiveArgs) -> Result<Box<dyn FrameSource>> {
         if path.is_dir() {
             return Ok(Box::new(ImageSource::folder(path)?.with_frame_interval(interval)));
         }
-        if path.is_file() {
+        if is_readable_file(path) {
             let extension = path.extension().and_then(|e| e.to_str()).map(str::to_ascii_lowercase).unwrap_or_default();
             if let (Some(format), Some((w, h))) = (args.raw_format, args.raw_size) {
                 return Ok(Box::new(RawVideoSource::open(path, format, w, h, args.file_fps)?));
@@ -267,6 +384,19 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
         signal_hook::flag::register(signal, stop.clone()).context("installing signal handlers")?;
     }
 
+    let server = match args.serve.serve {
+        Some(addr) => {
+            let info = mien_serve::RunInfo {
+                source: source.describe(),
+                classifier: plan.display().to_string(),
+                detector: detector_plan.display().to_string(),
+                labels: pipeline.classifier().labels().to_vec(),
+            };
+            Some(mien_serve::Server::start(args.serve.options(addr)?, info).context("--serve")?)
+        }
+        None => None,
+    };
+
     let mut json_sink;
     let mut terminal_sink;
     let sink: &mut dyn Sink = if args.json {
@@ -276,13 +406,28 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
         terminal_sink = TerminalSink::stdout(verbose);
         &mut terminal_sink
     };
-    sink.notice(&Notice::Started {
+    let mut serve_sink = server.as_ref().map(mien_serve::Server::sink);
+    let mut sinks: Vec<&mut dyn Sink> = vec![sink];
+    if let Some(serve_sink) = serve_sink.as_mut() {
+        sinks.push(serve_sink);
+    }
+    let started = Notice::Started {
         source: source.describe(),
         classifier: plan.display().to_string(),
         detector: detector_plan.display().to_string(),
-    })?;
+        url: server.as_ref().map(|s| s.url().to_string()),
+    };
+    for sink in sinks.iter_mut() {
+        sink.notice(&started)?;
+    }
     let options = RunOptions { max_fps: args.max_fps, max_frames: args.max_frames };
-    let summary = mien_pipeline::run(source.as_mut(), &mut pipeline, &mut [sink], &options, &stop)?;
+    let outcome = mien_pipeline::run(source.as_mut(), &mut pipeline, &mut sinks, &options, &stop);
+    drop(sinks);
+    drop(serve_sink);
+    if let Some(server) = server {
+        server.stop();
+    }
+    let summary = outcome?;
     tracing::info!(frames = summary.frames, fps = summary.fps, stopped_by = %summary.stopped_by, "run finished");
     Ok(ExitCode::SUCCESS)
 }

@@ -4,6 +4,7 @@
 #[cfg(target_os = "linux")]
 mod camera;
 mod images;
+mod looping;
 mod video;
 
 use std::path::PathBuf;
@@ -15,6 +16,7 @@ use mien_image::RgbImage;
 #[cfg(target_os = "linux")]
 pub use camera::{CameraSource, Reconnect};
 pub use images::{is_image, ImageSource, IMAGE_EXTENSIONS};
+pub use looping::{LoopingSource, Reopen};
 pub use video::{MjpegFileSource, RawVideoSource, Y4mSource};
 
 /// One frame, converted to RGB.
