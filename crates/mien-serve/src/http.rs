@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -315,9 +315,10 @@ async fn preview(
         _ => {}
     }
     let mut jpeg = Vec::new();
+    let frame: u64;
     {
         let slot = lock(&shared.preview);
-        let Some(image) = slot.as_ref() else {
+        let Some((number, image)) = slot.as_ref() else {
             return StatusCode::NO_CONTENT.into_response();
         };
         let encoder = image::codecs::jpeg::JpegEncoder::new_with_quality(
@@ -330,8 +331,14 @@ async fn preview(
                 format!("encoding the preview: {e}"),
             );
         }
+        frame = *number;
     }
-    ([(header::CONTENT_TYPE, "image/jpeg")], Bytes::from(jpeg)).into_response()
+    // The frame it shows, so the page draws that frame's boxes over it.
+    let headers = [
+        (header::CONTENT_TYPE, "image/jpeg".to_string()),
+        (HeaderName::from_static("x-mien-frame"), frame.to_string()),
+    ];
+    (headers, Bytes::from(jpeg)).into_response()
 }
 
 /// One event-stream client: counted while it lives.

@@ -13,9 +13,9 @@ use mien_pipeline::{FrameResult, RunSummary};
 use crate::state::{lock, Shared};
 use crate::PreviewMode;
 
-/// The preview is refreshed at most this often: a kiosk page polls it a few times a second, and
-/// scaling every frame would cost the pipeline for nothing.
-const PREVIEW_INTERVAL: Duration = Duration::from_millis(200);
+/// The preview is refreshed at most this often: a kiosk page fetches it after frames arrive, and
+/// scaling every frame of a 30 fps camera would cost the pipeline for nothing.
+const PREVIEW_INTERVAL: Duration = Duration::from_millis(100);
 
 /// Feeds a [`crate::Server`]: the latest frame, health, metrics, the preview and the event stream.
 pub struct ServeSink {
@@ -65,7 +65,7 @@ impl Sink for ServeSink {
         let scaled = resize_rgb(&frame.image, width, height, Resample::Bilinear);
         // A request may be encoding the previous one: skip this update rather than wait for it.
         if let Ok(mut slot) = self.shared.preview.try_lock() {
-            *slot = Some(scaled);
+            *slot = Some((frame.index, scaled));
             self.last_preview = Some(Instant::now());
         }
         Ok(())

@@ -95,7 +95,8 @@ pub(crate) struct Shared {
     /// The latest frame: its number and JSON.
     pub latest: Mutex<Option<(u64, Bytes)>>,
     pub health: Mutex<HealthState>,
-    pub preview: Mutex<Option<RgbImage>>,
+    /// The latest preview: the frame number it shows, and the scaled image.
+    pub preview: Mutex<Option<(u64, RgbImage)>>,
     pub metrics: Metrics,
     pub page: String,
     pub shutdown: watch::Sender<bool>,
