@@ -9,7 +9,8 @@
 //! loop_video); `mien run --json` must find both faces in every frame, keep their two track ids, and
 //! report, per face, the label and probabilities `mien classify` gives on the crop it saved, in YUYV
 //! and in NV12. Then vivid is unbound, unloaded and reloaded during a run: mien must report the loss,
-//! reopen the camera and keep reporting frames.
+//! reopen the camera and keep reporting frames. `mien run --serve` over vivid answers
+//! `/api/v1/latest` with both faces to a request from inside the guest.
 //!
 //! Needs qemu-system-aarch64, cpio, kmod and the aarch64 cross toolchain (`.ci/run` installs them) and
 //! the aarch64 `mien` binary (`cargo build --target aarch64-unknown-linux-gnu -p mien`, which `.ci/run`'s
@@ -280,6 +281,22 @@ fn vivid_camera_pipeline_on_emulated_arm64() {
         let faces = check_run(&console, &format!("run-{}", format.to_lowercase()), format);
         check_crops_match(&console, &format!("classify-{}", format.to_lowercase()), &faces);
     }
+
+    // The kiosk API in the board: a request from inside the guest gets the latest frame, both faces in it.
+    let serve = step(&console, "serve");
+    assert_eq!(serve.rc, 0, "serve failed:\n{}", serve.output);
+    let field = |prefix: &str| -> Value {
+        let line = serve.output.lines().find_map(|l| l.strip_prefix(prefix)).unwrap_or_else(|| panic!("no `{prefix}` line:\n{}", serve.output));
+        serde_json::from_str(line).unwrap_or_else(|e| panic!("`{prefix}` is not JSON ({e}):\n{}", serve.output))
+    };
+    let latest = field("latest: ");
+    assert_eq!(latest["type"], "frame", "{latest}");
+    assert!(latest["source"].as_str().unwrap().contains("YUYV 640x480"), "{latest}");
+    assert_eq!(latest["faces"].as_array().unwrap().len(), 2, "{latest}");
+    assert_eq!(field("health: ")["status"], "ok", "{}", serve.output);
+    let started = json_lines(&serve).into_iter().find(|l| l["event"] == "started").expect("a started notice");
+    assert_eq!(started["url"], "http://127.0.0.1:8080/", "{started}");
+    assert!(!serve.output.contains("panicked"), "{}", serve.output);
 
     // vivid unloaded and reloaded mid-run: mien reports the loss, reopens the camera, and goes on
     // reporting frames (the reloaded vivid shows its test pattern: no faces) until --max-frames.

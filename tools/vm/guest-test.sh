@@ -86,6 +86,33 @@ fault_run() {
   return $rc
 }
 
+# The kiosk API inside the board: `mien run --serve` over vivid's loop, asked from inside the guest.
+serve_run() {
+  loop_setup YUYV || { echo "loop setup failed"; return 1; }
+  feed faces.yuyv
+  ip link set lo up 2>/dev/null || ifconfig lo 127.0.0.1 up
+  ./mien run --source vivid --format YUYV --size 640x480 --plan plan.mien --detector detector.mien \
+    --threads 1 --serve 127.0.0.1:8080 --json > /tmp/serve.jsonl 2> /tmp/serve.err &
+  pid=$!
+  i=0
+  until wget -q -O /tmp/latest.json http://127.0.0.1:8080/api/v1/latest 2>/dev/null &&
+    grep -q '"faces":\[{' /tmp/latest.json; do
+    sleep 0.5
+    i=$((i + 1))
+    [ $i -lt 480 ] || { echo "no frame with faces from /api/v1/latest"; break; }
+    kill -0 $pid 2>/dev/null || { echo "mien exited"; break; }
+  done
+  echo "latest: $(cat /tmp/latest.json)"
+  echo "health: $(wget -q -O - http://127.0.0.1:8080/api/v1/health)"
+  kill $pid 2>/dev/null
+  wait $pid
+  rc=$?
+  kill $feeder 2>/dev/null; wait $feeder 2>/dev/null
+  head -1 /tmp/serve.jsonl
+  sed 's/^/stderr: /' /tmp/serve.err
+  return $rc
+}
+
 # With --exit-on-camera-loss, losing the camera ends the run with an error instead.
 exit_on_loss_run() {
   ./mien run --source vivid --format YUYV --size 640x480 --plan plan.mien --detector detector.mien \
@@ -106,6 +133,7 @@ if wants pipeline; then
   step classify-yuyv classify_crops YUYV
   step run-nv12 pipeline_run NV12 faces.nv12
   step classify-nv12 classify_crops NV12
+  step serve serve_run
   step run-fault fault_run
   step run-exit-on-loss exit_on_loss_run
 fi

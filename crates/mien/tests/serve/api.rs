@@ -46,9 +46,12 @@ fn endpoints_answer_as_documented() {
     assert_eq!(first.status, 200);
     assert!(first.header("content-type").unwrap().starts_with("application/openmetrics-text"));
     let first = first.text();
-    std::thread::sleep(Duration::from_millis(600));
-    let second = get(addr, "/metrics").text();
-    let frames = (client::metric(&first, "mien_frames_total"), client::metric(&second, "mien_frames_total"));
+    let frames_then = client::metric(&first, "mien_frames_total");
+    let second = wait_for(Duration::from_secs(30), "more frames", || {
+        let text = get(addr, "/metrics").text();
+        (client::metric(&text, "mien_frames_total") > frames_then).then_some(text)
+    });
+    let frames = (frames_then, client::metric(&second, "mien_frames_total"));
     assert!(frames.0 >= 1.0 && frames.1 > frames.0, "frames {frames:?}");
     assert!(client::metric(&second, "mien_faces_total") >= client::metric(&first, "mien_faces_total"));
     for stage in ["detect", "crop", "classify", "track"] {
