@@ -17,6 +17,8 @@
 //! disconnected and counted), and the latest frame, health and preview are swapped in under locks that
 //! handlers hold only to copy a pointer (the preview: the sink skips an update rather than wait).
 
+#![warn(missing_docs)]
+
 mod http;
 mod metrics;
 mod page;

@@ -124,8 +124,9 @@ struct ServeArgs {
     /// Serve the latest frame, scaled down, at /api/v1/preview.jpg and behind the page's face boxes:
     /// `local` to this machine's clients only (the default when given), `any` to every client. Camera
     /// images are personal data: off unless given.
-    #[arg(long, value_name = "local|any", num_args = 0..=1, default_missing_value = "local", requires = "serve")]
-    preview: Option<mien_serve::PreviewMode>,
+    #[arg(long, value_name = "local|any", num_args = 0..=1, default_missing_value = "local", requires = "serve",
+          value_parser = ["local", "any"])]
+    preview: Option<String>,
     /// Preview width in pixels (the height keeps the frame's aspect ratio).
     #[arg(long, default_value_t = 320, value_name = "PX", requires = "serve")]
     preview_width: u32,
@@ -153,6 +154,27 @@ fn parse_label_name(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// The HTTP server, when this binary has one (cargo feature `serve`, on by default; off, the binary
+/// is smaller by the HTTP stack and `--serve` is an error).
+#[cfg(feature = "serve")]
+use mien_serve::Server;
+
+/// Stands in for the server in a build without one; never constructed.
+#[cfg(not(feature = "serve"))]
+enum Server {}
+
+#[cfg(not(feature = "serve"))]
+impl Server {
+    fn sink(&self) -> JsonLinesSink<std::io::Sink> {
+        match *self {}
+    }
+    fn url(&self) -> &str {
+        match *self {}
+    }
+    fn stop(self) {}
+}
+
+#[cfg(feature = "serve")]
 impl ServeArgs {
     fn options(&self, addr: std::net::SocketAddr) -> Result<mien_serve::ServeOptions> {
         let mut options = mien_serve::ServeOptions::new(addr);
@@ -171,7 +193,11 @@ impl ServeArgs {
             }
         }
         options.max_clients = self.max_clients;
-        options.preview = self.preview.unwrap_or_default();
+        options.preview = match self.preview.as_deref() {
+            Some("any") => mien_serve::PreviewMode::Any,
+            Some(_) => mien_serve::PreviewMode::Local,
+            None => mien_serve::PreviewMode::Off,
+        };
         options.preview_width = self.preview_width;
         options.preview_quality = self.preview_quality;
         options.stale_after = Duration::from_secs_f64(self.stale_after);
@@ -385,6 +411,7 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
     }
 
     let server = match args.serve.serve {
+        #[cfg(feature = "serve")]
         Some(addr) => {
             let info = mien_serve::RunInfo {
                 source: source.describe(),
@@ -394,6 +421,8 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
             };
             Some(mien_serve::Server::start(args.serve.options(addr)?, info).context("--serve")?)
         }
+        #[cfg(not(feature = "serve"))]
+        Some(_) => bail!("--serve: this mien was built without its HTTP server (cargo feature `serve`)"),
         None => None,
     };
 
@@ -406,7 +435,7 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
         terminal_sink = TerminalSink::stdout(verbose);
         &mut terminal_sink
     };
-    let mut serve_sink = server.as_ref().map(mien_serve::Server::sink);
+    let mut serve_sink = server.as_ref().map(Server::sink);
     let mut sinks: Vec<&mut dyn Sink> = vec![sink];
     if let Some(serve_sink) = serve_sink.as_mut() {
         sinks.push(serve_sink);
