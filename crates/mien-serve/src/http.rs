@@ -22,6 +22,7 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{broadcast, watch};
 use tower::ServiceExt;
 
+use crate::stall::StallGuard;
 use crate::state::{lock, Event, Shared};
 use crate::PreviewMode;
 
@@ -91,12 +92,13 @@ pub(crate) async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) 
         }
         let slot = ConnectionSlot(shared.clone());
         let _ = stream.set_nodelay(true);
+        let guarded = StallGuard::new(stream, shared.options.write_timeout, shared.clone());
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             request.extensions_mut().insert(ConnectInfo(peer));
             router.clone().oneshot(request)
         });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(guarded), service));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, "connection ended: {e}");

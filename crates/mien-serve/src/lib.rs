@@ -23,6 +23,7 @@ mod http;
 mod metrics;
 mod page;
 mod sink;
+mod stall;
 mod state;
 
 use std::collections::BTreeMap;
@@ -93,11 +94,13 @@ pub struct ServeOptions {
     pub cors_origin: Option<String>,
     /// Display names of labels on the page (`happy` → `fröhlich`); labels not named show as they are.
     pub label_names: BTreeMap<String, String>,
+    /// A connection whose writes make no progress for this long is closed (its client stopped reading).
+    pub write_timeout: Duration,
 }
 
 impl ServeOptions {
     /// Defaults for `addr`: no token, 16 clients, no preview (320 px, quality 70 when on), 5 s until
-    /// stale, no CORS, labels shown as they are.
+    /// stale, no CORS, labels shown as they are, 10 s for a stalled write.
     pub fn new(addr: SocketAddr) -> ServeOptions {
         ServeOptions {
             addr,
@@ -109,6 +112,7 @@ impl ServeOptions {
             stale_after: Duration::from_secs(5),
             cors_origin: None,
             label_names: BTreeMap::new(),
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -277,5 +281,97 @@ impl Server {
 impl Drop for Server {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mien_pipeline::sink::Sink;
+    use mien_pipeline::{FrameResult, StageTimings, SCHEMA};
+    use std::io::{Read, Write};
+    use std::time::Instant;
+
+    fn frame(number: u64) -> FrameResult {
+        FrameResult {
+            schema: SCHEMA,
+            kind: "frame",
+            // About a kilobyte per event, so the socket's buffers fill after a few thousand.
+            source: "x".repeat(1000),
+            frame: number,
+            timestamp_ms: number as f64,
+            file: None,
+            width: 640,
+            height: 480,
+            faces: vec![],
+            ended_tracks: vec![],
+            dropped: 0,
+            timings: StageTimings::default(),
+        }
+    }
+
+    fn metrics_text(server: &Server) -> String {
+        server.shared.metrics.render()
+    }
+
+    fn metric(text: &str, name: &str) -> f64 {
+        let line = text.lines().find(|l| l.starts_with(&format!("{name} "))).unwrap_or_else(|| panic!("{name}:\n{text}"));
+        line.rsplit(' ').next().unwrap().parse().unwrap()
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_is_disconnected_and_counted_while_frames_go_on() {
+        let mut options = ServeOptions::new("127.0.0.1:0".parse().unwrap());
+        options.write_timeout = Duration::from_millis(500);
+        let server = Server::start(options, RunInfo::default()).unwrap();
+        let mut sink = server.sink();
+        let mut stuck = std::net::TcpStream::connect(server.local_addr()).unwrap();
+        write!(stuck, "GET /api/v1/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+        let mut head = [0u8; 12];
+        stuck.read_exact(&mut head).unwrap();
+        assert_eq!(&head, b"HTTP/1.1 200");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut number = 0;
+        // The client never reads again: the socket's buffers fill, writes stop making progress, and
+        // the connection is closed. The sink never waits for it.
+        // Bursts smaller than the broadcast's capacity, so the server keeps up until the socket is full
+        // (falling behind the broadcast is the other way out, for clients that read slowly).
+        while metric(&metrics_text(&server), "mien_http_write_stalls_total") == 0.0 {
+            for _ in 0..16 {
+                sink.frame(&frame(number)).unwrap();
+                number += 1;
+            }
+            std::thread::sleep(Duration::from_millis(4));
+            assert!(Instant::now() < deadline, "the stuck client is still connected after {number} frames:\n{}", metrics_text(&server));
+        }
+        let gone = Instant::now() + Duration::from_secs(10);
+        while metric(&metrics_text(&server), "mien_sse_clients") != 0.0 {
+            assert!(Instant::now() < gone, "{}", metrics_text(&server));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(metric(&metrics_text(&server), "mien_frames_total"), number as f64);
+        drop(stuck);
+        server.stop();
+    }
+
+    #[test]
+    fn options_out_of_range_and_unknown_labels_are_refused() {
+        let addr = "127.0.0.1:0".parse().unwrap();
+        let info = RunInfo { labels: vec!["happy".into()], ..RunInfo::default() };
+        let refused = |options: ServeOptions| Server::start(options, info.clone()).err().unwrap().to_string();
+        let mut o = ServeOptions::new(addr);
+        o.max_clients = 0;
+        assert_eq!(refused(o), "--max-clients: expected at least 1");
+        let mut o = ServeOptions::new(addr);
+        o.preview_quality = 0;
+        assert_eq!(refused(o), "--preview-quality: expected 1..=100, got 0");
+        let mut o = ServeOptions::new(addr);
+        o.preview_width = 8;
+        assert_eq!(refused(o), "--preview-width: expected 16..=4096 pixels, got 8");
+        let mut o = ServeOptions::new(addr);
+        o.label_names.insert("glad".into(), "froh".into());
+        assert_eq!(refused(o), "--label-name: `glad` is not one of the plan's labels (happy)");
+        assert_eq!("any".parse::<PreviewMode>(), Ok(PreviewMode::Any));
+        assert!("all".parse::<PreviewMode>().unwrap_err().contains("expected off, local or any"));
     }
 }

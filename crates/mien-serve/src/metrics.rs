@@ -33,6 +33,7 @@ pub(crate) struct Metrics {
     pub sse_clients: Gauge,
     pub sse_rejected: Counter,
     pub sse_lagged: Counter,
+    pub write_stalls: Counter,
 }
 
 impl Metrics {
@@ -50,6 +51,7 @@ impl Metrics {
             sse_clients: Gauge::default(),
             sse_rejected: Counter::default(),
             sse_lagged: Counter::default(),
+            write_stalls: Counter::default(),
         };
         registry.register("frames", "Frames processed", metrics.frames.clone());
         registry.register(
@@ -97,6 +99,11 @@ impl Metrics {
             "sse_lagged",
             "Event clients disconnected for falling behind the broadcast",
             metrics.sse_lagged.clone(),
+        );
+        registry.register(
+            "http_write_stalls",
+            "Connections closed because the client stopped reading",
+            metrics.write_stalls.clone(),
         );
         let build = Info::new(vec![
             ("version", env!("CARGO_PKG_VERSION").to_string()),

@@ -35,7 +35,7 @@ Examples:
   mien run --source photos/ --json          # every image in a folder, each face classified on its own
   mien run --source frames/ --track         # frames taken from one video: tracked and smoothed
   mien run --serve                          # kiosk page and API on http://127.0.0.1:8080/
-  mien run --serve 0.0.0.0:8080 --api-token "$TOKEN" --preview   # reachable from the network
+  mien run --serve 0.0.0.0:8080 --api-token \"$TOKEN\" --preview   # reachable from the network
   mien run --source photos/ --loop --max-fps 2 --serve            # a demo without a camera
   mien run --source clip.y4m --detector models/blazeface/blazeface-full.mien --save-crops crops/";
 
