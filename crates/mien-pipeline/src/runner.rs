@@ -101,7 +101,7 @@ pub fn run(
             // Wait for the next slot in short steps (signals stay responsive); a camera keeps replacing
             // its frame meanwhile, so the newest one is taken.
             while last.elapsed() < interval && !stop.load(Ordering::SeqCst) {
-                std::thread::sleep((interval - last.elapsed()).min(Duration::from_millis(20)));
+                std::thread::sleep(interval.saturating_sub(last.elapsed()).min(Duration::from_millis(20)));
             }
         }
         let event = match source.next_event(stop) {

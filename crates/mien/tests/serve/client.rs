@@ -67,10 +67,10 @@ impl<R: BufRead> Read for Chunked<R> {
     }
 }
 
-fn connect(addr: SocketAddr) -> TcpStream {
-    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    stream
+fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5))?;
+    stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+    Ok(stream)
 }
 
 fn head(method: &str, path: &str, host: &str, headers: &[(&str, &str)]) -> String {
@@ -108,7 +108,7 @@ fn read_head(reader: &mut impl BufRead) -> std::io::Result<(u16, Vec<(String, St
 
 /// Sends raw bytes and reads the whole response.
 pub fn send_raw(addr: SocketAddr, bytes: &[u8]) -> std::io::Result<Response> {
-    let mut stream = connect(addr);
+    let mut stream = connect(addr)?;
     stream.write_all(bytes)?;
     read_response(stream)
 }
@@ -162,7 +162,7 @@ pub struct Event {
 
 impl EventStream {
     pub fn open(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> std::io::Result<EventStream> {
-        let mut stream = connect(addr);
+        let mut stream = connect(addr)?;
         stream.write_all(head("GET", path, &addr.to_string(), headers).as_bytes())?;
         let mut reader = BufReader::new(stream.try_clone()?);
         let (status, response_headers) = read_head(&mut reader)?;
