@@ -53,58 +53,27 @@ impl Metrics {
             sse_lagged: Counter::default(),
             write_stalls: Counter::default(),
         };
-        registry.register("frames", "Frames processed", metrics.frames.clone());
-        registry.register(
-            "faces",
-            "Faces found, over all frames",
-            metrics.faces.clone(),
-        );
-        registry.register(
-            "dropped_frames",
-            "Frames the source dropped (busy pipeline, driver gaps)",
-            metrics.dropped.clone(),
-        );
-        registry.register(
-            "skipped_inputs",
-            "Inputs skipped (unreadable image, corrupt frame)",
-            metrics.skipped.clone(),
-        );
-        registry.register(
-            "camera_losses",
-            "Times the camera was lost",
-            metrics.camera_losses.clone(),
-        );
+        let counters = [
+            ("frames", "Frames processed", &metrics.frames),
+            ("faces", "Faces found, over all frames", &metrics.faces),
+            ("dropped_frames", "Frames the source dropped (busy pipeline, driver gaps)", &metrics.dropped),
+            ("skipped_inputs", "Inputs skipped (unreadable image, corrupt frame)", &metrics.skipped),
+            ("camera_losses", "Times the camera was lost", &metrics.camera_losses),
+            ("sse_rejected", "Event clients turned away (too many at once)", &metrics.sse_rejected),
+            ("sse_lagged", "Event clients disconnected for falling behind the broadcast", &metrics.sse_lagged),
+            ("http_write_stalls", "Connections closed because the client stopped reading", &metrics.write_stalls),
+        ];
+        for (name, help, counter) in counters {
+            registry.register(name, help, counter.clone());
+        }
         registry.register_with_unit(
             "stage",
             "Time per frame in each pipeline stage (detect, crop, classify, track)",
             prometheus_client::registry::Unit::Seconds,
             metrics.stage_seconds.clone(),
         );
-        registry.register(
-            "fps",
-            "Frames processed per second, recent average",
-            metrics.fps.clone(),
-        );
-        registry.register(
-            "sse_clients",
-            "Server-Sent Events clients connected",
-            metrics.sse_clients.clone(),
-        );
-        registry.register(
-            "sse_rejected",
-            "Event clients turned away (too many at once)",
-            metrics.sse_rejected.clone(),
-        );
-        registry.register(
-            "sse_lagged",
-            "Event clients disconnected for falling behind the broadcast",
-            metrics.sse_lagged.clone(),
-        );
-        registry.register(
-            "http_write_stalls",
-            "Connections closed because the client stopped reading",
-            metrics.write_stalls.clone(),
-        );
+        registry.register("fps", "Frames processed per second, recent average", metrics.fps.clone());
+        registry.register("sse_clients", "Server-Sent Events clients connected", metrics.sse_clients.clone());
         let build = Info::new(vec![
             ("version", env!("CARGO_PKG_VERSION").to_string()),
             ("classifier", info.classifier.clone()),

@@ -3,31 +3,16 @@
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+mod common;
+
+use common::{mien_command, root};
 
 fn plan() -> PathBuf {
-    root().join("models/tiny-vit/tiny-vit.mien")
+    common::tiny_plan()
 }
 
 fn photo(name: &str) -> PathBuf {
-    root().join("tests/data/photos").join(name)
-}
-
-/// Runs the binary, through `MIEN_TEST_RUNNER` when set (e.g. `qemu-aarch64 -L /usr/aarch64-linux-gnu`
-/// for cross-compiled test runs, where cargo's runner wraps only the test binary itself).
-fn mien_command() -> Command {
-    let runner = std::env::var("MIEN_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    match words.next() {
-        Some(program) => {
-            let mut c = Command::new(program);
-            c.args(words).arg(env!("CARGO_BIN_EXE_mien"));
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_mien")),
-    }
+    common::photos().join(name)
 }
 
 fn mien(args: &[&std::ffi::OsStr]) -> Output {

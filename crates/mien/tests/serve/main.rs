@@ -8,6 +8,8 @@ mod api;
 #[cfg(target_arch = "x86_64")]
 mod browser;
 mod client;
+#[path = "../common/mod.rs"]
+mod common;
 #[cfg(target_arch = "x86_64")]
 mod load;
 mod mien;

@@ -3,35 +3,15 @@
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+pub use crate::common::{photos, root, tiny_plan};
 
-pub fn tiny_plan() -> PathBuf {
-    root().join("models/tiny-vit/tiny-vit.mien")
-}
-
-pub fn photos() -> PathBuf {
-    root().join("tests/data/photos")
-}
-
-/// The binary, through `MIEN_TEST_RUNNER` when set (qemu-user for cross-compiled test runs).
+/// The binary (through `MIEN_TEST_RUNNER` when set).
 pub fn command() -> Command {
-    let runner = std::env::var("MIEN_TEST_RUNNER").unwrap_or_default();
-    let mut words = runner.split_whitespace();
-    match words.next() {
-        Some(program) => {
-            let mut c = Command::new(program);
-            c.args(words).arg(env!("CARGO_BIN_EXE_mien"));
-            c
-        }
-        None => Command::new(env!("CARGO_BIN_EXE_mien")),
-    }
+    crate::common::mien_command()
 }
 
 /// A running `mien run --serve ... --json`. Its stdout is read all along (a full pipe would stall the
