@@ -182,36 +182,10 @@ pub fn run(
 mod tests {
     use super::*;
     use crate::pipeline::{FrameResult, PipelineConfig};
-    use crate::source::SourceFrame;
+    use crate::source::testing::Grey;
     use mien_detect::{DetectOptions, FaceDetector};
-    use mien_image::RgbImage;
     use mien_runtime::{Classifier, RuntimeOptions};
     use std::path::PathBuf;
-
-    /// Grey frames, then the end.
-    struct Grey {
-        left: u64,
-        next: u64,
-    }
-
-    impl FrameSource for Grey {
-        fn describe(&self) -> String {
-            "grey".into()
-        }
-        fn next_event(&mut self, _stop: &AtomicBool) -> Result<SourceEvent, SourceError> {
-            if self.left == 0 {
-                return Ok(SourceEvent::End);
-            }
-            self.left -= 1;
-            self.next += 1;
-            Ok(SourceEvent::Frame(SourceFrame {
-                image: RgbImage::from_pixel(64, 48, image::Rgb([128, 128, 128])),
-                index: self.next - 1,
-                timestamp: Duration::from_millis(100 * self.next),
-                file: None,
-            }))
-        }
-    }
 
     /// Counts frames; fails with `error` on frame `fail_at`.
     struct Flaky {

@@ -100,33 +100,7 @@ impl FrameSource for LoopingSource {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::source::SourceFrame;
-    use mien_image::RgbImage;
-
-    /// `frames` frames 100 ms apart, then the end.
-    struct Counted {
-        left: u64,
-        next: u64,
-    }
-
-    impl FrameSource for Counted {
-        fn describe(&self) -> String {
-            "counted".into()
-        }
-        fn next_event(&mut self, _stop: &AtomicBool) -> Result<SourceEvent, SourceError> {
-            if self.left == 0 {
-                return Ok(SourceEvent::End);
-            }
-            self.left -= 1;
-            self.next += 1;
-            Ok(SourceEvent::Frame(SourceFrame {
-                image: RgbImage::new(2, 2),
-                index: self.next - 1,
-                timestamp: Duration::from_millis(100 * (self.next - 1)),
-                file: None,
-            }))
-        }
-    }
+    use crate::source::testing::Grey as Counted;
 
     #[test]
     fn indices_and_timestamps_keep_increasing_across_passes() {

@@ -93,3 +93,34 @@ pub trait FrameSource: Send {
         true
     }
 }
+
+/// A synthetic source for the crate's tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    use super::*;
+
+    /// `left` grey 64x48 frames, 100 ms apart from 0, then the end.
+    pub struct Grey {
+        pub left: u64,
+        pub next: u64,
+    }
+
+    impl FrameSource for Grey {
+        fn describe(&self) -> String {
+            "counted".into()
+        }
+        fn next_event(&mut self, _stop: &AtomicBool) -> Result<SourceEvent, SourceError> {
+            if self.left == 0 {
+                return Ok(SourceEvent::End);
+            }
+            self.left -= 1;
+            self.next += 1;
+            Ok(SourceEvent::Frame(SourceFrame {
+                image: RgbImage::from_pixel(64, 48, image::Rgb([128, 128, 128])),
+                index: self.next - 1,
+                timestamp: Duration::from_millis(100 * (self.next - 1)),
+                file: None,
+            }))
+        }
+    }
+}
