@@ -137,13 +137,15 @@ pub struct TerminalSink<W: Write> {
     frames: u64,
     started: Instant,
     verbose: bool,
+    /// Where the page and API are served, shown on the live screen (which clears the notice's line).
+    url: Option<String>,
 }
 
 impl<W: Write> TerminalSink<W> {
     /// A view on `out`; `live` redraws in place (use [`TerminalSink::stdout`] to decide from the
     /// terminal), `verbose` adds per-stage timings.
     pub fn new(out: W, live: bool, verbose: bool) -> TerminalSink<W> {
-        TerminalSink { out, live, last_draw: None, frames: 0, started: Instant::now(), verbose }
+        TerminalSink { out, live, last_draw: None, frames: 0, started: Instant::now(), verbose, url: None }
     }
 }
 
@@ -198,6 +200,9 @@ impl<W: Write> Sink for TerminalSink<W> {
             "mien  {}  {}x{}  frame {}  {fps:.1} fps  dropped {}\n\n",
             r.source, r.width, r.height, r.frame, r.dropped
         ));
+        if let Some(url) = &self.url {
+            screen.push_str(&format!("page and API: {url}\n\n"));
+        }
         if r.faces.is_empty() {
             screen.push_str("  no face\n");
         }
@@ -225,6 +230,7 @@ impl<W: Write> Sink for TerminalSink<W> {
     fn notice(&mut self, notice: &Notice) -> std::io::Result<()> {
         match notice {
             Notice::Started { source, classifier, detector, url } => {
+                self.url.clone_from(url);
                 writeln!(self.out, "reading {source}; classifier {classifier}; detector {detector}")?;
                 match url {
                     Some(url) => writeln!(self.out, "serving the kiosk page and API at {url}"),
@@ -301,9 +307,18 @@ mod tests {
     fn live_terminal_view_redraws_in_place_with_bars() {
         let mut out = Vec::new();
         let mut sink = TerminalSink::new(&mut out, true, true);
+        let started = Notice::Started {
+            source: "s".into(),
+            classifier: "c".into(),
+            detector: "d".into(),
+            url: Some("http://127.0.0.1:8080/".into()),
+        };
+        sink.notice(&started).unwrap();
         sink.frame(&result(vec![face(4, "neutral", 0.5)])).unwrap();
         let text = String::from_utf8(out).unwrap();
+        let text = &text[text.find("\x1b[H").unwrap()..];
         assert!(text.starts_with("\x1b[H\x1b[2J"), "{text:?}");
+        assert!(text.contains("page and API: http://127.0.0.1:8080/"), "{text}");
         assert!(text.contains("#4    neutral    0.50 ##########.........."), "{text}");
         assert!(text.contains("dropped 3") && text.contains("[detect"), "{text}");
         assert_eq!(bar(0.0), ".".repeat(20));
