@@ -78,6 +78,8 @@ pub struct Tracker {
     config: TrackerConfig,
     tracks: Vec<Track>,
     next_id: u64,
+    /// Without tracking across frames: the previous frame's ids, which end with the next frame.
+    alone: Vec<u64>,
 }
 
 /// What an update did.
@@ -96,7 +98,7 @@ fn argmax(values: &[f32]) -> usize {
 impl Tracker {
     /// A tracker with no tracks.
     pub fn new(config: TrackerConfig) -> Tracker {
-        Tracker { config, tracks: Vec::new(), next_id: 1 }
+        Tracker { config, tracks: Vec::new(), next_id: 1, alone: Vec::new() }
     }
 
     /// Tracks alive now.
@@ -123,9 +125,11 @@ impl Tracker {
         (shift <= self.config.max_center_shift).then_some(1.0 - shift)
     }
 
-    /// Frames that are not a sequence: each face is reported as classified, under a new id.
+    /// Frames that are not a sequence: each face is reported as classified, under a new id that ends
+    /// with the next frame (its photo is over).
     fn each_face_alone(&mut self, observations: &[Observation]) -> Update {
-        let faces = observations
+        let ended = std::mem::take(&mut self.alone);
+        let faces: Vec<TrackedFace> = observations
             .iter()
             .map(|obs| {
                 let id = self.next_id;
@@ -133,7 +137,8 @@ impl Tracker {
                 TrackedFace { id, probabilities: obs.probabilities.clone(), label: argmax(&obs.probabilities), frames: 1 }
             })
             .collect();
-        Update { faces, ended: Vec::new() }
+        self.alone.extend(faces.iter().map(|f| f.id));
+        Update { faces, ended }
     }
 
     /// Feeds one frame's faces, taken at `now` (any monotonic clock: capture timestamps or frame times).

@@ -140,7 +140,10 @@ fn frames_that_are_not_a_sequence_carry_nothing_over() {
     let ids = [first.faces[0].id, second.faces[0].id, second.faces[1].id];
     assert_eq!(ids, [1, 2, 3]);
     assert!(second.faces.iter().all(|f| f.frames == 1));
-    assert!(first.ended.is_empty() && second.ended.is_empty());
+    // Each photo's faces end with the next photo.
+    assert!(first.ended.is_empty());
+    assert_eq!(second.ended, [1]);
+    assert_eq!(tracker.update(&[], ms(200)).ended, [2, 3]);
     assert!(tracker.is_empty());
     // The same observations tracked: the second photo's face continues the first's track, smoothed.
     let mut tracking = Tracker::new(TrackerConfig::default());

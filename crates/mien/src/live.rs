@@ -103,6 +103,82 @@ pub struct LiveArgs {
     looped: bool,
     #[command(flatten)]
     serve: ServeArgs,
+    #[command(flatten)]
+    mqtt: MqttArgs,
+}
+
+/// `mien run --mqtt`: results to an MQTT broker (Home Assistant, Node-RED, fleets).
+#[derive(Args, Debug, Clone)]
+#[command(next_help_heading = "MQTT")]
+struct MqttArgs {
+    /// Publish state, face events and stats to this broker: mqtt://[USER@]HOST[:PORT] (1883) or
+    /// mqtts://... (8883, TLS). Topics under PREFIX/DEVICE-ID/: availability, state, events, stats.
+    #[arg(long, value_name = "URL")]
+    mqtt: Option<String>,
+    /// This device's id in topics and Home Assistant. Default: the host name, made MQTT-safe.
+    #[arg(long, value_name = "ID", requires = "mqtt")]
+    device_id: Option<String>,
+    /// The first topic level.
+    #[arg(long, default_value = "mien", value_name = "PREFIX", requires = "mqtt")]
+    mqtt_prefix: String,
+    /// User name (instead of the URL's).
+    #[arg(long, value_name = "USER", requires = "mqtt")]
+    mqtt_username: Option<String>,
+    /// Read the password from FILE (its first line). MIEN_MQTT_PASSWORD works too; never logged.
+    #[arg(long, value_name = "FILE", requires = "mqtt")]
+    mqtt_password_file: Option<PathBuf>,
+    /// CA certificate (PEM) that signed the broker's certificate, for mqtts:// (default: the system's).
+    #[arg(long, value_name = "FILE", requires = "mqtt")]
+    mqtt_ca: Option<PathBuf>,
+    /// Client certificate (PEM), for brokers that ask for one (with --mqtt-key).
+    #[arg(long, value_name = "FILE", requires_all = ["mqtt", "mqtt_key"])]
+    mqtt_cert: Option<PathBuf>,
+    /// Client private key (PEM), with --mqtt-cert.
+    #[arg(long, value_name = "FILE", requires_all = ["mqtt", "mqtt_cert"])]
+    mqtt_key: Option<PathBuf>,
+    /// Publish the state at most this often (and whenever faces or labels change).
+    #[arg(long, default_value_t = 1.0, value_name = "SECONDS", requires = "mqtt")]
+    mqtt_interval: f64,
+    /// Home Assistant's discovery prefix.
+    #[arg(long, default_value = "homeassistant", value_name = "PREFIX", requires = "mqtt")]
+    ha_prefix: String,
+    /// Do not publish Home Assistant discovery configs.
+    #[arg(long, requires = "mqtt")]
+    no_ha_discovery: bool,
+    /// Stop with an error when the broker refuses or fails, instead of retrying.
+    #[arg(long, requires = "mqtt")]
+    exit_on_mqtt_error: bool,
+}
+
+#[cfg(feature = "mqtt")]
+impl MqttArgs {
+    fn options(&self, url: &str) -> Result<mien_mqtt::MqttOptions> {
+        let url: mien_mqtt::BrokerUrl = url.parse().map_err(|e: String| anyhow::anyhow!("--mqtt: {e}"))?;
+        let mut options = mien_mqtt::MqttOptions::new(url);
+        if let Some(id) = &self.device_id {
+            options.device_id = id.clone();
+        }
+        options.prefix = self.mqtt_prefix.clone();
+        if let Some(user) = &self.mqtt_username {
+            options.username = Some(user.clone());
+        }
+        if let Some(file) = &self.mqtt_password_file {
+            let text = std::fs::read_to_string(file)
+                .with_context(|| format!("--mqtt-password-file {}", file.display()))?;
+            options.password = Some(text.lines().next().unwrap_or("").to_string());
+        } else if let Ok(password) = std::env::var("MIEN_MQTT_PASSWORD") {
+            options.password = Some(password);
+        }
+        if !(self.mqtt_interval > 0.0 && self.mqtt_interval.is_finite()) {
+            bail!("--mqtt-interval: expected a positive number of seconds, got {}", self.mqtt_interval);
+        }
+        options.interval = Duration::from_secs_f64(self.mqtt_interval);
+        options.ha_prefix = (!self.no_ha_discovery).then(|| self.ha_prefix.clone());
+        options.ca = self.mqtt_ca.clone();
+        options.client_auth = self.mqtt_cert.clone().zip(self.mqtt_key.clone());
+        options.exit_on_error = self.exit_on_mqtt_error;
+        Ok(options)
+    }
 }
 
 /// `mien run --serve`: the kiosk page and local API.
@@ -426,6 +502,19 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
         None => None,
     };
 
+    #[cfg(feature = "mqtt")]
+    let publisher = match &args.mqtt.mqtt {
+        Some(url) => {
+            let model = plan.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            Some(mien_mqtt::Publisher::start(args.mqtt.options(url)?, &model).context("--mqtt")?)
+        }
+        None => None,
+    };
+    #[cfg(not(feature = "mqtt"))]
+    if args.mqtt.mqtt.is_some() {
+        bail!("--mqtt: this mien was built without its MQTT client (cargo feature `mqtt`)");
+    }
+
     let mut json_sink;
     let mut terminal_sink;
     let sink: &mut dyn Sink = if args.json {
@@ -439,6 +528,12 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
     let mut sinks: Vec<&mut dyn Sink> = vec![sink];
     if let Some(serve_sink) = serve_sink.as_mut() {
         sinks.push(serve_sink);
+    }
+    #[cfg(feature = "mqtt")]
+    let mut mqtt_sink = publisher.as_ref().map(mien_mqtt::Publisher::sink);
+    #[cfg(feature = "mqtt")]
+    if let Some(mqtt_sink) = mqtt_sink.as_mut() {
+        sinks.push(mqtt_sink);
     }
     let started = Notice::Started {
         source: source.describe(),
@@ -455,6 +550,13 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
     drop(serve_sink);
     if let Some(server) = server {
         server.stop();
+    }
+    #[cfg(feature = "mqtt")]
+    {
+        drop(mqtt_sink);
+        if let Some(publisher) = publisher {
+            publisher.stop();
+        }
     }
     let summary = outcome?;
     tracing::info!(frames = summary.frames, fps = summary.fps, stopped_by = %summary.stopped_by, "run finished");
