@@ -284,6 +284,69 @@ fn discovery_state_events_and_a_clean_stop() {
     all.wait("mien/kiosk-a/availability", stopping, Duration::from_secs(10), |m| m.payload == "offline");
 }
 
+/// A face that changes expression in place: the astronaut's smile and the cameraman's face, scaled and
+/// placed so their boxes overlap (one track), two frames each: happy, sad, happy with the quick-start plan.
+fn changing_expression_video(path: &Path) {
+    let astronaut = image::open(common::root().join("tests/data/photos/astronaut.png")).unwrap().to_rgb8();
+    let smile = image::imageops::crop_imm(&astronaut, 96, 0, 256, 256).to_image();
+    let camera = image::open(common::root().join("tests/data/photos/camera.png")).unwrap().to_rgb8();
+    let face = image::imageops::crop_imm(&camera, 160, 93, 136, 136).to_image();
+    let face = image::imageops::resize(&face, 204, 204, image::imageops::FilterType::CatmullRom);
+    let mut bytes = b"YUV4MPEG2 W320 H320 F10:1 Ip A1:1 C420jpeg\n".to_vec();
+    for i in 0..6 {
+        let mut frame = image::RgbImage::from_pixel(320, 320, image::Rgb([70, 80, 90]));
+        if (i / 2) % 2 == 0 {
+            image::imageops::replace(&mut frame, &smile, 32, 32);
+        } else {
+            image::imageops::replace(&mut frame, &face, 66, 54);
+        }
+        bytes.extend_from_slice(b"FRAME\n");
+        bytes.extend(mien_capture::pixel::scalar::from_rgb(&frame, mien_capture::PixelFormat::Yu12, mien_capture::YuvEncoding::default()));
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn a_face_that_changes_expression_appears_changes_and_leaves() {
+    if !have_mosquitto("a_face_that_changes_expression_appears_changes_and_leaves") {
+        return;
+    }
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let video = dir.path().join("expressions.y4m");
+    changing_expression_video(&video);
+    let broker = Broker::start(dir.clone(), "", None);
+    let events = Subscriber::start(broker.port, "mien/kiosk-e/events", &[]);
+    let out = common::mien_command()
+        .args(["run", "--source"])
+        .arg(&video)
+        .arg("--plan")
+        .arg(common::root().join("models/vit-s14-fer/vit-s14-fer-int8.mien"))
+        // Every frame's own label, so the change shows at once.
+        .args(["--smoothing", "1", "--switch-margin", "0", "--threads", "1", "--json", "--no-ha-discovery"])
+        .args(["--mqtt", &broker.url(), "--device-id", "kiosk-e"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let got = loop {
+        let got: Vec<Value> = events.all().iter().map(json).collect();
+        if got.iter().any(|e| e["event"] == "left") || Instant::now() > deadline {
+            break got;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let summary: Vec<(String, String)> = got
+        .iter()
+        .map(|e| (e["event"].as_str().unwrap().to_string(), e["label"].as_str().unwrap().to_string()))
+        .collect();
+    let expected: Vec<(String, String)> =
+        [("appeared", "happy"), ("changed", "sad"), ("changed", "happy"), ("left", "happy")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
+    assert_eq!(summary, expected, "{got:?}");
+    assert!(got.iter().all(|e| e["track"] == got[0]["track"]), "one track: {got:?}");
+    assert_eq!(got[1]["from"], "happy");
+    assert!(got[3]["duration_s"].as_f64().unwrap() >= 0.5, "six frames at 10 fps: {}", got[3]);
+}
+
 #[test]
 fn a_killed_mien_goes_offline_by_its_will_and_a_fleet_is_told_apart() {
     if !have_mosquitto("a_killed_mien_goes_offline_by_its_will_and_a_fleet_is_told_apart") {
