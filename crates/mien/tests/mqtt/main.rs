@@ -415,6 +415,25 @@ fn a_broker_restart_is_survived_and_home_assistant_gets_discovery_again() {
 }
 
 #[test]
+fn a_broker_that_comes_up_after_mien_is_connected_to_when_it_does() {
+    if !have_mosquitto("a_broker_that_comes_up_after_mien_is_connected_to_when_it_does") {
+        return;
+    }
+    let port = free_port();
+    let mien = Mien::start(&format!("mqtt://127.0.0.1:{port}"), "kiosk-late", &[]);
+    std::thread::sleep(Duration::from_secs(2));
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let broker = Broker::start(dir, "", Some(port));
+    let up = Instant::now();
+    let all = Subscriber::start(broker.port, "mien/kiosk-late/#", &[]);
+    all.wait("mien/kiosk-late/availability", up, Duration::from_secs(30), |m| m.payload == "online");
+    all.wait("mien/kiosk-late/state", up, Duration::from_secs(10), |_| true);
+    let stderr = mien.stderr();
+    assert!(stderr.contains(&format!("MQTT broker mqtt://127.0.0.1:{port}: Connection refused")), "{stderr}");
+    assert_eq!(stderr.matches("Connection refused").count(), 1, "one notice per outage, not one per retry:\n{stderr}");
+}
+
+#[test]
 fn passwords_right_and_wrong() {
     if !have_mosquitto("passwords_right_and_wrong") {
         return;
