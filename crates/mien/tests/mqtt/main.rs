@@ -516,6 +516,55 @@ fn tls_with_the_broker_s_ca_and_without_it() {
 }
 
 #[test]
+fn a_client_certificate_for_a_broker_that_requires_one() {
+    if !have_mosquitto("a_client_certificate_for_a_broker_that_requires_one") {
+        return;
+    }
+    let dir = Arc::new(tempfile::tempdir().unwrap());
+    let (ca, cert, key) = certificates(dir.path());
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(dir.path()).output().unwrap();
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "client.key", "-out", "client.csr", "-subj", "/CN=kiosk"]);
+    // An X.509 v3 certificate (with an extension): webpki refuses v1 ones.
+    std::fs::write(dir.path().join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    run(&["x509", "-req", "-in", "client.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "client.pem", "-days", "2", "-extfile", "client.ext"]);
+    let tls = format!("cafile {}\ncertfile {}\nkeyfile {}\nrequire_certificate true", ca.display(), cert.display(), key.display());
+    let broker = Broker::start(dir.clone(), &tls, None);
+    let url = format!("mqtts://localhost:{}", broker.port);
+    let (client_cert, client_key) = (dir.path().join("client.pem"), dir.path().join("client.key"));
+    let start = Instant::now();
+    let with = Mien::start(
+        &url,
+        "tls-client-cert",
+        &["--mqtt-ca", ca.to_str().unwrap(), "--mqtt-cert", client_cert.to_str().unwrap(), "--mqtt-key", client_key.to_str().unwrap()],
+    );
+    let without = Mien::start(&url, "tls-no-client-cert", &["--mqtt-ca", ca.to_str().unwrap()]);
+    let all = Subscriber::start(
+        broker.port,
+        "mien/#",
+        &["--cafile", ca.to_str().unwrap(), "-h", "localhost", "--cert", client_cert.to_str().unwrap(), "--key", client_key.to_str().unwrap()],
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !all.all().iter().any(|m| m.topic == "mien/tls-client-cert/availability" && m.payload == "online") {
+        assert!(
+            Instant::now() < deadline,
+            "not online with a client certificate; mien: {}\nbroker: {}",
+            with.stderr(),
+            std::fs::read_to_string(broker.config.with_extension("log")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !without.stderr().contains(&format!("MQTT broker mqtts://localhost:{}", broker.port)) {
+        assert!(Instant::now() < deadline, "no error without a client certificate:\n{}", without.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!all.all().iter().any(|m| m.topic.starts_with("mien/tls-no-client-cert/")));
+}
+
+#[test]
 fn bad_mqtt_options_are_one_line_errors() {
     let photos = common::photos();
     let plan = common::tiny_plan();
