@@ -335,15 +335,14 @@ fn a_face_that_changes_expression_appears_changes_and_leaves() {
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let summary: Vec<(String, String)> = got
-        .iter()
-        .map(|e| (e["event"].as_str().unwrap().to_string(), e["label"].as_str().unwrap().to_string()))
-        .collect();
-    let expected: Vec<(String, String)> =
-        [("appeared", "happy"), ("changed", "sad"), ("changed", "happy"), ("left", "happy")].iter().map(|(a, b)| (a.to_string(), b.to_string())).collect();
-    assert_eq!(summary, expected, "{got:?}");
+    // The cameraman's top label is a low-confidence one that differs between CPUs' kernels (sad here,
+    // angry on armv7): any label but happy.
+    let events: Vec<&str> = got.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["appeared", "changed", "changed", "left"], "{got:?}");
+    let labels: Vec<&str> = got.iter().map(|e| e["label"].as_str().unwrap()).collect();
+    assert!(labels[0] == "happy" && labels[1] != "happy" && labels[2] == "happy" && labels[3] == "happy", "{got:?}");
+    assert_eq!((got[1]["from"].as_str(), got[2]["from"].as_str()), (Some("happy"), Some(labels[1])), "{got:?}");
     assert!(got.iter().all(|e| e["track"] == got[0]["track"]), "one track: {got:?}");
-    assert_eq!(got[1]["from"], "happy");
     assert!(got[3]["duration_s"].as_f64().unwrap() >= 0.5, "six frames at 10 fps: {}", got[3]);
 }
 
