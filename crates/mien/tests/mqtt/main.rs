@@ -284,6 +284,7 @@ fn discovery_state_events_and_a_clean_stop() {
     all.wait("mien/kiosk-a/availability", stopping, Duration::from_secs(10), |m| m.payload == "offline");
 }
 
+#[cfg(target_arch = "x86_64")]
 /// A face that changes expression in place: the astronaut's smile and the cameraman's face, scaled and
 /// placed so their boxes overlap (one track), two frames each: happy, sad, happy with the quick-start plan.
 fn changing_expression_video(path: &Path) {
@@ -306,6 +307,9 @@ fn changing_expression_video(path: &Path) {
     std::fs::write(path, bytes).unwrap();
 }
 
+// x86-64 only: the event logic is the same everywhere, and under qemu the quick-start plan's 30 MB load
+// and inferences take a minute and more (armv7) of CI for nothing new.
+#[cfg(target_arch = "x86_64")]
 #[test]
 fn a_face_that_changes_expression_appears_changes_and_leaves() {
     if !have_mosquitto("a_face_that_changes_expression_appears_changes_and_leaves") {
