@@ -537,7 +537,6 @@ fn a_client_certificate_for_a_broker_that_requires_one() {
     let broker = Broker::start(dir.clone(), &tls, None);
     let url = format!("mqtts://localhost:{}", broker.port);
     let (client_cert, client_key) = (dir.path().join("client.pem"), dir.path().join("client.key"));
-    let start = Instant::now();
     let with = Mien::start(
         &url,
         "tls-client-cert",
