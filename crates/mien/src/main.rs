@@ -37,6 +37,8 @@ Examples:
   mien run --serve                          # kiosk page and API on http://127.0.0.1:8080/
   mien run --serve 0.0.0.0:8080 --api-token \"$TOKEN\" --preview   # reachable from the network
   mien run --source photos/ --loop --max-fps 2 --serve            # a demo without a camera
+  mien run --mqtt mqtt://homeassistant.local --device-id lobby-1  # state, events, Home Assistant discovery
+  mien run --mqtt mqtts://broker:8883 --mqtt-ca ca.pem --mqtt-password-file /etc/mien/mqtt-password
   mien run --source clip.y4m --detector models/blazeface/blazeface-full.mien --save-crops crops/";
 
 /// On-device facial expression recognition with a Vision Transformer.
