@@ -367,18 +367,12 @@ impl MqttSink {
     }
 
     fn publish_events(&mut self) {
-        for event in self.events.drain(..) {
-            let payload = event.to_json().to_string();
-            let (retain, at_least_once) = (false, true);
-            lock(&self.shared.queue).push(Outgoing {
-                topic: self.shared.options.topic("events"),
-                payload,
-                retain,
-                at_least_once,
-                kind: Kind::Event,
-            });
+        // Taken and put back: the buffer is reused frame after frame.
+        let mut events = std::mem::take(&mut self.events);
+        for event in events.drain(..) {
+            self.enqueue("events", event.to_json().to_string(), Kind::Event);
         }
-        self.shared.wake.notify_one();
+        self.events = events;
     }
 
     fn publish_stats(&mut self) {

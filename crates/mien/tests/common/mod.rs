@@ -33,3 +33,16 @@ pub fn mien_command() -> Command {
         None => Command::new(env!("CARGO_BIN_EXE_mien")),
     }
 }
+
+/// Whether this run is CI (`CI=true` or `1`), where a missing prerequisite fails instead of skipping.
+pub fn in_ci() -> bool {
+    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
+}
+
+/// Fails in CI; elsewhere says why `test` is skipped.
+pub fn missing(test: &str, what: &str) {
+    if in_ci() {
+        panic!("CI=true and {what}");
+    }
+    eprintln!("SKIPPED {test}: {what} (CI would fail here)");
+}

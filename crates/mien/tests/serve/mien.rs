@@ -96,18 +96,7 @@ impl Drop for Mien {
     }
 }
 
-/// Whether this run is CI, where a missing prerequisite fails instead of skipping.
-pub fn in_ci() -> bool {
-    std::env::var("CI").map(|v| v == "true" || v == "1").unwrap_or(false)
-}
-
-/// Fails in CI; elsewhere says why `test` is skipped.
-pub fn missing(test: &str, what: &str) {
-    if in_ci() {
-        panic!("CI=true and {what}");
-    }
-    eprintln!("SKIPPED {test}: {what} (CI would fail here)");
-}
+pub use crate::common::missing;
 
 /// Polls `check` every 50 ms until it gives Some, for at most `limit`.
 pub fn wait_for<T>(limit: Duration, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
