@@ -19,13 +19,17 @@ use mien_track::TrackerConfig;
 /// Arguments of `mien run`.
 #[derive(Args, Debug, Clone)]
 pub struct LiveArgs {
-    /// Expression classifier plan. Default: $MIEN_PLAN, else vit-s14-fer-int8.mien found under
-    /// ./models, the binary's ../share/mien/models, or /usr/share/mien/models.
-    #[arg(long, value_name = "PLAN")]
+    /// Settings file (mien.toml; see `mien config --help`): every flag below has a key; flags and
+    /// environment variables override it. Default: /etc/mien/mien.toml when running as a systemd service.
+    #[arg(long, env = "MIEN_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Expression classifier plan. Default: vit-s14-fer-int8.mien found under ./models, the binary's
+    /// ../share/mien/models, or /usr/share/mien/models.
+    #[arg(long, env = "MIEN_PLAN", value_name = "PLAN")]
     plan: Option<PathBuf>,
-    /// Face detector plan. Default: $MIEN_DETECTOR, else blazeface-short.mien found like --plan.
+    /// Face detector plan. Default: blazeface-short.mien found like --plan.
     /// blazeface-full.mien finds faces farther away (groups), at about 2.5x the cost.
-    #[arg(long, value_name = "PLAN")]
+    #[arg(long, env = "MIEN_DETECTOR", value_name = "PLAN")]
     detector: Option<PathBuf>,
     /// What to read: a camera (/dev/videoN, or part of its name), a folder of images, images (repeat
     /// --source), a .y4m or .mjpeg video, or a raw video with --raw-format and --raw-size. Default: the
@@ -47,6 +51,10 @@ pub struct LiveArgs {
     /// see README), "notice" lines, and a final "summary" line.
     #[arg(long)]
     json: bool,
+    /// No per-frame output: only notices (started, camera lost and back, skipped input) and the closing
+    /// summary. For a service, whose output goes to the journal.
+    #[arg(long)]
+    quiet: bool,
     /// Process at most this many frames per second (the newest frame is taken each time).
     #[arg(long, value_name = "FPS")]
     max_fps: Option<f64>,
@@ -323,6 +331,29 @@ fn resolve_plan(given: Option<&Path>, env: &str, relative: &str, flag: &str) -> 
     }
 }
 
+/// A sink that passes on everything but frames when `quiet` (`--quiet`).
+struct Quiet<S> {
+    inner: S,
+    quiet: bool,
+}
+
+impl<S: Sink> Sink for Quiet<S> {
+    fn frame(&mut self, result: &mien_pipeline::FrameResult) -> std::io::Result<()> {
+        if self.quiet {
+            return Ok(());
+        }
+        self.inner.frame(result)
+    }
+
+    fn notice(&mut self, notice: &Notice) -> std::io::Result<()> {
+        self.inner.notice(notice)
+    }
+
+    fn finish(&mut self, summary: &mien_pipeline::RunSummary) -> std::io::Result<()> {
+        self.inner.finish(summary)
+    }
+}
+
 /// A regular file, or a named pipe (`mkfifo`: frames piped in from another program).
 fn is_readable_file(path: &Path) -> bool {
     #[cfg(unix)]
@@ -518,10 +549,10 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
     let mut json_sink;
     let mut terminal_sink;
     let sink: &mut dyn Sink = if args.json {
-        json_sink = JsonLinesSink::new(std::io::stdout().lock());
+        json_sink = Quiet { inner: JsonLinesSink::new(std::io::stdout().lock()), quiet: args.quiet };
         &mut json_sink
     } else {
-        terminal_sink = TerminalSink::stdout(verbose);
+        terminal_sink = Quiet { inner: TerminalSink::stdout(verbose), quiet: args.quiet };
         &mut terminal_sink
     };
     let mut serve_sink = server.as_ref().map(Server::sink);
@@ -535,6 +566,14 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
     if let Some(mqtt_sink) = mqtt_sink.as_mut() {
         sinks.push(mqtt_sink);
     }
+    // Under systemd (Type=notify): readiness now, watchdog pings while frames flow. A healthy pipeline
+    // may go two frame intervals of --max-fps without a frame.
+    let slowest_frame = args.max_fps.map_or(Duration::ZERO, |fps| Duration::from_secs_f64(2.0 / fps));
+    let notifier = crate::service::ServiceNotifier::from_environment(slowest_frame);
+    let mut service_sink = notifier.as_ref().map(crate::service::ServiceNotifier::sink);
+    if let Some(service_sink) = service_sink.as_mut() {
+        sinks.push(service_sink);
+    }
     let started = Notice::Started {
         source: source.describe(),
         classifier: plan.display().to_string(),
@@ -544,9 +583,16 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
     for sink in sinks.iter_mut() {
         sink.notice(&started)?;
     }
+    if let Some(notifier) = &notifier {
+        notifier.ready(&source.describe());
+    }
     let options = RunOptions { max_fps: args.max_fps, max_frames: args.max_frames };
     let outcome = mien_pipeline::run(source.as_mut(), &mut pipeline, &mut sinks, &options, &stop);
     drop(sinks);
+    drop(service_sink);
+    if let Some(notifier) = notifier {
+        notifier.stop();
+    }
     drop(serve_sink);
     if let Some(server) = server {
         server.stop();

@@ -4,11 +4,13 @@ mod bench;
 #[cfg(target_os = "linux")]
 mod capture;
 mod classify;
+mod config;
 #[cfg(target_os = "linux")]
 mod devices;
 mod eval;
 mod info;
 mod live;
+mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -39,7 +41,10 @@ Examples:
   mien run --source photos/ --loop --max-fps 2 --serve            # a demo without a camera
   mien run --mqtt mqtt://homeassistant.local --device-id lobby-1  # state, events, Home Assistant discovery
   mien run --mqtt mqtts://broker:8883 --mqtt-ca ca.pem --mqtt-password-file /etc/mien/mqtt-password
-  mien run --source clip.y4m --detector models/blazeface/blazeface-full.mien --save-crops crops/";
+  mien run --source clip.y4m --detector models/blazeface/blazeface-full.mien --save-crops crops/
+  mien run --config /etc/mien/mien.toml --min-face 60   # settings from a file; flags override it
+  mien config show                          # the effective settings and where each came from
+  mien completions bash > /etc/bash_completion.d/mien";
 
 /// On-device facial expression recognition with a Vision Transformer.
 #[derive(Parser, Debug)]
@@ -72,6 +77,62 @@ enum Command {
     /// Capture frames from a camera: report format, size, rate and dropped frames; save or classify them.
     #[cfg(target_os = "linux")]
     Capture(capture::CaptureArgs),
+    /// Check a mien.toml settings file, or show the settings `mien run` would use and where each came
+    /// from. Every `mien run` flag has a key: `--min-face 60` is `min_face = 60` in [detector].
+    #[command(subcommand, after_help = CONFIG_HELP)]
+    Config(config::ConfigCommand),
+    /// Print a shell completion script for bash, zsh, fish, elvish or powershell.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Write man pages (mien.1, mien-run.1, ...) into DIR.
+    #[command(hide = true)]
+    Man {
+        /// Where to write them.
+        dir: PathBuf,
+    },
+}
+
+const CONFIG_HELP: &str = "\
+mien.toml sections and keys (each is the `mien run` flag of the same name unless noted):
+  [models]    plan, detector, threads, int8_path, f16_path
+  [source]    input (--source; a string or a list), format, size, fps, timeout_ms, exit_on_camera_loss,
+              raw_format, raw_size, file_fps, loop, max_fps, max_frames
+  [detector]  min_face, min_score, margin
+  [tracking]  track (true: --track, false: --no-track), smoothing, switch_margin, expiry_ms
+  [output]    json, quiet, save_crops
+  [http]      listen (--serve; an address, or true for 127.0.0.1:8080), api_token, max_clients,
+              preview (\"local\", \"any\" or true), preview_width, preview_quality, stale_after, cors_origin,
+              label_names (a table: { happy = \"fröhlich\" })
+  [mqtt]      url (--mqtt), device_id, prefix, username, password_file, ca, cert, key, interval,
+              ha_prefix, ha_discovery (false: --no-ha-discovery), exit_on_error
+Precedence: flags, then environment variables (MIEN_PLAN, MIEN_DETECTOR, MIEN_API_TOKEN), then the
+file, then the defaults. The file: --config FILE, $MIEN_CONFIG, or /etc/mien/mien.toml for the service.
+
+Examples:
+  mien config check /etc/mien/mien.toml
+  mien config show --json
+  mien config show -- --config kiosk.toml --min-face 60";
+
+/// mien.1 and one page per subcommand (mien-run.1, ...), as written by clap_mangen.
+fn write_man_pages(dir: &std::path::Path) -> anyhow::Result<ExitCode> {
+    use anyhow::Context;
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+    let command = command();
+    let mut pages = vec![("mien".to_string(), command.clone())];
+    for sub in command.get_subcommands().filter(|s| !s.is_hide_set() && s.get_name() != "help") {
+        pages.push((format!("mien-{}", sub.get_name()), sub.clone().display_name(format!("mien-{}", sub.get_name())).bin_name(format!("mien {}", sub.get_name()))));
+    }
+    for (name, page) in pages {
+        let path = dir.join(format!("{name}.1"));
+        let temporary = dir.join(format!(".{name}.1.partial"));
+        let mut text = Vec::new();
+        clap_mangen::Man::new(page).render(&mut text)?;
+        std::fs::write(&temporary, text).with_context(|| format!("{}: cannot write", temporary.display()))?;
+        std::fs::rename(&temporary, &path).with_context(|| format!("{}: cannot write", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Options shared by the commands that run a plan.
@@ -141,8 +202,28 @@ pub fn path_json<P: std::fmt::Display>(choice: Option<mien_runtime::PathChoice<P
     }
 }
 
+/// The `mien` command as clap sees it, with global flags propagated into subcommands.
+fn command() -> clap::Command {
+    let mut command = <Cli as clap::CommandFactory>::command();
+    command.build();
+    command
+}
+
+/// `mien run`'s clap command.
+fn run_command() -> clap::Command {
+    command().find_subcommand("run").expect("mien has a run subcommand").clone()
+}
+
+/// The arguments after the subcommand: the first argument that is not a (global) flag is it.
+fn after_subcommand(argv: &[std::ffi::OsString]) -> &[std::ffi::OsString] {
+    let position = argv.iter().skip(1).position(|a| !a.to_string_lossy().starts_with('-')).map_or(argv.len(), |p| p + 2);
+    &argv[position.min(argv.len())..]
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = Cli::parse_from(&argv);
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let level = match cli.verbose {
         // tract warns when /proc/cpuinfo lacks ARM feature lines (under qemu-user it is the host's); it
         // then relies on HWCAP, which is right, so that warning is noise at the default level.
@@ -150,13 +231,28 @@ fn main() -> ExitCode {
         1 => "info",
         _ => "debug",
     };
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| level.into()))
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    // The journal stamps every line itself.
+    if journal {
+        logs.without_time().init();
+    } else {
+        logs.init();
+    }
     let result = match cli.command {
-        Command::Run(args) => live::run(args, cli.verbose > 0),
+        // Parsed again, merged with the config file (flags override it).
+        Command::Run(_) => config::merge(&run_command(), after_subcommand(&argv)).and_then(|merged| {
+            let args = <live::LiveArgs as clap::FromArgMatches>::from_arg_matches(&merged.matches)?;
+            live::run(args, cli.verbose > 0)
+        }),
+        Command::Config(command) => config::run(command, &run_command()),
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut command(), "mien", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Man { dir } => write_man_pages(&dir),
         Command::Classify(args) => classify::run(args),
         Command::Info(args) => info::run(args),
         Command::Bench(args) => bench::run(args),
