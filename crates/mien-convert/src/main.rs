@@ -44,10 +44,11 @@ Examples:
 #[command(name = "mien-convert", version, after_help = EXAMPLES)]
 struct Cli {
     /// The ONNX model (one float image input, one logits output).
-    model: PathBuf,
+    #[arg(required_unless_present = "man_page")]
+    model: Option<PathBuf>,
     /// Output plan: NAME.mien for a single file (uncompressed tar), any other name for a directory.
-    #[arg(short, long)]
-    output: PathBuf,
+    #[arg(short, long, required_unless_present = "man_page")]
+    output: Option<PathBuf>,
     /// Model name recorded in the plan (default: the ONNX file name without extension).
     #[arg(long)]
     name: Option<String>,
@@ -162,6 +163,9 @@ struct Cli {
     /// More logging (repeat for more).
     #[arg(short, long, action = clap::ArgAction::Count)]
     verbose: u8,
+    /// Write the man page mien-convert.1 into DIR and exit (for packages).
+    #[arg(long, value_name = "DIR", hide = true, exclusive = true)]
+    man_page: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum, PartialEq)]
@@ -301,7 +305,9 @@ fn run(cli: Cli) -> Result<()> {
             bail!("--labels: expected a comma-separated list of non-empty labels or an existing file");
         }
     }
-    let mut options = ConvertOptions::new(&cli.model, &cli.output);
+    // clap requires both unless --man-page was given, which returned before this.
+    let (Some(model), Some(output)) = (&cli.model, &cli.output) else { bail!("MODEL and --output are required") };
+    let mut options = ConvertOptions::new(model, output);
     if let Some(path) = &cli.detector {
         let text = std::fs::read_to_string(path).with_context(|| format!("--detector {}", path.display()))?;
         let spec: mien_plan::DetectorSpec = serde_json::from_str(&text)
@@ -524,8 +530,30 @@ fn print_drift(precision: mien_plan::Precision, drift: Option<&mien_plan::Drift>
     }
 }
 
+/// Writes mien-convert.1 (clap_mangen) into `dir`, through a temporary name.
+fn write_man_page(dir: &std::path::Path) -> Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+    let mut page = Vec::new();
+    clap_mangen::Man::new(Cli::command()).render(&mut page)?;
+    let temporary = dir.join(".mien-convert.1.partial");
+    std::fs::write(&temporary, page).with_context(|| format!("{}: cannot write", temporary.display()))?;
+    std::fs::rename(&temporary, dir.join("mien-convert.1")).with_context(|| format!("{}: cannot write", dir.display()))?;
+    Ok(())
+}
+
 fn main() -> ExitCode {
+    // Parsed before the required arguments are checked: `--man-page DIR` goes alone.
     let cli = Cli::parse();
+    if let Some(dir) = &cli.man_page {
+        return match write_man_page(dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("mien-convert: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     let level = match cli.verbose {
         0 => "warn",
         1 => "info",
