@@ -8,6 +8,7 @@ mod common;
 
 mod committed_plan;
 mod convert_inputs;
+mod debian_board;
 mod device_dependencies;
 mod eval;
 mod face_detection;

@@ -55,12 +55,12 @@ fn prerequisites() -> Option<PathBuf> {
 }
 
 /// The console output of one guest step, between its markers, and its exit code.
-struct Step {
-    output: String,
-    rc: i32,
+pub(crate) struct Step {
+    pub(crate) output: String,
+    pub(crate) rc: i32,
 }
 
-fn step(console: &str, name: &str) -> Step {
+pub(crate) fn step(console: &str, name: &str) -> Step {
     let begin = format!("MIEN-VM-BEGIN {name}\n");
     let start = console.find(&begin).unwrap_or_else(|| panic!("step {name} never started; console:\n{console}")) + begin.len();
     let end_marker = format!("MIEN-VM-END {name} rc=");

@@ -39,28 +39,17 @@ depmod=$(command -v depmod || echo /sbin/depmod)
 [ -x "$depmod" ] || { echo "tools/vm/build.sh: depmod not found (apt-get install kmod)" >&2; exit 2; }
 
 cache="${MIEN_CACHE:-$HOME/.cache/mien}/vm/$arch"
-mkdir -p "$cache/lists/partial" "$cache/debs"
+mkdir -p "$cache"
+# shellcheck source=tools/vm/lib.sh
+. "$here/lib.sh"
 # Tests build several images at once (cargo runs them in parallel) from one cache: apt's lists and the
 # extracted packages are shared, so one build at a time fills it (apt's own locking is off, as it
 # would want the system's lock directories).
 command -v flock >/dev/null || { echo "tools/vm/build.sh: 'flock' not found (apt-get install util-linux)" >&2; exit 2; }
 exec 9>"$cache/.lock"
 flock 9
-apt_opts=(-o "APT::Architecture=$arch" -o "APT::Architectures=$arch" -o "Dir::State::Lists=$cache/lists"
-          -o "Dir::Cache=$cache/apt-cache" -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
-mkdir -p "$cache/apt-cache/archives/partial"
-
-# Newest unsigned kernel image the mirror lists (versions move; never hard-code one).
-if [ ! -f "$cache/kernel.deb" ] || [ ! -f "$cache/busybox.deb" ]; then
-  echo "vm: fetching Debian $arch package lists" >&2
-  apt-get "${apt_opts[@]}" -qq update
-  kpkg=$(apt-cache "${apt_opts[@]}" pkgnames linux-image- | grep -E "^linux-image-[0-9.]+-[0-9]+-$arch-unsigned\$" | sort -V | tail -1)
-  [ -n "$kpkg" ] || { echo "tools/vm/build.sh: no linux-image-*-$arch-unsigned package listed" >&2; exit 1; }
-  echo "vm: downloading $kpkg and busybox-static ($arch)" >&2
-  (cd "$cache/debs" && rm -f ./*.deb && apt-get "${apt_opts[@]}" -qq download "$kpkg" busybox-static)
-  mv "$cache/debs"/linux-image-*.deb "$cache/kernel.deb.partial" && mv "$cache/kernel.deb.partial" "$cache/kernel.deb"
-  mv "$cache/debs"/busybox-static*.deb "$cache/busybox.deb"
-fi
+mapfile -t apt_opts < <(vm_apt_opts "$arch" "$cache")
+kver=$(vm_fetch_kernel "$arch" "$cache")
 # v4l2-ctl and the libraries it needs beyond the C/C++ runtime (which come from the cross toolchain).
 if [ ! -x "$cache/v4l-utils/usr/bin/v4l2-ctl" ]; then
   [ -d "$cache/lists" ] && ls "$cache/lists" | grep -q Packages || apt-get "${apt_opts[@]}" -qq update
@@ -70,14 +59,6 @@ if [ ! -x "$cache/v4l-utils/usr/bin/v4l2-ctl" ]; then
   for deb in "$cache/v4l-debs"/*.deb; do dpkg -x "$deb" "$cache/v4l-utils.partial"; done
   mv "$cache/v4l-utils.partial" "$cache/v4l-utils"
 fi
-if [ ! -d "$cache/kernel/boot" ]; then
-  rm -rf "$cache/kernel.partial"
-  dpkg -x "$cache/kernel.deb" "$cache/kernel.partial"
-  mv "$cache/kernel.partial" "$cache/kernel"
-fi
-kver=$(ls "$cache/kernel/lib/modules" | head -1)
-[ -f "$cache/kernel/lib/modules/$kver/modules.dep" ] || "$depmod" -b "$cache/kernel" "$kver"
-
 rm -rf "$out/initrd"
 mkdir -p "$out/initrd"/{bin,dev,proc,sys,tmp,lib/modules,mien}
 root="$out/initrd"
@@ -86,23 +67,11 @@ if [ -f "$out/bin/busybox" ]; then mv "$out/bin/busybox" "$root/bin/busybox"; rm
 else mv "$out/busybox-deb/bin/busybox" "$root/bin/busybox"; rm -rf "$out/busybox-deb"; fi
 ln -sf busybox "$root/bin/sh"
 
-# vivid and what it needs, in load order (modules.dep lists dependencies; the last one loads first).
+# vivid and what it needs, in load order.
 moddir="$cache/kernel/lib/modules/$kver"
-line=$(grep -E '/vivid\.ko(\.xz|\.zst)?:' "$moddir/modules.dep") || { echo "tools/vm/build.sh: vivid is not in $kver's modules.dep" >&2; exit 1; }
-vivid=${line%%:*}
-deps=${line#*:}
-order=""
-for m in $deps; do order="$m $order"; done
-order="$order $vivid"
 : > "$root/lib/modules/load-order"
-for m in $order; do
-  name=$(basename "$m"); name=${name%.xz}; name=${name%.zst}
-  case "$m" in
-    *.xz) xz -dc "$moddir/$m" > "$root/lib/modules/$name" ;;
-    *.zst) zstd -qdc "$moddir/$m" > "$root/lib/modules/$name" ;;
-    *) cp "$moddir/$m" "$root/lib/modules/$name" ;;
-  esac
-  echo "$name" >> "$root/lib/modules/load-order"
+for m in $(vm_module_closure "$moddir" vivid); do
+  vm_copy_module "$moddir" "$m" "$root/lib/modules" >> "$root/lib/modules/load-order"
 done
 
 # The binaries and their shared libraries (ELF interpreter included), found in the target's C library
