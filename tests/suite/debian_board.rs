@@ -211,7 +211,8 @@ fn armhf_package_in_a_debian_root() {
     let info = qemu_arm(&sysroot, &["info", "--cpu", "--json"]);
     assert!(info.status.success(), "mien info --cpu:\n{}", String::from_utf8_lossy(&info.stderr));
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
-    assert_eq!(info["cpu"]["arch"], "arm", "{info}");
+    assert_eq!(info["cpu"]["arch"], "armv7", "{info}");
+    assert_eq!(info["cpu"]["features"]["neon"], true, "{info}");
 
     // The committed photos, each face classified by the packaged default plans (found beside the binary).
     let photos = work.join("photos");

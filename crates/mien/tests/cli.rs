@@ -490,3 +490,81 @@ fn image_folders_classify_each_face_alone_unless_tracked() {
     let last_wins = faces(&["--track", "--no-track"]);
     assert!(last_wins.iter().all(|f| f["score"] == f["frame_score"]));
 }
+
+#[test]
+fn config_file_settings_apply_and_flags_override_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("kiosk.toml");
+    let photos = common::photos();
+    std::fs::write(
+        &config,
+        format!(
+            "[models]\nplan = {:?}\n[source]\ninput = {:?}\nmax_frames = 3\n[output]\njson = true\n",
+            plan().display().to_string(),
+            photos.display().to_string()
+        ),
+    )
+    .unwrap();
+    // The file alone: three frames of the photo folder, as JSON.
+    let out = mien(&[os("run"), os("--config"), config.as_os_str()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let frames = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("\"type\":\"frame\"")).count();
+    assert_eq!(frames, 3);
+    // A flag beats the file's key.
+    let out = mien(&[os("run"), os("--config"), config.as_os_str(), os("--max-frames"), os("1")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let frames = String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.contains("\"type\":\"frame\"")).count();
+    assert_eq!(frames, 1);
+    // `config show` says where each setting came from.
+    let out = mien(&[os("config"), os("show"), os("--json"), os("--"), os("--config"), config.as_os_str(), os("--max-frames"), os("1")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |key: &str| rows.iter().find(|r| r["key"] == key).unwrap().clone();
+    assert_eq!(row("source.max_frames")["origin"], "command line");
+    assert_eq!(row("source.max_frames")["value"], 1);
+    assert_eq!(row("output.json")["origin"], config.display().to_string());
+    assert_eq!(row("detector.min_face")["origin"], "default");
+}
+
+#[test]
+fn bad_config_files_are_one_line_errors_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, expected) in [
+        ("[detector]\nmin_fase = 30\n", "unknown key `detector.min_fase`; did you mean `detector.min_face`?"),
+        ("[detector]\nmin_face = \"big\"\n", "`detector.min_face`: invalid value 'big'"),
+        ("[http]\nlisten = \"nowhere\"\n", "`http.listen`: invalid value 'nowhere'"),
+        ("[output\njson = true\n", "line 1: "),
+    ] {
+        let config = dir.path().join("bad.toml");
+        std::fs::write(&config, text).unwrap();
+        for args in [vec![os("run"), os("--config"), config.as_os_str()], vec![os("config"), os("check"), config.as_os_str()]] {
+            let out = mien(&args);
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{text:?} was accepted");
+            assert_eq!(stderr.trim().lines().count(), 1, "{text:?}: {stderr}");
+            assert!(stderr.contains(&config.display().to_string()) && stderr.contains(expected), "{text:?}: {stderr}");
+            assert!(out.stdout.is_empty(), "{text:?}: output before the error");
+        }
+    }
+    let missing = dir.path().join("none.toml");
+    let out = mien(&[os("run"), os("--config"), missing.as_os_str()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("none.toml: cannot read the config file"));
+}
+
+#[test]
+fn the_shipped_config_checks_and_completions_and_man_pages_generate() {
+    let shipped = root().join("crates/mien/debian/mien.toml");
+    let out = mien(&[os("config"), os("check"), shipped.as_os_str(), os("--json")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], true);
+    let out = mien(&[os("completions"), os("bash")]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("config"), "completions lack `config`");
+    let dir = tempfile::tempdir().unwrap();
+    let out = mien(&[os("man"), dir.path().as_os_str()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let run_page = std::fs::read_to_string(dir.path().join("mien-run.1")).unwrap();
+    assert!(run_page.contains("min\\-face"), "mien-run.1 lacks --min-face");
+}
