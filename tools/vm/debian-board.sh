@@ -10,7 +10,7 @@
 # second stage (the packages' maintainer scripts) runs inside the emulated board itself, booted once from
 # a small initramfs, since this machine cannot run arm64 programs in a chroot. Debian's arm64 kernel and
 # the modules vivid, virtio and ext4 need go with it. The result is cached by the hash of these scripts,
-# the package list and the kernel version in $MIEN_CACHE/vm/debian-arm64/<hash>/ (about 15 min under TCG
+# the package list and the kernel version in $MIEN_CACHE/vm/debian-arm64/<hash>/ (4 min under TCG on 2 cores
 # the first time; seconds after). Change `image_recipe` with any change to how the image is made. Needs root (debootstrap), debootstrap, mkfs.ext4, qemu-system-aarch64.
 #
 # `boot`: boots the image (copy-on-write: the cached image is never changed) with a tar archive attached
