@@ -5,6 +5,8 @@
   nhwc_gray.onnx   [N,48,48,1] float (Keras style) -> flatten -> gemm -> [N,7]
   two_inputs.onnx  two float inputs (not an image classifier)
   text_input.onnx  [N,16] int64 token ids (not an image classifier)
+  no_inputs.onnx   no inputs at all: a constant output
+  unknown_op.onnx  [1,3,8,8] float -> FaceMagic (an op no runtime knows, domain com.example) -> [1,4]
 Weights come from a fixed seed. Run: python tools/make_onnx_fixtures.py
 """
 import os
@@ -69,10 +71,32 @@ def text_input():
     save(helper.make_graph(nodes, "text_input", [x], [y], inits), "text_input.onnx")
 
 
+def no_inputs():
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    value = numpy_helper.from_array(np.zeros((1, 4), np.float32), "value")
+    nodes = [helper.make_node("Constant", [], ["y"], value=value)]
+    save(helper.make_graph(nodes, "no_inputs", [], [y]), "no_inputs.onnx")
+
+
+def unknown_op():
+    x = helper.make_tensor_value_info("pixel_values", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 4])
+    nodes = [helper.make_node("FaceMagic", ["pixel_values"], ["logits"], domain="com.example")]
+    model = helper.make_model(
+        helper.make_graph(nodes, "unknown_op", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.example", 1)],
+        producer_name="mien-fixtures",
+    )
+    model.ir_version = 8
+    onnx.save(model, os.path.join(OUT, "unknown_op.onnx"))
+
+
 if __name__ == "__main__":
     os.makedirs(OUT, exist_ok=True)
     dynamic_hw()
     nhwc_gray()
     two_inputs()
     text_input()
+    no_inputs()
+    unknown_op()
     print("wrote", sorted(os.listdir(OUT)))

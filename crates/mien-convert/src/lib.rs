@@ -65,6 +65,14 @@ pub enum ConvertError {
         /// What was expected.
         expected: String,
     },
+    /// The model uses ONNX operators tract cannot run.
+    #[error("{path}: unsupported ONNX operator {ops}: tract cannot run it; export the model without it")]
+    UnsupportedOps {
+        /// The model file.
+        path: PathBuf,
+        /// Each operator once, as `Name` (node "node name"), comma-separated.
+        ops: String,
+    },
     /// tract failed on the model.
     #[error("{path}: tract could not {stage} the model: {message}")]
     Tract {

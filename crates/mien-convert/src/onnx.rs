@@ -64,6 +64,22 @@ pub fn load_and_fix(path: &Path, hints: &InputHints) -> Result<FixedModel, Conve
         .model_for_path(path)
         .map_err(tract_error(path, "read"))?;
 
+    // Operators tract does not know load as placeholders and fail later, when typing, with a message
+    // about translation; name them now.
+    let mut unsupported: Vec<String> = Vec::new();
+    for node in model.nodes() {
+        let op = node.op.name();
+        if let Some(name) = op.strip_prefix("Unimplemented(").and_then(|rest| rest.strip_suffix(')')) {
+            let entry = format!("`{name}` (node {:?})", node.name);
+            if !unsupported.iter().any(|e| e.starts_with(&format!("`{name}`"))) {
+                unsupported.push(entry);
+            }
+        }
+    }
+    if !unsupported.is_empty() {
+        return Err(ConvertError::UnsupportedOps { path: path.to_path_buf(), ops: unsupported.join(", ") });
+    }
+
     if model.inputs.len() != 1 {
         let names: Vec<_> = model.inputs.iter().map(|o| model.node(o.node).name.clone()).collect();
         return Err(not_classifier(

@@ -68,6 +68,11 @@ pub(crate) fn decode(bytes: &[u8], path: Option<&Path>) -> Result<RgbImage, Imag
         });
     }
 
+    // The size from the header, before any decoder allocates for it.
+    if let Some((width, height)) = header_dimensions(format, bytes) {
+        check_pixels(width, height, path)?;
+    }
+
     // Palette TIFFs: image's TIFF decoder has none; the TIFF crate reads the indices of the same
     // file calling itself grayscale, and they are looked up in the colour map here.
     if format == ImageFormat::Tiff {
@@ -90,11 +95,19 @@ pub(crate) fn decode(bytes: &[u8], path: Option<&Path>) -> Result<RgbImage, Imag
             height,
         });
     }
+    check_pixels(width, height, path)?;
     let orientation = find_orientation(&mut decoder, format, bytes);
     let image = DynamicImage::from_decoder(decoder).map_err(fail)?;
     let gray16 = format == ImageFormat::Png && png_is_gray16(bytes);
     let rgb = to_rgb_like_pillow(image, gray16);
     Ok(orientation::apply(rgb, orientation))
+}
+
+fn check_pixels(width: u32, height: u32, path: Option<&Path>) -> Result<(), ImageError> {
+    if u64::from(width) * u64::from(height) > crate::MAX_PIXELS {
+        return Err(ImageError::TooManyPixels { path: path.map(Path::to_path_buf), width, height });
+    }
+    Ok(())
 }
 
 /// A palette TIFF (photometric interpretation 3) made decodable: the same file calling itself
@@ -360,6 +373,32 @@ fn is_eof(error: &image::ImageError) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A PNG of WIDTHxHEIGHT grey pixels, encoded (a flat grey compresses to almost nothing).
+    fn grey_png(width: u32, height: u32) -> Vec<u8> {
+        use image::ImageEncoder;
+        let mut bytes = Vec::new();
+        let pixels = vec![128u8; width as usize * height as usize];
+        image::codecs::png::PngEncoder::new(&mut bytes)
+            .write_image(&pixels, width, height, image::ExtendedColorType::L8)
+            .unwrap();
+        bytes
+    }
+
+    #[test]
+    fn images_above_the_pixel_limit_are_refused_before_decoding() {
+        // 8000x6251 = 50,008,000 pixels: just over the limit; the file is 60 KB.
+        let bytes = grey_png(8000, 6251);
+        let err = decode(&bytes, Some(Path::new("big.png"))).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "cannot decode image \"big.png\": 8000x6251 pixels is more than the 50 megapixels mien decodes"
+        );
+        assert!(matches!(err, ImageError::TooManyPixels { width: 8000, height: 6251, .. }));
+        // One pixel is an image.
+        let one = decode(&grey_png(1, 1), None).unwrap();
+        assert_eq!(one.dimensions(), (1, 1));
+    }
 
     #[test]
     fn sniffing() {

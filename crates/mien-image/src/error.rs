@@ -70,6 +70,20 @@ pub enum ImageError {
         /// The decoder's explanation, on one line.
         message: String,
     },
+    /// The image has more pixels than [`crate::MAX_PIXELS`]; refused before its pixels are allocated.
+    #[error(
+        "cannot decode image {}: {width}x{height} pixels is more than the {} megapixels mien decodes",
+        origin(.path),
+        crate::MAX_PIXELS / 1_000_000
+    )]
+    TooManyPixels {
+        /// The file, or `None` for bytes in memory.
+        path: Option<PathBuf>,
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
     /// The image has no pixels (a width or height of 0).
     #[error("cannot decode image {}: the image is empty ({width}x{height} pixels)", origin(.path))]
     EmptyImage {
@@ -94,6 +108,7 @@ impl ImageError {
             | Self::Corrupt { path, .. }
             | Self::Unsupported { path, .. }
             | Self::TooLarge { path, .. }
+            | Self::TooManyPixels { path, .. }
             | Self::EmptyImage { path, .. } => path.as_deref(),
         }
     }

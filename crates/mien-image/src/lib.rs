@@ -29,6 +29,11 @@ use std::path::Path;
 use std::str::FromStr;
 
 pub use error::ImageError;
+
+/// The most pixels an image file may have: 50 megapixels (e.g. 8660x5773, more than an 8K frame). A
+/// larger one is refused from its header, before its pixels are allocated (an RGB 20000x20000 image
+/// would take 1.2 GB). Its decoded RGB buffer is at most 150 MB.
+pub const MAX_PIXELS: u64 = 50_000_000;
 pub use geometry::{crop_rgb, PixelRect, Rect};
 pub use image::{GrayImage, RgbImage};
 
