@@ -6,6 +6,8 @@
 
 mod common;
 
+mod bad_inputs;
+
 mod committed_plan;
 mod convert_inputs;
 mod debian_board;

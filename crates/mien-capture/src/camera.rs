@@ -160,9 +160,14 @@ impl Camera {
 
 fn open_node(path: &Path) -> Result<(Device, v4l::Capabilities), CaptureError> {
     let device = Device::with_path(path).map_err(|source| CaptureError::Open { path: path.to_path_buf(), cause: source })?;
-    let caps = device
-        .query_caps()
-        .map_err(|source| CaptureError::Configure { path: path.to_path_buf(), what: "VIDIOC_QUERYCAP", cause: source })?;
+    let caps = device.query_caps().map_err(|source| {
+        // ENOTTY: the ioctl is not one this node's driver knows, so it is no V4L2 device.
+        if source.raw_os_error() == Some(25) {
+            CaptureError::NotV4l2 { path: path.to_path_buf() }
+        } else {
+            CaptureError::Configure { path: path.to_path_buf(), what: "VIDIOC_QUERYCAP", cause: source }
+        }
+    })?;
     Ok((device, caps))
 }
 

@@ -51,6 +51,12 @@ pub enum CaptureError {
         /// The OS error.
         cause: std::io::Error,
     },
+    /// The node is not a V4L2 device at all (e.g. /dev/null): it does not answer VIDIOC_QUERYCAP.
+    #[error("{}: not a V4L2 video device (it does not answer VIDIOC_QUERYCAP)", .path.display())]
+    NotV4l2 {
+        /// The node.
+        path: PathBuf,
+    },
     /// The node is not a streaming video capture device (e.g. an output, radio or metadata node).
     #[error("{}: `{card}` is not a streaming video capture device", .path.display())]
     NotCapture {

@@ -598,10 +598,21 @@ fn write_nnef(model: &tract_core::prelude::TypedModel, dir: &Path, model_path: &
         stage: "prepare (GELU expansion)",
         message: format!("{e:#}"),
     })?;
-    tract_nnef::nnef().write_to_dir(&model, dir).map_err(|e| ConvertError::Tract {
-        path: model_path.to_path_buf(),
-        stage: "serialize",
-        message: format!("{e:#}").replace('\n', " "),
+    tract_nnef::nnef().write_to_dir(&model, dir).map_err(|e| {
+        // Writing failed (a full or read-only disk): about the destination's folder, where the plan is
+        // staged, not the model.
+        let os_error = e.chain().find_map(|c| c.downcast_ref::<std::io::Error>()).and_then(std::io::Error::raw_os_error);
+        match (os_error, dir.parent().and_then(Path::parent)) {
+            (Some(code), Some(folder)) => ConvertError::Plan(mien_plan::PlanError::Io {
+                path: folder.to_path_buf(),
+                cause: std::io::Error::from_raw_os_error(code),
+            }),
+            _ => ConvertError::Tract {
+                path: model_path.to_path_buf(),
+                stage: "serialize",
+                message: format!("{e:#}").replace('\n', " "),
+            },
+        }
     })?;
     Ok(gelus)
 }

@@ -542,9 +542,24 @@ fn write_man_page(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
+/// SIGTERM and SIGINT stop a conversion without leaving its staging area behind (the destination keeps
+/// the old plan, or stays absent). A second signal exits at once.
+fn stop_cleanly_on_signals() {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) else { return };
+    let _ = std::thread::Builder::new().name("mien-convert-signals".into()).spawn(move || {
+        if let Some(signal) = signals.forever().next() {
+            mien_plan::remove_staging_areas();
+            eprintln!("mien-convert: stopped by signal {signal}; no plan written");
+            std::process::exit(128 + signal);
+        }
+    });
+}
+
 fn main() -> ExitCode {
     // Parsed before the required arguments are checked: `--man-page DIR` goes alone.
     let cli = Cli::parse();
+    stop_cleanly_on_signals();
     if let Some(dir) = &cli.man_page {
         return match write_man_page(dir) {
             Ok(()) => ExitCode::SUCCESS,

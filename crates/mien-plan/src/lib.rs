@@ -18,7 +18,7 @@ pub use manifest::{
     AnchorLayer, ColorOrder, DetectorSpec, DType, Drift, FileEntry, FloatLayer, InputSpec, Layout, Manifest, ModelInfo, OutputSpec,
     HalfPrecision, Precision, Preprocessing, Quantization, ResampleFilter, Verification, FORMAT_VERSION, TRACT_VERSION,
 };
-pub use writer::{PlanKind, PlanWriter};
+pub use writer::{remove_staging_areas, PlanKind, PlanWriter};
 
 /// Name of the manifest file at the root of a plan.
 pub const MANIFEST_FILE: &str = "mien.json";
@@ -30,12 +30,12 @@ pub const TAR_EXTENSION: &str = "mien";
 #[derive(Debug, thiserror::Error)]
 pub enum PlanError {
     /// A filesystem operation failed.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file or directory involved.
         path: PathBuf,
         /// The underlying error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// The path holds no manifest.
     #[error("{path} is not a mien plan: no {MANIFEST_FILE} (expected a directory or a NAME.mien file written by mien-convert)")]
@@ -92,8 +92,8 @@ pub enum PlanError {
 }
 
 impl PlanError {
-    fn io(path: &Path, source: std::io::Error) -> PlanError {
-        PlanError::Io { path: path.to_path_buf(), source }
+    fn io(path: &Path, cause: std::io::Error) -> PlanError {
+        PlanError::Io { path: path.to_path_buf(), cause }
     }
 
     fn in_plan(self, path: &Path) -> PlanError {
@@ -273,6 +273,12 @@ pub(crate) fn checksum(mut reader: impl Read) -> std::io::Result<(u64, String)> 
     Ok((size, format!("{:08x}", hasher.finalize())))
 }
 
+/// Whether the file's first block carries the ustar magic (tar's format marker, at byte 257).
+fn looks_like_tar(path: &Path) -> bool {
+    let mut block = [0u8; 512];
+    File::open(path).and_then(|mut f| f.read_exact(&mut block)).is_ok() && &block[257..262] == b"ustar"
+}
+
 fn read_manifest_from_tar(path: &Path) -> Result<String, PlanError> {
     let file = File::open(path).map_err(|e| PlanError::io(path, e))?;
     let mut archive = tar::Archive::new(BufReader::new(file));
@@ -281,6 +287,10 @@ fn read_manifest_from_tar(path: &Path) -> Result<String, PlanError> {
     // The writer puts the manifest first, so it is found without reading the weights.
     let mut first = match entries.next() {
         Some(Ok(entry)) => entry,
+        // A tar (its magic in place) whose first header is damaged is a broken plan, not another file.
+        Some(Err(e)) if looks_like_tar(path) => {
+            return Err(PlanError::Corrupt { path: path.to_path_buf(), detail: format!("unreadable tar entry: {e}") })
+        }
         _ => return Err(not_a_plan()),
     };
     let name = first.path().map_err(|_| not_a_plan())?.to_string_lossy().into_owned();

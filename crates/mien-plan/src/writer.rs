@@ -4,6 +4,7 @@
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use crate::manifest::{FileEntry, Manifest};
 use crate::{checksum, relative_name, PlanError, MANIFEST_FILE, TAR_EXTENSION};
@@ -47,7 +48,7 @@ impl PlanWriter {
         if destination.is_dir() && !destination.join(MANIFEST_FILE).is_file() {
             return Err(PlanError::Io {
                 path: destination,
-                source: std::io::Error::new(
+                cause: std::io::Error::new(
                     std::io::ErrorKind::AlreadyExists,
                     "exists and is not a mien plan; refusing to replace it",
                 ),
@@ -57,12 +58,21 @@ impl PlanWriter {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
             _ => PathBuf::from("."),
         };
+        remove_stale_staging(&parent);
+        // Created and registered under the lock, so a signal's cleanup sees every staging area.
+        let mut live = LIVE_STAGING.lock().unwrap_or_else(|e| e.into_inner());
+        // The process id in the name lets a later writer tell a staging area whose writer was killed.
         let staging = tempfile::Builder::new()
-            .prefix(".mien-staging-")
+            .prefix(&format!("{STAGING_PREFIX}{}-", std::process::id()))
             .tempdir_in(&parent)
-            .map_err(|e| PlanError::Io { path: parent.clone(), source: e })?;
+            // The OS's words alone: tempfile's would add the staging area's random name.
+            .map_err(|e| PlanError::Io { path: parent.clone(), cause: without_path(e) })?;
+        if !live.contains(&parent) {
+            live.push(parent.clone());
+        }
+        drop(live);
         std::fs::create_dir(staging.path().join("plan"))
-            .map_err(|e| PlanError::Io { path: staging.path().to_path_buf(), source: e })?;
+            .map_err(|e| PlanError::Io { path: staging.path().to_path_buf(), cause: e })?;
         Ok(PlanWriter { destination, kind, staging, staged_files: None })
     }
 
@@ -80,8 +90,8 @@ impl PlanWriter {
     /// Uses `dir` (created inside the staging area) as the graph directory.
     pub fn adopt_graph_dir(&self, dir: &Path) -> Result<(), PlanError> {
         let target = self.graph_dir();
-        std::fs::remove_dir(&target).map_err(|e| PlanError::Io { path: target.clone(), source: e })?;
-        std::fs::rename(dir, &target).map_err(|e| PlanError::Io { path: target, source: e })
+        std::fs::remove_dir(&target).map_err(|e| PlanError::Io { path: target.clone(), cause: e })?;
+        std::fs::rename(dir, &target).map_err(|e| PlanError::Io { path: target, cause: e })
     }
 
     fn record_files(&self) -> Result<Vec<FileEntry>, PlanError> {
@@ -90,7 +100,7 @@ impl PlanWriter {
         for entry in walkdir::WalkDir::new(&graph_dir).min_depth(1).sort_by_file_name() {
             let entry = entry.map_err(|e| PlanError::Io {
                 path: graph_dir.clone(),
-                source: std::io::Error::other(e.to_string()),
+                cause: std::io::Error::other(e.to_string()),
             })?;
             if entry.file_type().is_dir() {
                 continue;
@@ -100,9 +110,9 @@ impl PlanWriter {
                 continue;
             }
             let file = File::open(entry.path())
-                .map_err(|e| PlanError::Io { path: entry.path().to_path_buf(), source: e })?;
+                .map_err(|e| PlanError::Io { path: entry.path().to_path_buf(), cause: e })?;
             let (size, crc32) = checksum(file)
-                .map_err(|e| PlanError::Io { path: entry.path().to_path_buf(), source: e })?;
+                .map_err(|e| PlanError::Io { path: entry.path().to_path_buf(), cause: e })?;
             files.push(FileEntry { path: rel, size, crc32 });
         }
         Ok(files)
@@ -117,7 +127,7 @@ impl PlanWriter {
         self.staged_files = Some(manifest.files.clone());
         manifest.validate()?;
         let path = self.graph_dir().join(MANIFEST_FILE);
-        std::fs::write(&path, manifest.to_json()).map_err(|e| PlanError::Io { path: path.clone(), source: e })?;
+        std::fs::write(&path, manifest.to_json()).map_err(|e| PlanError::Io { path: path.clone(), cause: e })?;
         Ok(self.graph_dir())
     }
 
@@ -133,7 +143,7 @@ impl PlanWriter {
         let json = manifest.to_json();
         let io = |path: &Path| {
             let path = path.to_path_buf();
-            move |e| PlanError::Io { path, source: e }
+            move |e| PlanError::Io { path, cause: e }
         };
         match self.kind {
             PlanKind::Directory => {
@@ -162,13 +172,13 @@ impl PlanWriter {
                 writer.flush().map_err(io(&tar_path))?;
                 let file = writer.into_inner().map_err(|e| PlanError::Io {
                     path: tar_path.clone(),
-                    source: e.into_error(),
+                    cause: e.into_error(),
                 })?;
                 file.sync_all().map_err(io(&tar_path))?;
                 if self.destination.is_dir() {
                     return Err(PlanError::Io {
                         path: self.destination.clone(),
-                        source: std::io::Error::new(
+                        cause: std::io::Error::new(
                             std::io::ErrorKind::AlreadyExists,
                             "is a directory; cannot replace it with a .mien file",
                         ),
@@ -181,9 +191,69 @@ impl PlanWriter {
     }
 }
 
+const STAGING_PREFIX: &str = ".mien-staging-";
+
+/// An I/O error as the OS reported it, without a path some library wrapped into its message.
+pub(crate) fn without_path(error: std::io::Error) -> std::io::Error {
+    let text = error.to_string();
+    match text.find(" at path ") {
+        Some(end) => std::io::Error::new(error.kind(), text[..end].to_string()),
+        None => error,
+    }
+}
+
+/// The folders this process's writers staged plans in, for [`remove_staging_areas`].
+static LIVE_STAGING: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// Removes the staging areas of this process's unfinished writers. For a program stopping on a signal
+/// (SIGTERM, SIGINT), from a normal thread, just before it exits: what it was writing is not left behind.
+/// Writers created afterwards block: call it only on the way out.
+/// A destination is never touched: it holds the old plan or none.
+pub fn remove_staging_areas() {
+    let live = LIVE_STAGING.lock().unwrap_or_else(|e| e.into_inner());
+    let ours = format!("{STAGING_PREFIX}{}-", std::process::id());
+    for folder in live.iter() {
+        let Ok(entries) = std::fs::read_dir(folder) else { continue };
+        for entry in entries.flatten() {
+            if !entry.file_name().to_string_lossy().starts_with(&ours) {
+                continue;
+            }
+            // The writer may still be adding files while they are removed: try until the area is gone.
+            let path = entry.path();
+            for _ in 0..20 {
+                if std::fs::remove_dir_all(&path).is_ok() || !path.exists() {
+                    break;
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
+    }
+    // Held until the process exits: no writer starts a new staging area after the cleanup.
+    std::mem::forget(live);
+}
+
+/// Removes staging areas in `dir` left by writers that were killed (SIGKILL, power loss): those named
+/// with the id of a process that no longer exists. Linux only (it asks /proc); errors are ignored.
+fn remove_stale_staging(dir: &Path) {
+    let proc = Path::new("/proc/self");
+    if !proc.exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(STAGING_PREFIX)).and_then(|rest| rest.split_once('-')).and_then(|(pid, _)| pid.parse::<u32>().ok()) else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 /// Moves `staged` to `destination`, replacing an existing plan directory there.
 fn replace_dir(staged: &Path, destination: &Path, staging_root: &Path) -> Result<(), PlanError> {
-    let io = |path: &Path, e| PlanError::Io { path: path.to_path_buf(), source: e };
+    let io = |path: &Path, e| PlanError::Io { path: path.to_path_buf(), cause: e };
     if destination.exists() {
         // Swap the old plan out first so a crash leaves either the old or the new plan, never a mix.
         let old = staging_root.join("old");
