@@ -14,6 +14,7 @@ mod debian_board;
 mod device_dependencies;
 mod eval;
 mod face_detection;
+mod fuzz_corpus;
 mod half;
 mod int8;
 mod patterns;

@@ -1,0 +1,144 @@
+#!/usr/bin/env python3
+"""Seed corpora for the fuzz targets (fuzz/corpus/<target>/), generated: no dataset images.
+
+  plan_manifest  the committed tiny plan's mien.json, and a detector plan's
+  plan_file      a minimal plan (the tiny plan's manifest over a one-file graph), as a tar
+  image_decode   small synthetic pictures as JPEG (baseline, progressive, EXIF-rotated), PNG (RGB, palette,
+                 16-bit grey, grey+alpha), BMP, TIFF (LZW, palette)
+  camera_frame   a 7-byte header (format, width, height, stride, matrix, range) and a frame for each
+                 pixel format, MJPEG with and without its Huffman tables
+  video_file     a kind byte (0 Y4M, 1 MJPEG, 2 raw YUYV 16x8) and a short video of that kind
+
+Needs Pillow (tools/requirements.txt). Run: python tools/make_fuzz_corpus.py
+"""
+import io
+import json
+import os
+import struct
+import tarfile
+import zlib
+
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OUT = os.path.join(ROOT, "fuzz", "corpus")
+
+
+def write(target, name, data):
+    folder = os.path.join(OUT, target)
+    os.makedirs(folder, exist_ok=True)
+    with open(os.path.join(folder, name), "wb") as f:
+        f.write(data)
+
+
+def picture(width, height, mode="RGB"):
+    """A gradient with a disc: edges and colours for the decoders, no content from anywhere."""
+    image = Image.new("RGB", (width, height))
+    pixels = image.load()
+    for y in range(height):
+        for x in range(width):
+            inside = (x - width / 2) ** 2 + (y - height / 2) ** 2 < (min(width, height) / 3) ** 2
+            pixels[x, y] = (x * 255 // max(width - 1, 1), y * 255 // max(height - 1, 1), 200 if inside else 40)
+    return image.convert(mode) if mode != "RGB" else image
+
+
+def encoded(image, fmt, **options):
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def manifest_from_plan(path):
+    with tarfile.open(path) as tar:
+        return tar.extractfile("mien.json").read()
+
+
+def plans():
+    tiny = manifest_from_plan(os.path.join(ROOT, "models", "tiny-vit", "tiny-vit-int8.mien"))
+    detector = manifest_from_plan(os.path.join(ROOT, "models", "blazeface", "blazeface-short.mien"))
+    write("plan_manifest", "tiny-vit.json", tiny)
+    write("plan_manifest", "blazeface-short.json", detector)
+    # A minimal plan: the tiny manifest listing one small graph file with its true size and CRC-32.
+    graph = b"version 1.0;\ngraph g( input ) -> ( output ) {\n  output = input;\n}\n"
+    manifest = json.loads(tiny)
+    manifest["files"] = [{"path": "graph.nnef", "size": len(graph), "crc32": "%08x" % (zlib.crc32(graph) & 0xFFFFFFFF)}]
+    text = json.dumps(manifest, indent=2).encode()
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in [("mien.json", text), ("graph.nnef", graph)]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, io.BytesIO(data))
+    write("plan_file", "minimal.mien", buffer.getvalue())
+
+
+def images():
+    rgb = picture(24, 16)
+    write("image_decode", "baseline.jpg", encoded(rgb, "JPEG", quality=80))
+    write("image_decode", "progressive.jpg", encoded(rgb, "JPEG", quality=80, progressive=True))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90
+    write("image_decode", "exif-rotated.jpg", encoded(rgb, "JPEG", quality=80, exif=exif.tobytes()))
+    write("image_decode", "rgb.png", encoded(rgb, "PNG"))
+    write("image_decode", "palette.png", encoded(rgb.convert("P"), "PNG"))
+    write("image_decode", "grey16.png", encoded(picture(12, 8, "L").convert("I;16"), "PNG"))
+    write("image_decode", "grey-alpha.png", encoded(picture(12, 8, "LA"), "PNG"))
+    write("image_decode", "rgb.bmp", encoded(rgb, "BMP"))
+    write("image_decode", "lzw.tif", encoded(rgb, "TIFF", compression="tiff_lzw"))
+    write("image_decode", "palette.tif", encoded(rgb.convert("P"), "TIFF"))
+
+
+def header(fmt, width, height, stride, matrix=0, value_range=0):
+    return bytes([fmt, width, height]) + struct.pack("<H", stride) + bytes([matrix, value_range])
+
+
+def strip_huffman_tables(jpeg):
+    """The JPEG without its DHT segments: many webcams send MJPEG frames like that."""
+    out, i = bytearray(jpeg[:2]), 2
+    while i < len(jpeg):
+        marker, length = jpeg[i + 1], struct.unpack(">H", jpeg[i + 2 : i + 4])[0]
+        if marker == 0xDA:
+            out += jpeg[i:]
+            break
+        if marker != 0xC4:
+            out += jpeg[i : i + 2 + length]
+        i += 2 + length
+    return bytes(out)
+
+
+def camera_frames():
+    width, height = 16, 8
+    rgb = picture(width, height).tobytes()
+    yuyv = bytes(128 if i % 2 else 90 for i in range(width * height * 2))
+    planes = bytes(range(256)) * (width * height * 3 // 2 // 256 + 1)
+    # Format indices as mien_fuzz::FORMATS orders them: YUYV, UYVY, NV12, GREY, RGB24, BGR24, I420, MJPEG.
+    write("camera_frame", "yuyv", header(0, width, height, width * 2) + yuyv)
+    write("camera_frame", "uyvy-bt709-full", header(1, width, height, width * 2, 1, 1) + yuyv)
+    write("camera_frame", "nv12", header(2, width, height, width) + planes[: width * height * 3 // 2])
+    write("camera_frame", "grey-padded-stride", header(3, width, height, width + 8) + bytes((width + 8) * height))
+    write("camera_frame", "rgb24", header(4, width, height, width * 3) + rgb)
+    write("camera_frame", "bgr24", header(5, width, height, width * 3) + rgb)
+    write("camera_frame", "i420", header(6, width, height, width) + planes[: width * height * 3 // 2])
+    jpeg = encoded(picture(width, height), "JPEG", quality=75)
+    write("camera_frame", "mjpeg", header(7, width, height, 0) + jpeg)
+    write("camera_frame", "mjpeg-no-huffman", header(7, width, height, 0) + strip_huffman_tables(jpeg))
+
+
+def videos():
+    width, height = 16, 8
+    frame = bytes(range(width * height)) + bytes([128]) * (width * height // 2)
+    y4m = b"YUV4MPEG2 W16 H8 F10:1 Ip A1:1 C420jpeg\n" + (b"FRAME\n" + frame) * 3
+    write("video_file", "y4m", bytes([0]) + y4m)
+    jpeg = encoded(picture(width, height), "JPEG", quality=75)
+    write("video_file", "mjpeg", bytes([1]) + jpeg * 3)
+    write("video_file", "raw-yuyv", bytes([2]) + bytes(width * height * 2) * 2)
+
+
+if __name__ == "__main__":
+    plans()
+    images()
+    camera_frames()
+    videos()
+    for target in sorted(os.listdir(OUT)):
+        print(target, len(os.listdir(os.path.join(OUT, target))), "seeds")
