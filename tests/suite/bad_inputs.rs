@@ -179,6 +179,7 @@ fn bad_inputs_matrix() {
     std::fs::write(d("truncated.jpg"), &jpeg[..jpeg.len() / 2]).unwrap();
     std::fs::write(d("cut.y4m"), b"YUV4MPEG2 W64 H48 F10:1 C420jpeg\nFRAME\nabc").unwrap();
     std::fs::write(d("not.y4m"), b"NOT A Y4M FILE\n").unwrap();
+    std::fs::write(d("huge.y4m"), b"YUV4MPEG2 W60000 H60000 F10:1\nFRAME\n").unwrap();
     std::fs::write(d("corrupt.mjpeg"), b"\xff\xd8\xff\xdb\x00\x43garbage\xff\xd9").unwrap();
     std::fs::create_dir_all(d("empty-folder")).unwrap();
     std::fs::create_dir_all(d("undecodable")).unwrap();
@@ -264,6 +265,8 @@ fn bad_inputs_matrix() {
         "mien: {dir}/cut.y4m: frame 0 is cut short: 3 of 4608 bytes");
     add("not a Y4M video", &mien, os(&[&"run", &"--plan", &plan, &"--source", &d("not.y4m"), &"--json"]), 1,
         "mien: {dir}/not.y4m: not a YUV4MPEG2 file (expected the header `YUV4MPEG2 W.. H.. ...`)");
+    add("Y4M of 60000x60000 frames", &mien, os(&[&"run", &"--plan", &plan, &"--source", &d("huge.y4m"), &"--json"]), 1,
+        "mien: {dir}/huge.y4m: 60000x60000 frames are more than the 50 megapixels mien decodes");
     add("raw video without its size", &mien, os(&[&"run", &"--plan", &plan, &"--source", &d("cut.y4m"), &"--raw-format", &"YUYV"]), 1,
         "mien: --raw-format and --raw-size go together (raw video has no header to say them)");
     add("camera node that is no V4L2 device", &mien, os(&[&"run", &"--plan", &plan, &"--source", &"/dev/null"]), 1,

@@ -186,6 +186,16 @@ pub struct FrameLayout {
 /// A frame buffer that does not fit its layout.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum PixelError {
+    /// The layout has no pixels (a width or height of 0).
+    #[error("{format} frame {width}x{height}: no pixels")]
+    Empty {
+        /// Pixel format.
+        format: PixelFormat,
+        /// Width in pixels.
+        width: u32,
+        /// Height in pixels.
+        height: u32,
+    },
     /// The row stride is smaller than a row of pixels.
     #[error("{format} frame of width {width}: stride {stride} is below the {minimum} bytes a row needs")]
     StrideTooSmall {
@@ -260,6 +270,10 @@ impl FrameLayout {
 
     /// Checks that `buffer_len` bytes hold a frame with this layout.
     pub fn check(&self, buffer_len: usize) -> Result<(), PixelError> {
+        // A driver that reports no pixels (found by fuzzing: converters divide rows by the width).
+        if self.width == 0 || self.height == 0 {
+            return Err(PixelError::Empty { format: self.format, width: self.width, height: self.height });
+        }
         let minimum = self.width as usize * self.format.bytes_per_pixel();
         if (self.stride as usize) < minimum {
             return Err(PixelError::StrideTooSmall {

@@ -17,6 +17,17 @@ fn file_error(path: &Path, message: impl Into<String>) -> SourceError {
     SourceError::File { path: path.to_path_buf(), message: message.into() }
 }
 
+/// Frames above mien's pixel limit are refused before a buffer is allocated for them.
+fn check_pixels(path: &Path, width: u32, height: u32) -> Result<(), SourceError> {
+    if u64::from(width) * u64::from(height) > mien_image::MAX_PIXELS {
+        return Err(file_error(
+            path,
+            format!("{width}x{height} frames are more than the {} megapixels mien decodes", mien_image::MAX_PIXELS / 1_000_000),
+        ));
+    }
+    Ok(())
+}
+
 /// Reads whole frames; `Ok(false)` at a clean end of file, an error for a frame cut short.
 fn read_frame(reader: &mut impl Read, buffer: &mut [u8], path: &Path, index: u64) -> Result<bool, SourceError> {
     let mut filled = 0;
@@ -101,8 +112,10 @@ impl Y4mSource {
     pub fn open(path: &Path) -> Result<Y4mSource, SourceError> {
         let file = File::open(path).map_err(|e| file_error(path, e.to_string()))?;
         let mut reader = BufReader::new(file);
+        // The header line is short; a file without a newline near its start is not Y4M (and is not read
+        // whole into memory to find out).
         let mut header = Vec::new();
-        reader.read_until(b'\n', &mut header).map_err(|e| file_error(path, e.to_string()))?;
+        (&mut reader).take(4096).read_until(b'\n', &mut header).map_err(|e| file_error(path, e.to_string()))?;
         let header = String::from_utf8_lossy(&header);
         let mut fields = header.trim_end().split(' ');
         if fields.next() != Some("YUV4MPEG2") {
@@ -111,7 +124,8 @@ impl Y4mSource {
         let (mut width, mut height, mut fps, mut format, mut range) =
             (0u32, 0u32, (25u32, 1u32), PixelFormat::Yu12, YuvRange::Limited);
         for field in fields.filter(|f| !f.is_empty()) {
-            let (tag, value) = field.split_at(1);
+            // The tag is the first character, whatever its width (found by fuzzing: a multi-byte one).
+            let (tag, value) = field.split_at(field.chars().next().map_or(0, char::len_utf8));
             let bad = |what: &str| file_error(path, format!("header field `{field}`: expected {what}"));
             match tag {
                 "W" => width = value.parse().map_err(|_| bad("a width"))?,
@@ -137,6 +151,8 @@ impl Y4mSource {
         if width == 0 || height == 0 || fps.0 == 0 || fps.1 == 0 {
             return Err(file_error(path, "header lacks a width (W), height (H) or a non-zero frame rate (F)"));
         }
+        check_pixels(path, width, height)?;
+        check_pixels(path, width, height)?;
         let layout = FrameLayout::packed(format, width, height);
         layout.check(usize::MAX).map_err(|e| file_error(path, e.to_string()))?;
         let encoding = YuvEncoding { range, ..YuvEncoding::default() };
@@ -192,6 +208,7 @@ impl RawVideoSource {
         if format.is_compressed() {
             return Err(file_error(path, format!("raw video cannot be {format}; expected an uncompressed format")));
         }
+        check_pixels(path, width, height)?;
         let layout = FrameLayout::packed(format, width, height);
         layout.check(usize::MAX).map_err(|e| file_error(path, e.to_string()))?;
         let file = File::open(path).map_err(|e| file_error(path, e.to_string()))?;
