@@ -246,3 +246,22 @@ fn a_corrupt_frame_in_motion_jpeg_is_skipped_and_counted() {
     let err = MjpegFileSource::open(&path, 10.0).unwrap_err().to_string();
     assert!(err.contains("not Motion JPEG"), "{err}");
 }
+
+/// Found by fuzzing: a Y4M header field starting with a multi-byte character panicked (a split inside
+/// the character); a header without a newline was read whole.
+#[test]
+fn y4m_headers_nobody_planned_for_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    // (file, contents, whether opening must fail): an unknown field is ignored, as the format says.
+    let cases: [(&str, &[u8], bool); 3] = [
+        ("multibyte.y4m", "YUV4MPEG2 W16 H8 \u{b4}\u{b4}\u{b4}\nFRAME\n".as_bytes(), false),
+        ("no-newline.y4m", &[b'Y'; 10_000], true),
+        ("huge.y4m", b"YUV4MPEG2 W60000 H60000 F10:1\nFRAME\n", true),
+    ];
+    for (name, bytes, must_fail) in cases {
+        let path = dir.path().join(name);
+        std::fs::write(&path, bytes).unwrap();
+        let opened = std::panic::catch_unwind(|| Y4mSource::open(&path).is_err());
+        assert_eq!(opened.ok(), Some(must_fail), "{name}: a panic, or the wrong outcome");
+    }
+}

@@ -234,3 +234,16 @@ fn frames_encoded_from_rgb_convert_back() {
         assert!(max_abs_diff(&back, &picture) <= 2, "{format}: {:?}", back.as_raw());
     }
 }
+
+/// Found by fuzzing: a layout without pixels reached the converters, which chunk rows by the width.
+#[test]
+fn layouts_without_pixels_are_errors() {
+    for format in [PixelFormat::Yuyv, PixelFormat::Uyvy, PixelFormat::Rgb24, PixelFormat::Nv12, PixelFormat::Mjpeg] {
+        for (width, height) in [(0, 8), (8, 0), (0, 0)] {
+            let layout = FrameLayout { format, width, height, stride: 0 };
+            let mut out = RgbImage::new(0, 0);
+            let err = to_rgb(&layout, YuvEncoding::default(), &[0u8; 64], &mut out).unwrap_err();
+            assert_eq!(err, PixelError::Empty { format, width, height });
+        }
+    }
+}
