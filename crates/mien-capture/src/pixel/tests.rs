@@ -247,3 +247,37 @@ fn layouts_without_pixels_are_errors() {
         }
     }
 }
+
+proptest::proptest! {
+    // No regression files in the source tree: a failure prints its inputs, which go into a test here.
+    #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, failure_persistence: None, ..Default::default() })]
+
+    /// The fast paths against the scalar reference on random layouts: any format, even widths up to 96,
+    /// heights up to 20, strides padded by up to 40 bytes, any encoding, random bytes.
+    #[test]
+    fn fast_paths_match_scalar_on_random_layouts(
+        format_index in 0usize..7,
+        half_width in 1u32..48,
+        rows in 1u32..10,
+        padding in 0u32..40,
+        seed in proptest::prelude::any::<u64>(),
+        encoding_index in 0usize..4,
+    ) {
+        let formats: Vec<PixelFormat> = PixelFormat::ALL.into_iter().filter(|f| !f.is_compressed()).collect();
+        let format = formats[format_index % formats.len()];
+        let width = half_width * 2;
+        let height = if matches!(format, PixelFormat::Nv12 | PixelFormat::Yu12) { rows * 2 } else { rows };
+        let layout = FrameLayout { format, width, height, stride: width * format.bytes_per_pixel() as u32 + padding };
+        let encoding = if format.is_yuv() { ENCODINGS[encoding_index] } else { ENCODINGS[0] };
+        let mut src = noise(layout.required_len(), seed);
+        // Limited range: legal values only (see fast_paths_match_scalar_reference).
+        if format.is_yuv() && encoding.range == YuvRange::Limited {
+            src.iter_mut().for_each(|v| *v = 16 + (*v as u16 * 219 / 255) as u8);
+        }
+        let reference = scalar::to_rgb(&layout, encoding, &src).unwrap();
+        let mut fast = RgbImage::new(1, 1);
+        to_rgb(&layout, encoding, &src, &mut fast).unwrap();
+        let allowed = if format.is_yuv() { 3 } else { 0 };
+        proptest::prop_assert!(max_abs_diff(&reference, &fast) <= allowed, "{format} {width}x{height} stride {} {encoding:?}", layout.stride);
+    }
+}

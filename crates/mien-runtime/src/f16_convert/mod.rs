@@ -108,4 +108,27 @@ mod tests {
         f16_to_f32(&half, &mut wide);
         assert!(wide.iter().all(|v| v.is_nan()));
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, failure_persistence: None, ..Default::default() })]
+
+        /// The dispatched conversions (NEON on aarch64) against the scalar reference, bit for bit, on random
+        /// lengths and any f32 bit pattern (NaNs compared as NaNs).
+        #[test]
+        fn dispatch_matches_scalar_on_random_values(bits in proptest::collection::vec(proptest::prelude::any::<u32>(), 0..100)) {
+            let src: Vec<f32> = bits.iter().map(|b| f32::from_bits(*b)).collect();
+            let (mut ours, mut reference) = (vec![f16::ZERO; src.len()], vec![f16::ZERO; src.len()]);
+            f32_to_f16(&src, &mut ours);
+            scalar::f32_to_f16(&src, &mut reference);
+            for (o, r) in ours.iter().zip(&reference) {
+                proptest::prop_assert!(o.to_bits() == r.to_bits() || (o.is_nan() && r.is_nan()), "{o:?} vs {r:?}");
+            }
+            let (mut wide, mut wide_reference) = (vec![0f32; src.len()], vec![0f32; src.len()]);
+            f16_to_f32(&reference, &mut wide);
+            scalar::f16_to_f32(&reference, &mut wide_reference);
+            for (w, r) in wide.iter().zip(&wide_reference) {
+                proptest::prop_assert!(w.to_bits() == r.to_bits() || (w.is_nan() && r.is_nan()), "{w} vs {r}");
+            }
+        }
+    }
 }

@@ -200,6 +200,24 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, failure_persistence: None, ..Default::default() })]
+
+        /// The SIMD kernel against its scalar twin on random rows: lengths 1 to 299 (bodies and tails),
+        /// logits from -80 to 80 (underflowing exponentials included).
+        #[test]
+        fn simd_kernel_matches_scalar_on_random_rows(row in proptest::collection::vec(-80f32..80f32, 1..300)) {
+            if let Some(kernel) = kernel() {
+                let (mut simd, mut reference) = (row.clone(), row.clone());
+                kernel(&mut simd);
+                scalar::softmax_row(&mut reference);
+                for (s, r) in simd.iter().zip(&reference) {
+                    proptest::prop_assert!((s - r).abs() <= 1e-6 * r.abs() + 1e-30, "{s} vs {r} (row of {})", row.len());
+                }
+            }
+        }
+    }
+
     #[test]
     fn replaces_tracts_softmax_and_agrees_with_it() -> TractResult<()> {
         for (shape, threads) in [([1usize, 6, 197, 197], 1usize), ([1, 3, 5, 257], 2), ([2, 1, 4, 13], 2)] {
