@@ -51,6 +51,7 @@ profile_dir=$([ "$profile" = dev ] && echo debug || echo "$profile")
 out=target/debian
 mkdir -p "$out"
 built=()
+assets=target/debian-assets assets_made=0
 for arch in "${targets[@]}"; do
   triple=$(triple_of "$arch")
   # amd64 builds go to target/<profile> (the host's own), ARM ones to target/<triple>/<profile>.
@@ -62,14 +63,17 @@ for arch in "${targets[@]}"; do
     cargo build --locked --profile "$profile" -p mien "${target_args[@]}"
   fi
   [ -x "$bin_dir/mien" ] || { echo "tools/package.sh: $bin_dir/mien does not exist (build it, or drop --no-build)" >&2; exit 1; }
-  # The same pages and completions for every architecture: from the clap definitions of this build.
-  assets=target/debian-assets
-  rm -rf "$assets.partial" && mkdir -p "$assets.partial/man" "$assets.partial/completions"
-  run_for "$arch" "$bin_dir/mien" man "$assets.partial/man"
-  run_for "$arch" "$bin_dir/mien" completions bash >"$assets.partial/completions/mien"
-  run_for "$arch" "$bin_dir/mien" completions zsh >"$assets.partial/completions/_mien"
-  run_for "$arch" "$bin_dir/mien" completions fish >"$assets.partial/completions/mien.fish"
-  rm -rf "$assets" && mv "$assets.partial" "$assets"
+  # The same pages and completions for every architecture: made once, from the first build's clap
+  # definitions (mien-convert's page goes into a folder of its own below).
+  if [ "$assets_made" -eq 0 ]; then
+    rm -rf "$assets.partial" && mkdir -p "$assets.partial/man" "$assets.partial/completions"
+    run_for "$arch" "$bin_dir/mien" man "$assets.partial/man"
+    run_for "$arch" "$bin_dir/mien" completions bash >"$assets.partial/completions/mien"
+    run_for "$arch" "$bin_dir/mien" completions zsh >"$assets.partial/completions/_mien"
+    run_for "$arch" "$bin_dir/mien" completions fish >"$assets.partial/completions/mien.fish"
+    rm -rf "$assets" && mv "$assets.partial" "$assets"
+    assets_made=1
+  fi
   echo "== packaging mien for $arch" >&2
   deb=$(cargo deb --locked --no-build --strip -p mien --profile "$profile" "${target_args[@]}" "${fast[@]}" --output "$out" 2>&1 | tee /dev/stderr | tail -1)
   [ -f "$deb" ] || { echo "tools/package.sh: cargo deb wrote no package for $arch" >&2; exit 1; }
@@ -77,7 +81,7 @@ for arch in "${targets[@]}"; do
   if [ "$convert" -eq 1 ] && [ "$arch" != armhf ]; then
     if [ "$build" -eq 1 ]; then cargo build --locked --profile "$profile" -p mien-convert "${target_args[@]}"; fi
     if [ -x "$bin_dir/mien-convert" ]; then
-      run_for "$arch" "$bin_dir/mien-convert" --man-page "$assets/man"
+      [ -f "$assets/convert-man/mien-convert.1" ] || run_for "$arch" "$bin_dir/mien-convert" --man-page "$assets/convert-man"
       echo "== packaging mien-convert for $arch" >&2
       deb=$(cargo deb --locked --no-build --strip -p mien-convert --profile "$profile" "${target_args[@]}" "${fast[@]}" --output "$out" 2>&1 | tee /dev/stderr | tail -1)
       [ -f "$deb" ] || { echo "tools/package.sh: cargo deb wrote no mien-convert package for $arch" >&2; exit 1; }

@@ -13,7 +13,6 @@ use crate::common;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 fn binary(name: &str) -> Option<PathBuf> {
     // target/debug/deps/suite-HASH → target/debug/NAME
@@ -25,9 +24,6 @@ fn binary(name: &str) -> Option<PathBuf> {
     }
 }
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
 
 /// One row of the matrix.
 struct Case {
@@ -48,7 +44,7 @@ fn os(items: &[&dyn AsRef<std::ffi::OsStr>]) -> Vec<OsString> {
 }
 
 fn run(case: &Case) -> Output {
-    let mut command = if case.as_nobody && is_root() {
+    let mut command = if case.as_nobody && common::is_root() {
         let mut c = Command::new("setpriv");
         c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"]).arg(&case.program);
         c
@@ -353,7 +349,7 @@ fn bad_inputs_matrix() {
     // A full and a read-only destination: small tmpfs mounts (root only).
     let _full;
     let _read_only;
-    if is_root() {
+    if common::is_root() {
         _full = Tmpfs::mount(&d("full"), "48k", false).expect("mount a tmpfs (as root)");
         _read_only = Tmpfs::mount(&d("read-only"), "1m", true).expect("mount a read-only tmpfs (as root)");
         convert_case("destination on a full file system", os(&[&onnx, &"-o", &d("full/plan.mien")]),
@@ -461,5 +457,4 @@ fn interrupted_conversions_leave_the_old_plan_or_none() {
     assert_eq!(std::fs::read(&destination).unwrap(), new);
     let leftovers = staging_areas(work.path());
     assert!(leftovers.is_empty(), "staging areas of killed writers were not removed: {leftovers:?}");
-    std::thread::sleep(Duration::ZERO);
 }

@@ -105,3 +105,17 @@ pub fn detector_plan() -> PathBuf {
 pub fn committed_photo(name: &str) -> PathBuf {
     root().join("tests/data/photos").join(name)
 }
+
+/// Whether `program` is on PATH.
+pub fn on_path(program: &str) -> bool {
+    std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// Whether the tests run as root (mounts, debootstrap, permission checks as another user).
+pub fn is_root() -> bool {
+    std::process::Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}

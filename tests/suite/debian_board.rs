@@ -23,13 +23,7 @@ use crate::vm_vivid::step;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn on_path(program: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().is_ok_and(|o| o.status.success())
-}
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
 
 /// The newest package for ARCH in target/debian/, or the one $VAR names.
 fn package(arch: &str, var: &str) -> Option<PathBuf> {
@@ -48,11 +42,11 @@ fn package(arch: &str, var: &str) -> Option<PathBuf> {
 
 fn prerequisites(test: &str, arch: &str, var: &str, tools: &[&str]) -> Option<PathBuf> {
     for tool in tools {
-        if !on_path(tool) {
+        if !common::on_path(tool) {
             return common::missing(test, &format!("`{tool}` is not installed (.ci/run installs it)"));
         }
     }
-    if !is_root() {
+    if !common::is_root() {
         return common::missing(test, "building the Debian root needs root (debootstrap)");
     }
     match package(arch, var) {

@@ -29,17 +29,14 @@ fn missing<T>(what: &str) -> Option<T> {
     common::missing("vm_vivid", what)
 }
 
-fn on_path(program: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {program}")).output().map(|o| o.status.success()).unwrap_or(false)
-}
 
 fn prerequisites() -> Option<PathBuf> {
     for tool in ["qemu-system-aarch64", "cpio", "aarch64-linux-gnu-readelf", "apt-get", "dpkg"] {
-        if !on_path(tool) {
+        if !common::on_path(tool) {
             return missing(&format!("`{tool}` is not installed (apt-get install qemu-system-arm cpio kmod binutils-aarch64-linux-gnu)"));
         }
     }
-    if !on_path("depmod") && !Path::new("/sbin/depmod").exists() {
+    if !common::on_path("depmod") && !Path::new("/sbin/depmod").exists() {
         return missing("`depmod` is not installed (apt-get install kmod)");
     }
     let binary = std::env::var_os("MIEN_VM_BINARY")

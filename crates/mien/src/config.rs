@@ -278,8 +278,7 @@ impl std::fmt::Display for Origin {
 }
 
 /// The environment variables `mien run` reads settings from, by argument id.
-const ENVIRONMENT: &[(&str, &str)] =
-    &[("plan", "MIEN_PLAN"), ("detector", "MIEN_DETECTOR"), ("api_token", "MIEN_API_TOKEN"), ("config", "MIEN_CONFIG")];
+const ENVIRONMENT: &[(&str, &str)] = &[("plan", "MIEN_PLAN"), ("detector", "MIEN_DETECTOR"), ("api_token", "MIEN_API_TOKEN")];
 
 /// `mien run`'s settings after merging the config file under the command line.
 pub struct Merged {
@@ -300,12 +299,13 @@ fn config_path(cli: &ArgMatches) -> Option<PathBuf> {
     (std::env::var_os("INVOCATION_ID").is_some() && system.is_file()).then(|| system.to_path_buf())
 }
 
-fn given_outside_file(cli: &ArgMatches, key: &Key) -> bool {
-    let given = |id: &str| {
-        cli.try_contains_id(id).unwrap_or(false)
-            && matches!(cli.value_source(id), Some(ValueSource::CommandLine | ValueSource::EnvVariable))
-    };
-    given(key.id) || (key.kind == Kind::Tracking && given("no_track"))
+/// Whether the command line or the environment set `key` (for `track`, either of its two flags).
+fn outside_source(cli: &ArgMatches, key: &Key) -> Option<ValueSource> {
+    let ids: &[&str] = if key.kind == Kind::Tracking { &["track", "no_track"] } else { std::slice::from_ref(&key.id) };
+    ids.iter()
+        .filter(|id| cli.try_contains_id(id).unwrap_or(false))
+        .filter_map(|id| cli.value_source(id))
+        .find(|s| matches!(s, ValueSource::CommandLine | ValueSource::EnvVariable))
 }
 
 /// Parses `mien run`'s arguments (`run_args`, after the subcommand) merged with its config file.
@@ -322,7 +322,7 @@ pub fn merge(run_command: &clap::Command, run_args: &[OsString]) -> Result<Merge
     };
     tracing::info!("settings from {}", file.display());
     let settings: Vec<FileSetting> =
-        read_file(&file)?.into_iter().filter(|s| !given_outside_file(&cli, s.key)).collect();
+        read_file(&file)?.into_iter().filter(|s| outside_source(&cli, s.key).is_none()).collect();
     let mut args: Vec<OsString> = settings.iter().flat_map(|s| s.args.iter().cloned()).collect();
     args.extend(run_args.iter().cloned());
     let matches = match parse(&args) {
@@ -362,13 +362,7 @@ fn origins(
 ) -> BTreeMap<&'static str, Origin> {
     let mut origins = BTreeMap::new();
     for key in KEYS {
-        let source = |m: &ArgMatches, id: &str| m.try_contains_id(id).ok().and(m.value_source(id));
-        let from_cli = [key.id, "no_track"]
-            .into_iter()
-            .filter(|id| *id == key.id || key.kind == Kind::Tracking)
-            .filter_map(|id| source(cli, id))
-            .find(|s| *s != ValueSource::DefaultValue);
-        let origin = match from_cli {
+        let origin = match outside_source(cli, key) {
             Some(ValueSource::CommandLine) => Origin::CommandLine,
             Some(ValueSource::EnvVariable) => {
                 Origin::Environment(ENVIRONMENT.iter().find(|(id, _)| *id == key.id).map_or("?", |(_, var)| var))

@@ -25,6 +25,16 @@ struct Progress {
 }
 
 impl Progress {
+    fn new() -> Progress {
+        Progress {
+            started: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            frames: AtomicU64::new(0),
+            camera_retrying: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+        }
+    }
+
     fn touch(&self) {
         self.last_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
     }
@@ -43,13 +53,7 @@ impl ServiceNotifier {
     /// whichever is longer.
     pub fn from_environment(slowest_frame: Duration) -> Option<ServiceNotifier> {
         std::env::var_os("NOTIFY_SOCKET")?;
-        let progress = Arc::new(Progress {
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            frames: AtomicU64::new(0),
-            camera_retrying: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-        });
+        let progress = Arc::new(Progress::new());
         let mut usec = 0;
         let watchdog = sd_notify::watchdog_enabled(false, &mut usec).then(|| {
             let period = Duration::from_micros(usec);
@@ -160,13 +164,7 @@ mod tests {
         let path = dir.path().join("notify.sock");
         let socket = UnixDatagram::bind(&path).unwrap();
         socket.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
-        let progress = Arc::new(Progress {
-            started: Instant::now(),
-            last_ms: AtomicU64::new(0),
-            frames: AtomicU64::new(0),
-            camera_retrying: AtomicBool::new(false),
-            stop: AtomicBool::new(false),
-        });
+        let progress = Arc::new(Progress::new());
         // NOTIFY_SOCKET is read per call; the test process has no other user of it.
         std::env::set_var("NOTIFY_SOCKET", &path);
         let pinger = {
