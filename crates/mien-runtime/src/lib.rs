@@ -330,6 +330,14 @@ impl Model {
         self.threads
     }
 
+    /// Runs later inferences on `threads` threads (0: all cores). Only the thread pool changes: the
+    /// optimized graph does not depend on the thread count, so trying several counts needs one load.
+    pub fn set_threads(&mut self, threads: usize) {
+        let threads = RuntimeOptions { threads, ..Default::default() }.effective_threads();
+        self.executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
+        self.threads = threads;
+    }
+
     /// How long loading took.
     pub fn timings(&self) -> LoadTimings {
         self.timings
@@ -450,6 +458,11 @@ impl Classifier {
             return Err(RuntimeError::NotAClassifier { path: plan.path().display().to_string() });
         }
         Ok(Classifier { model: Model::from_plan(plan, opened, options)? })
+    }
+
+    /// Runs later inferences on `threads` threads (0: all cores); see [`Model::set_threads`].
+    pub fn set_threads(&mut self, threads: usize) {
+        self.model.set_threads(threads);
     }
 
     /// Class labels in output order.

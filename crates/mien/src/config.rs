@@ -467,18 +467,22 @@ pub struct ShowArgs {
     run_flags: Vec<OsString>,
 }
 
+/// Checks a settings file as `mien run` would read it, without opening its plans; returns how many
+/// settings it holds.
+pub fn check_file(run_command: &clap::Command, file: &Path) -> Result<usize> {
+    let mut run_args = vec![OsString::from("--config"), file.as_os_str().to_os_string()];
+    // The default plan search must not decide whether a file is valid.
+    run_args.extend(["--plan", "-", "--detector", "-"].map(OsString::from));
+    let merged = merge(run_command, &run_args)?;
+    crate::live::LiveArgs::from_arg_matches(&merged.matches).map_err(|e| anyhow::anyhow!("{}", clap_message(&e)))?;
+    Ok(merged.origins.values().filter(|o| matches!(o, Origin::File(_))).count())
+}
+
 /// Runs `mien config`.
 pub fn run(command: ConfigCommand, run_command: &clap::Command) -> Result<ExitCode> {
     match command {
         ConfigCommand::Check(args) => {
-            let mut run_args = vec![OsString::from("--config"), args.file.clone().into_os_string()];
-            // The default plan search must not decide whether a file is valid.
-            run_args.extend(["--plan", "-", "--detector", "-"].map(OsString::from));
-            let checked = merge(run_command, &run_args).and_then(|merged| {
-                crate::live::LiveArgs::from_arg_matches(&merged.matches).map_err(|e| anyhow::anyhow!("{}", clap_message(&e)))?;
-                Ok(merged.origins.values().filter(|o| matches!(o, Origin::File(_))).count())
-            });
-            match (checked, args.json) {
+            match (check_file(run_command, &args.file), args.json) {
                 (Ok(count), false) => println!("{}: ok ({count} settings)", args.file.display()),
                 (Ok(count), true) => {
                     println!("{}", serde_json::json!({"file": args.file, "ok": true, "settings": count}))

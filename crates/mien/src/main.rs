@@ -11,6 +11,7 @@ mod eval;
 mod info;
 mod live;
 mod service;
+mod tune;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -69,6 +70,9 @@ enum Command {
     Info(info::InfoArgs),
     /// Measure load time, inference latency and peak memory of a plan.
     Bench(bench::BenchArgs),
+    /// Find the fastest of a model's plans, paths and thread counts on this device, and write it into
+    /// mien.toml (--write-config).
+    Tune(tune::TuneArgs),
     /// Accuracy of a plan on DIR/<label>/* images, or its drift against another plan (--against).
     Eval(eval::EvalArgs),
     /// List V4L2 cameras with their formats, frame sizes and frame rates.
@@ -257,6 +261,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Bench(args) => bench::run(args),
         Command::Eval(args) => eval::run(args),
+        Command::Tune(args) => tune::run(args, &run_command()),
         #[cfg(target_os = "linux")]
         Command::Devices(args) => devices::run(args),
         #[cfg(target_os = "linux")]

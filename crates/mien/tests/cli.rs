@@ -568,3 +568,93 @@ fn the_shipped_config_checks_and_completions_and_man_pages_generate() {
     let run_page = std::fs::read_to_string(dir.path().join("mien-run.1")).unwrap();
     assert!(run_page.contains("min\\-face"), "mien-run.1 lacks --min-face");
 }
+
+#[test]
+fn tune_times_every_path_and_writes_the_choice_into_the_config() {
+    let models = root().join("models/tiny-vit");
+    let plans = ["tiny-vit.mien", "tiny-vit-int8.mien", "tiny-vit-f16.mien"].map(|p| models.join(p));
+    let dir = tempfile::tempdir().unwrap();
+    // The shipped settings file, with its comments: tune changes [models] and nothing else.
+    let shipped = std::fs::read_to_string(root().join("crates/mien/debian/mien.toml")).unwrap();
+    let config = dir.path().join("mien.toml");
+    std::fs::write(&config, &shipped).unwrap();
+    let mut args = vec![os("tune")];
+    args.extend(plans.iter().map(|p| p.as_os_str()));
+    args.extend([os("--max-threads"), os("2"), os("--runs"), os("2"), os("--json"), os("--write-config"), config.as_os_str()]);
+    let out = mien(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["schema"], "mien.tune/1");
+    assert_eq!(report["threads_tried"], serde_json::json!([1, 2]));
+    let timings = report["timings"].as_array().unwrap();
+    let paths = |plan: &str| -> Vec<String> {
+        let mut paths: Vec<String> = timings
+            .iter()
+            .filter(|t| t["plan"].as_str().unwrap().ends_with(plan) && t["threads"] == 1)
+            .map(|t| t["int8_path"].as_str().or(t["f16_path"].as_str()).unwrap_or("-").to_string())
+            .collect();
+        paths.sort();
+        paths
+    };
+    assert_eq!(paths("tiny-vit.mien"), ["-"]);
+    assert_eq!(paths("tiny-vit-int8.mien"), ["dequantized", "integer"]);
+    // f16 arithmetic is tried only where the core has it (Cortex-A76, not A72 or x86-64).
+    let f16_skipped = report["skipped"].as_array().unwrap().iter().any(|s| s["path"] == "f16");
+    assert_eq!(paths("tiny-vit-f16.mien"), if f16_skipped { vec!["f32"] } else { vec!["f16", "f32"] });
+    match std::env::var("QEMU_CPU").as_deref() {
+        Ok("cortex-a76") => assert!(!f16_skipped, "the A76 has FP16 arithmetic"),
+        Ok("cortex-a72") => assert!(f16_skipped, "the A72 has no FP16 arithmetic"),
+        _ => {}
+    }
+    assert_eq!(timings.len(), 2 * (1 + 2 + paths("tiny-vit-f16.mien").len()));
+    for t in timings {
+        assert_eq!(t["runs"], 2);
+        let l = &t["latency_ms"];
+        assert!(l["min"].as_f64().unwrap() > 0.0 && l["min"].as_f64() <= l["p50"].as_f64() && l["p50"].as_f64() <= l["max"].as_f64(), "{t}");
+    }
+    // The choice is one of the timings, and no timing is more than 5 % faster with fewer threads.
+    let choice = &report["choice"];
+    let p50 = choice["latency_ms"]["p50"].as_f64().unwrap();
+    assert!(timings.iter().any(|t| t["latency_ms"]["p50"].as_f64() == Some(p50) && t["threads"] == choice["threads"]));
+    let fastest = timings.iter().map(|t| t["latency_ms"]["p50"].as_f64().unwrap()).fold(f64::INFINITY, f64::min);
+    assert!(p50 <= fastest * 1.05 + 1e-9, "choice {p50} ms, fastest {fastest} ms");
+
+    // The file: every comment kept, the choice in [models], and `mien run` reads it as chosen.
+    let written = std::fs::read_to_string(&config).unwrap();
+    for line in shipped.lines().filter(|l| l.starts_with('#')) {
+        assert!(written.contains(line), "lost the line {line:?}");
+    }
+    let out = mien(&[os("config"), os("show"), os("--json"), os("--"), os("--config"), config.as_os_str()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let rows: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).unwrap();
+    let row = |key: &str| rows.iter().find(|r| r["key"] == key).unwrap().clone();
+    assert_eq!(row("models.plan")["value"], choice["plan"]);
+    assert_eq!(row("models.plan")["origin"], config.display().to_string());
+    assert_eq!(row("models.threads")["value"], choice["threads"]);
+    let int8_path = row("models.int8_path");
+    match choice["int8_path"].as_str() {
+        Some(path) => assert_eq!(int8_path["value"], path),
+        None => assert_eq!(int8_path["origin"], "default"),
+    }
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(leftovers, [std::ffi::OsString::from("mien.toml")], "temporary files left behind");
+}
+
+#[test]
+fn tune_refuses_plans_of_different_models_and_bad_settings_files_before_timing() {
+    let tiny = plan();
+    let other = root().join("models/vit-s14-fer/vit-s14-fer-int8.mien");
+    let out = mien(&[os("tune"), tiny.as_os_str(), other.as_os_str()]);
+    let error = one_line_error(&out);
+    assert!(error.contains("vit-s14-fer-int8.mien: not the same model as") && error.contains("one model at a time"), "{error}");
+    let dir = tempfile::tempdir().unwrap();
+    let broken = dir.path().join("mien.toml");
+    std::fs::write(&broken, "[models\nthreads = 2\n").unwrap();
+    let out = mien(&[os("tune"), tiny.as_os_str(), os("--write-config"), broken.as_os_str()]);
+    let error = one_line_error(&out);
+    assert!(error.starts_with(&format!("mien: --write-config {}: ", broken.display())), "{error}");
+    assert_eq!(std::fs::read_to_string(&broken).unwrap(), "[models\nthreads = 2\n");
+    let nowhere = dir.path().join("no/such/folder/mien.toml");
+    let out = mien(&[os("tune"), tiny.as_os_str(), os("--write-config"), nowhere.as_os_str()]);
+    assert!(one_line_error(&out).ends_with("does not exist"));
+}
