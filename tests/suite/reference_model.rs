@@ -182,7 +182,7 @@ fn committed_int8_plan_tracks_the_float_model_on_public_test() {
     let int8 = Classifier::load(&int8_plan, &RuntimeOptions::default()).unwrap();
     assert_eq!(
         int8.manifest().model.source_sha256, report.manifest.model.source_sha256,
-        "the committed int8 plan was made from another ONNX: reconvert it from the committed head (README, int8 plans)"
+        "the committed int8 plan was made from another ONNX: reconvert it from the committed head (docs/CONVERTING.md, int8 plans)"
     );
     let float = Classifier::load(f32_plan, &RuntimeOptions::default()).unwrap();
     let mut dataset = mien_eval::scan(public_test, float.labels(), &mien_eval::LabelMap::default()).unwrap();
@@ -208,7 +208,7 @@ fn committed_int8_plan_tracks_the_float_model_on_public_test() {
     assert!(acc_f32 - acc_int8 <= 0.02, "accuracy drop {:.2} points", (acc_f32 - acc_int8) * 100.0);
 }
 
-/// The bound on how far an int8 plan's outputs move between CPUs (README, int8 plans), on a public_test
+/// The bound on how far an int8 plan's outputs move between CPUs (docs/CONVERTING.md, int8 plans), on a public_test
 /// sample: the integer path (this CPU's integer kernels) against the dequantized one (the same int8
 /// weights as f32 products), the two ends of what a CPU's kernels can make of the plan.
 #[test]

@@ -1,7 +1,7 @@
 //! Evaluation of plans on image folders: accuracy figures for one plan, drift figures between two.
 //!
 //! This is the drift engine the quantizer's gate uses. The JSON reports have stable, versioned schemas
-//! (`mien.eval/1`, `mien.eval.compare/1`), documented in the README.
+//! (`mien.eval/1`, `mien.eval.compare/1`), documented in docs/COMMANDS.md.
 
 mod dataset;
 mod metrics;

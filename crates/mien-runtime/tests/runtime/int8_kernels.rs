@@ -124,7 +124,7 @@ fn fused_int8_ops_are_in_use_and_bit_identical_to_tracts() {
 /// integer ones (and their summation order: AVX2, AVX-512, NEON), and requantizing turns a last-bit
 /// difference into a whole quantization step now and then. The integer path (the CPU's integer kernels)
 /// and the dequantized path (the same int8 weights as f32 products) are the two ends of that: the
-/// documented bound (README, int8 plans) is max |Δprobability| <= 0.08 between them, and the same top-1
+/// documented bound (docs/CONVERTING.md, int8 plans) is max |Δprobability| <= 0.08 between them, and the same top-1
 /// on these photos. Measured: 0.013-0.026 on an AVX-512 VNNI x86 CPU. Under emulation one photo (each
 /// inference of the 30 MB plan takes seconds there); not on armv7, whose int8 kernel choice the tiny
 /// plan's tests cover.
