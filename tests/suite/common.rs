@@ -85,6 +85,20 @@ pub fn cache_dir() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/mien"))
 }
 
+/// The Python with tools/requirements's onnx, onnxruntime, Pillow and numpy: `$MIEN_PYTHON` (what
+/// `.ci/run` sets), else `$MIEN_CACHE/venv/bin/python`, else `python3`.
+pub fn python() -> PathBuf {
+    if let Some(p) = std::env::var_os("MIEN_PYTHON") {
+        return PathBuf::from(p);
+    }
+    let venv = cache_dir().join("venv/bin/python");
+    if venv.is_file() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
 /// A face photo fetched by tools/fetch_test_photos.sh (single_face.jpg, multi_face.jpg);
 /// None (after saying why) when absent outside CI.
 pub fn photo(test: &str, name: &str) -> Option<PathBuf> {

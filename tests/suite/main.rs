@@ -7,6 +7,7 @@
 mod common;
 
 mod bad_inputs;
+mod bench_arm;
 
 mod committed_plan;
 mod convert_inputs;

@@ -18,12 +18,6 @@ use mien_runtime::{Classifier, RuntimeOptions};
 /// Images per class taken from public_test (the first N by name): 350 images in all.
 const PER_CLASS: usize = 50;
 
-fn cache() -> PathBuf {
-    std::env::var_os("MIEN_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache/mien"))
-}
-
 /// Why the shared preparation found something missing (each test then says it skips, and why).
 static SKIP_REASON: std::sync::OnceLock<String> = std::sync::OnceLock::new();
 
@@ -36,18 +30,6 @@ fn missing(what: &str) -> Option<()> {
     None
 }
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("MIEN_PYTHON") {
-        return PathBuf::from(p);
-    }
-    let venv = cache().join("venv/bin/python");
-    if venv.is_file() {
-        venv
-    } else {
-        PathBuf::from("python3")
-    }
-}
-
 fn python_ready(python: &Path) -> bool {
     Command::new(python)
         .args(["-c", "import onnx, onnxruntime, PIL, numpy"])
@@ -58,7 +40,7 @@ fn python_ready(python: &Path) -> bool {
 
 /// FER2013 extracted into the cache (never beside the read-only tar).
 fn public_test() -> Option<PathBuf> {
-    let dir = cache().join("fer2013");
+    let dir = common::cache_dir().join("fer2013");
     if dir.join("public_test/happy").is_dir() {
         return Some(dir.join("public_test"));
     }
@@ -66,7 +48,7 @@ fn public_test() -> Option<PathBuf> {
     if !tar_path.is_file() {
         missing(&format!("{} is missing", tar_path.display()))?;
     }
-    let staging = cache().join(format!("fer2013.tmp-{}", std::process::id()));
+    let staging = common::cache_dir().join(format!("fer2013.tmp-{}", std::process::id()));
     std::fs::create_dir_all(&staging).unwrap();
     tar::Archive::new(std::fs::File::open(&tar_path).unwrap()).unpack(&staging).unwrap();
     // Another test process may have won the race; either copy is complete.
@@ -77,7 +59,7 @@ fn public_test() -> Option<PathBuf> {
 }
 
 fn reference_onnx(python: &Path) -> PathBuf {
-    let dir = cache().join("vit-s14-fer/model");
+    let dir = common::cache_dir().join("vit-s14-fer/model");
     let head = root().join("models/vit-s14-fer/head.npz");
     let stamp = dir.join("head.sha");
     let head_bytes = std::fs::read(&head).unwrap();
@@ -91,7 +73,7 @@ fn reference_onnx(python: &Path) -> PathBuf {
         .arg(&head)
         .arg("-o")
         .arg(&dir)
-        .env("MIEN_CACHE", cache())
+        .env("MIEN_CACHE", common::cache_dir())
         .status()
         .expect("python runs");
     assert!(status.success(), "tools/build_vit_s14_fer.py --head failed");
@@ -114,7 +96,7 @@ fn reference(test: &str) -> Option<&'static Reference> {
     let found = REFERENCE
         .get_or_init(|| {
             let public_test = public_test()?;
-            let python = python();
+            let python = common::python();
             if !python_ready(&python) {
                 missing(&format!("{} lacks onnx/onnxruntime/Pillow/numpy", python.display()))?;
             }
