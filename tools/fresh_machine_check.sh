@@ -3,7 +3,7 @@
 # compiler: a fresh clone of this repository's HEAD, empty CARGO_TARGET_DIR and MIEN_CACHE, and a PATH
 # without the optional tools (qemu, cross compilers, Python, cpio, clang/libclang, apt, kmod), then
 #   cargo run -p mien -- run --source tests/data/photos
-#   cargo test --workspace
+#   cargo test --workspace --locked --no-fail-fast
 # Both must succeed; the tests whose tools are missing must be skipped with a one-line reason. Also checks
 # that no build or normal dependency of the workspace, for any target, is bindgen or clang-sys.
 #
@@ -45,9 +45,9 @@ echo "== cargo run -p mien -- run --source tests/data/photos"
 cat "$work/run.out"
 [ -s "$work/run.out" ] || { echo "FAIL: the quick-start run printed no results"; exit 1; }
 
-echo "== cargo test --workspace"
+echo "== cargo test --workspace --locked --no-fail-fast"
 # --nocapture only so that the tests' SKIPPED lines (stderr) reach the log.
-"${fresh_env[@]}" cargo test --workspace -- --nocapture >"$work/test.out" 2>&1 || {
+"${fresh_env[@]}" cargo test --workspace --locked --no-fail-fast -- --nocapture >"$work/test.out" 2>&1 || {
   echo "FAIL: cargo test --workspace failed:"; grep -E '^(test .* FAILED|failures:|---- )|panicked' "$work/test.out" | head -40; exit 1
 }
 grep -E '^test result: ' "$work/test.out" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed; ([0-9]+) ignored.*/\1 \2 \3/' |
