@@ -15,6 +15,10 @@ Examples:
   python tools/bench_vs_onnxruntime.py --onnx my/model.onnx --threads 4 --runs 30
   python tools/bench_vs_onnxruntime.py --rounds 7 --runs 10   # more alternations on a noisy machine
   python tools/bench_vs_onnxruntime.py --json               # machine-readable summary
+  python tools/bench_vs_onnxruntime.py --rounds 3 --update-docs docs/BENCHMARKS.md   # the docs' x86 table
+It names the CPU (model, AVX2 / AVX-512 / VNNI) and the kernels each side ran: mien's from `mien bench
+--json` (its own tile kernels or tract's, per matmul), onnxruntime's MLAS, which picks its kernels by
+CPUID at start-up (AVX-512F where present, else AVX2/FMA).
 Build first: cargo build --release -p mien -p mien-convert (or pass --mien / --mien-convert).
 """
 import argparse
@@ -57,6 +61,67 @@ def ort_child(onnx_path, threads, runs, warmup):
                       "peak_rss_mb": rss_mb, "threads": threads, "version": ort.__version__}))
 
 
+MARK_BEGIN, MARK_END = "<!-- bench_x86:begin -->", "<!-- bench_x86:end -->"
+
+
+def cpu_info():
+    """The CPU's model name and the vector extensions that decide both runtimes' kernels."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key.strip() == "model name" and model == "unknown CPU":
+                    model = value.strip()
+                elif key.strip() == "flags" and not flags:
+                    flags = set(value.split())
+    except OSError:
+        pass
+    wanted = [("avx2", "AVX2"), ("fma", "FMA"), ("avx512f", "AVX-512F"), ("avx512_vnni", "AVX-512 VNNI"),
+              ("avx_vnni", "AVX-VNNI")]
+    return {"model": model, "features": [name for flag, name in wanted if flag in flags],
+            "cores": os.cpu_count()}
+
+
+def ort_kernels(cpu):
+    return "MLAS " + ("AVX-512F" if "AVX-512F" in cpu["features"] else "AVX2/FMA" if "AVX2" in cpu["features"] else "SSE")
+
+
+def markdown(summary, command):
+    cpu, m, o = summary["cpu"], summary["mien"], summary["onnxruntime"]
+    rounds = ", ".join(f"{r['mien']:.0f}/{r['onnxruntime']:.0f}" for r in summary["round_p50_ms"])
+    kernels = ", ".join(f"{k} x{n}" for k, n in sorted(m.get("matmul_kernels", {}).items())) or "unknown"
+    return "\n".join([
+        f"Measured {summary['date']} with `{command}` on {cpu['model']} ({cpu['cores']} cores; "
+        f"{', '.join(cpu['features']) or 'no AVX2'}): {summary['model_name']}, {summary['threads']} threads, "
+        f"{summary['runs']} runs after {summary['warmup']} warm-up, median of {summary['rounds']} alternating rounds; "
+        f"mien {summary['mien_binary']}, onnxruntime {o['version']}.",
+        "",
+        "| | mien | onnxruntime | mien / onnxruntime |",
+        "| --- | ---: | ---: | ---: |",
+        f"| latency p50 | {m['latency_ms']['p50']:.1f} ms | {o['latency_ms']['p50']:.1f} ms | {summary['latency_ratio_p50']:.2f}x |",
+        f"| latency p90 | {m['latency_ms']['p90']:.1f} ms | {o['latency_ms']['p90']:.1f} ms | |",
+        f"| load + optimize | {m['load_ms'] + m['optimize_ms']:.0f} ms | {o['load_ms']:.0f} ms | |",
+        f"| peak RSS | {m['peak_rss_mb']:.0f} MB | {o['peak_rss_mb']:.0f} MB | {summary['rss_ratio']:.2f}x |",
+        f"| matmul kernels | {kernels} | {ort_kernels(cpu)} | |",
+        "",
+        f"Per-round p50 (mien/onnxruntime): {rounds} ms.",
+        "",
+    ])
+
+
+def update_docs(path, text):
+    with open(path) as f:
+        doc = f.read()
+    if MARK_BEGIN not in doc or MARK_END not in doc:
+        sys.exit(f"bench_vs_onnxruntime.py: --update-docs {path}: the markers {MARK_BEGIN} and {MARK_END} are missing")
+    head, rest = doc.split(MARK_BEGIN, 1)
+    _, tail = rest.split(MARK_END, 1)
+    with open(path + ".partial", "w") as f:
+        f.write(head + MARK_BEGIN + "\n" + text + MARK_END + tail)
+    os.rename(path + ".partial", path)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--onnx", help="ONNX model (default: seed architecture exported to $MIEN_CACHE/seed-random)")
@@ -67,7 +132,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=3, help="alternations of mien and onnxruntime (default 3)")
     ap.add_argument("--mien", default=os.path.join(ROOT, "target", "release", "mien"))
     ap.add_argument("--mien-convert", default=os.path.join(ROOT, "target", "release", "mien-convert"))
+    ap.add_argument("--torch-python", default=sys.executable,
+                    help="a Python with torch and transformers, to export the seed architecture (default: this one)")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--update-docs", metavar="FILE", help="replace FILE's part between the bench_x86 markers")
     ap.add_argument("--ort-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.ort_child:
@@ -79,7 +147,7 @@ def main():
         onnx_path = os.path.join(seed_dir, "model.onnx")
         if not os.path.exists(onnx_path):
             print(f"exporting the seed architecture to {seed_dir} ...", file=sys.stderr)
-            subprocess.run([sys.executable, os.path.join(ROOT, "tools", "export_hf.py"), "--random-config", "seed",
+            subprocess.run([args.torch_python, os.path.join(ROOT, "tools", "export_hf.py"), "--random-config", "seed",
                             "-o", seed_dir], check=True, stdout=subprocess.DEVNULL)
     plan = args.plan or os.path.splitext(onnx_path)[0] + ".mien"
     for tool in (args.mien, args.mien_convert):
@@ -124,8 +192,14 @@ def main():
     ort = combined([r["onnxruntime"] for r in rounds], ("load_ms",))
     ort["version"] = rounds[0]["onnxruntime"]["version"]
     ort["threads"] = args.threads
+    mien["matmul_kernels"] = rounds[0]["mien"].get("matmul_kernels", {})
+    cpu = cpu_info()
+    ort["kernels"] = ort_kernels(cpu)
     summary = {
-        "model": onnx_path, "threads": args.threads, "runs": args.runs, "rounds": args.rounds,
+        "date": time.strftime("%Y-%m-%d"), "cpu": cpu,
+        "model": onnx_path, "threads": args.threads, "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds,
+        "model_name": "seed architecture (ViT-B/16, 224x224, random weights), f32" if args.onnx is None else os.path.basename(onnx_path),
+        "mien_binary": os.path.relpath(args.mien, ROOT) if os.path.abspath(args.mien).startswith(ROOT) else args.mien,
         "mien": mien,
         "onnxruntime": ort,
         "latency_ratio_p50": mien["latency_ms"]["p50"] / ort["latency_ms"]["p50"],
@@ -133,10 +207,14 @@ def main():
         "round_p50_ms": [{"mien": r["mien"]["latency_ms"]["p50"], "onnxruntime": r["onnxruntime"]["latency_ms"]["p50"]}
                          for r in rounds],
     }
+    if args.update_docs:
+        update_docs(args.update_docs, markdown(summary, "python tools/bench_vs_onnxruntime.py " + " ".join(sys.argv[1:])))
     if args.json:
         print(json.dumps(summary, indent=1))
         return
     m, o = summary["mien"], ort
+    print(f"{cpu['model']} ({', '.join(cpu['features'])}); mien kernels: "
+          + ", ".join(f"{k} x{n}" for k, n in sorted(m["matmul_kernels"].items())) + f"; onnxruntime: {o['kernels']}")
     print(f"model {onnx_path}, {args.threads} threads, {args.runs} runs, median of {args.rounds} alternating rounds")
     print(f"{'':14}{'mien':>12}{'onnxruntime':>14}{'ratio':>8}")
     print(f"{'latency p50':14}{m['latency_ms']['p50']:>10.1f}ms{o['latency_ms']['p50']:>12.1f}ms"

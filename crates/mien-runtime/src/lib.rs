@@ -415,7 +415,8 @@ impl Model {
         counts
     }
 
-    /// Matrix-multiplication kernels tract chose on this CPU, with the number of matmuls using each.
+    /// Matrix-multiplication kernels on this CPU, with the number of products using each: tract's by name, and
+    /// mien's own tile kernel as `mien_avx2_fma_f32_tile (linear | batched product | attention)`.
     pub fn matmul_kernels(&self) -> BTreeMap<String, usize> {
         kernel_names(&self.optimized)
     }
@@ -498,6 +499,18 @@ fn kernel_names(model: &TypedModel) -> BTreeMap<String, usize> {
                 *kernels.entry(mmm.name().to_string()).or_insert(0) += 1;
             }
         }
+        // mien's own products run its tile kernel (linear::kernel; only AVX2+FMA has one so far).
+        let name = node.op.name();
+        let family = if name.starts_with("PackedLinear") {
+            "linear"
+        } else if name.starts_with("BatchedProduct") {
+            "batched product"
+        } else if name.starts_with("Attention(mien)") {
+            "attention"
+        } else {
+            continue;
+        };
+        *kernels.entry(format!("mien_avx2_fma_f32_tile ({family})")).or_insert(0) += 1;
     }
     kernels
 }
