@@ -135,10 +135,47 @@ def videos():
     write("video_file", "raw-yuyv", bytes([2]) + bytes(width * height * 2) * 2)
 
 
+def http_requests():
+    """Requests to every endpoint, with and without the token (mien_serve::fuzzing::TOKEN)."""
+    token = "fuzz-token"
+    for name, path, headers in [
+        ("page", "/", ""),
+        ("health", "/api/v1/health", ""),
+        ("latest-header", "/api/v1/latest", f"Authorization: Bearer {token}\r\n"),
+        ("latest-no-token", "/api/v1/latest", ""),
+        ("events-query", f"/api/v1/events?access_token={token}", "Accept: text/event-stream\r\n"),
+        ("preview", f"/api/v1/preview.jpg?access_token={token}", ""),
+        ("metrics", "/metrics", f"Authorization: Bearer {token}\r\n"),
+        ("cors", "/api/v1/latest", f"Origin: http://kiosk.local\r\nAuthorization: Bearer {token}\r\n"),
+        ("not-found", "/nothing/here?x=%zz", ""),
+    ]:
+        write("http_request", name, f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:8080\r\n{headers}\r\n".encode())
+    write("http_request", "two-requests", b"GET /api/v1/health HTTP/1.1\r\nHost: localhost\r\n\r\n" * 2)
+    write("http_request", "post-body", b"POST /api/v1/latest HTTP/1.1\r\nHost: localhost\r\nContent-Length: 5\r\n\r\nhello")
+    write("http_request", "foreign-host", b"GET / HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+
+
+def mqtt_messages():
+    """A broker URL, a device id, a prefix, then frames (see mien_fuzz::mqtt_messages)."""
+    def frame(faces, ended=0, clock=0, step=40):
+        header = bytes([(clock << 6) | (ended << 3) | len(faces)]) + struct.pack("<Hxxxxxx", step)
+        return header + b"".join(bytes([track, label]) + struct.pack("<f", score) for track, label, score in faces)
+    run = (frame([(1, 0, 0.9)]) + frame([(1, 1, 0.7), (2, 0, 0.5)]) + frame([], ended=2)
+           + frame([(3, 3, float("nan"))]))
+    write("mqtt_messages", "run", b"mqtts://user:secret@broker.local:8883\0Lobby 1\0mien\0" + run)
+    write("mqtt_messages", "plain", b"mqtt://broker\0kiosk\0home/mien\0" + frame([(7, 4, 1.0)]))
+    # A clock that jumps to the end of time and back (a camera's timestamps are not to be trusted).
+    def jump(value):
+        return bytes([(1 << 6) | 1, *struct.pack("<d", value), 5, 1, *struct.pack("<f", 0.5)])
+    write("mqtt_messages", "clock-jumps", b"mqtt://b\0k\0p\0" + jump(0.0) + jump(float("inf")) + jump(-1e308) + jump(1e308))
+
+
 if __name__ == "__main__":
     plans()
     images()
     camera_frames()
     videos()
+    http_requests()
+    mqtt_messages()
     for target in sorted(os.listdir(OUT)):
         print(target, len(os.listdir(os.path.join(OUT, target))), "seeds")

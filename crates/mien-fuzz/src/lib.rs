@@ -16,6 +16,8 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("image_decode", image_decode),
     ("camera_frame", camera_frame),
     ("video_file", video_file),
+    ("http_request", http_request),
+    ("mqtt_messages", mqtt_messages),
 ];
 
 /// A plan's `mien.json`: parsed, then checked for consistency (shapes, labels, files, detector section).
@@ -91,6 +93,102 @@ pub fn video_file(data: &[u8]) {
             Ok(SourceEvent::End) | Err(_) => break,
             Ok(_) => {}
         }
+    }
+}
+
+/// One client connection's bytes through the kiosk server's whole HTTP stack (hyper's parser with the
+/// server's limits, the host and token guard, every endpoint), served in memory by a server with a token,
+/// a preview and a published frame. Whatever the bytes, the answer is nothing or an HTTP/1.1 response,
+/// never a server error.
+pub fn http_request(data: &[u8]) {
+    static HARNESS: std::sync::OnceLock<mien_serve::fuzzing::Harness> = std::sync::OnceLock::new();
+    let response = HARNESS.get_or_init(mien_serve::fuzzing::Harness::new).exchange(data);
+    assert!(response.is_empty() || response.starts_with(b"HTTP/1.1 "), "not an HTTP response: {:?}", &response[..response.len().min(64)]);
+    assert!(!response.starts_with(b"HTTP/1.1 500"), "a server error");
+}
+
+/// What `mien run --mqtt` builds from untrusted text and from frames: the broker URL (from the command
+/// line or mien.toml), topic levels made MQTT-safe, Home Assistant's discovery configs, and the state and
+/// face events of a run of frames decoded from the bytes (labels, scores and timestamps of any value,
+/// more tracks than the track book holds). Every payload must serialize.
+pub fn mqtt_messages(data: &[u8]) {
+    use mien_mqtt::messages::{discovery, state, DeviceInfo, TrackBook};
+    let mut parts = data.splitn(4, |&b| b == 0);
+    let (url, id, prefix) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
+    let frames = parts.next().unwrap_or_default();
+    if let Ok(url) = String::from_utf8_lossy(url).parse::<mien_mqtt::BrokerUrl>() {
+        let shown = url.redacted();
+        if let Some(password) = url.password.as_deref().filter(|p| p.len() > 3) {
+            assert!(!shown.contains(&format!(":{password}@")), "the password shows in {shown}");
+        }
+    }
+    let id = mien_mqtt::mqtt_safe(&String::from_utf8_lossy(id));
+    assert!(!id.is_empty() && id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_'));
+    let prefix = String::from_utf8_lossy(prefix);
+    for (topic, payload) in discovery(&prefix, &prefix, &DeviceInfo { id, model: prefix.to_string() }) {
+        assert!(!topic.is_empty());
+        serde_json::to_string(&payload).expect("a discovery config serializes");
+    }
+
+    const LABELS: [&str; 5] = ["happy", "sad", "", "ü\"\\\n", "a/b+#"];
+    let mut book = TrackBook::default();
+    let mut events = Vec::new();
+    let mut timestamp_ms = 0.0;
+    // Per frame: a header byte (faces, ended tracks, how the clock moves) and 8 bytes of clock, then
+    // per face its track, label and 4 bytes of score.
+    let mut rest = frames;
+    for _ in 0..64 {
+        let Some((&header, after)) = rest.split_first() else { break };
+        let Some((clock, after)) = after.split_first_chunk::<8>() else { break };
+        timestamp_ms = match header >> 6 {
+            0 => timestamp_ms + f64::from(u16::from_le_bytes([clock[0], clock[1]])),
+            1 => f64::from_le_bytes(*clock),
+            _ => timestamp_ms,
+        };
+        rest = after;
+        let mut faces = Vec::new();
+        for _ in 0..(header & 7) {
+            let Some((face, after)) = rest.split_first_chunk::<6>() else { break };
+            rest = after;
+            let label = LABELS[usize::from(face[1]) % LABELS.len()].to_string();
+            let score = f32::from_le_bytes([face[2], face[3], face[4], face[5]]);
+            faces.push(mien_pipeline::FaceResult {
+                track: u64::from(face[0]),
+                rect: mien_image::Rect::new(0.0, 0.0, 1.0, 1.0),
+                crop: mien_image::PixelRect { x: 0, y: 0, width: 1, height: 1 },
+                detection_score: score,
+                probabilities: [(label.clone(), score)].into_iter().collect(),
+                frame_label: label.clone(),
+                frame_score: score,
+                label,
+                score,
+            });
+        }
+        let ended_tracks = (0..u64::from((header >> 3) & 7)).map(|i| u64::from(clock[(i % 8) as usize])).collect();
+        let frame = mien_pipeline::FrameResult {
+            schema: mien_pipeline::SCHEMA,
+            kind: "frame",
+            source: "fuzz".into(),
+            frame: 0,
+            timestamp_ms,
+            file: None,
+            width: 1,
+            height: 1,
+            faces,
+            ended_tracks,
+            dropped: 0,
+            timings: mien_pipeline::StageTimings::default(),
+        };
+        book.update(&frame, &mut events);
+        let (document, _key) = state(&frame);
+        serde_json::to_string(&document).expect("a state serializes");
+        for event in events.drain(..) {
+            serde_json::to_string(&event.to_json()).expect("an event serializes");
+        }
+    }
+    book.finish(&mut events);
+    for event in events.drain(..) {
+        serde_json::to_string(&event.to_json()).expect("an event serializes");
     }
 }
 

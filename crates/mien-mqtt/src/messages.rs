@@ -90,8 +90,16 @@ pub struct TrackBook {
     pub overflow: u64,
 }
 
+/// How long from one timestamp to another: zero if the clock went back (or is not a number), the
+/// longest duration if the difference is beyond it. Timestamps come from a camera's clock or a file's
+/// timeline, not from us: a jump must not stop the run.
 fn since(from_ms: f64, to_ms: f64) -> Duration {
-    Duration::from_secs_f64(((to_ms - from_ms) / 1000.0).max(0.0))
+    let seconds = (to_ms - from_ms) / 1000.0;
+    match Duration::try_from_secs_f64(seconds) {
+        Ok(duration) => duration,
+        Err(_) if seconds > 0.0 => Duration::MAX,
+        Err(_) => Duration::ZERO,
+    }
 }
 
 impl TrackBook {
@@ -219,6 +227,16 @@ mod tests {
             dropped: 0,
             timings: StageTimings::default(),
         }
+    }
+
+    #[test]
+    fn durations_survive_any_clock() {
+        assert_eq!(since(1000.0, 2500.0), Duration::from_millis(1500));
+        assert_eq!(since(2500.0, 1000.0), Duration::ZERO);
+        assert_eq!(since(0.0, f64::INFINITY), Duration::MAX);
+        assert_eq!(since(-1e308, 1e308), Duration::MAX);
+        assert_eq!(since(f64::NAN, 1.0), Duration::ZERO);
+        assert_eq!(since(f64::INFINITY, f64::INFINITY), Duration::ZERO);
     }
 
     #[test]

@@ -67,11 +67,7 @@ pub(crate) async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) 
     let graceful = GracefulShutdown::new();
     let mut shutdown = shared.shutdown.subscribe();
     let max_connections = shared.options.max_clients + EXTRA_CONNECTIONS;
-    let mut http = http1::Builder::new();
-    http.timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_REQUEST_HEAD)
-        .max_headers(MAX_HEADERS);
+    let http = connection_builder();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -93,12 +89,7 @@ pub(crate) async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) 
         let slot = ConnectionSlot(shared.clone());
         let _ = stream.set_nodelay(true);
         let guarded = StallGuard::new(stream, shared.options.write_timeout, shared.clone());
-        let router = router.clone();
-        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            request.extensions_mut().insert(ConnectInfo(peer));
-            router.clone().oneshot(request)
-        });
-        let connection = graceful.watch(http.serve_connection(TokioIo::new(guarded), service));
+        let connection = graceful.watch(http.serve_connection(TokioIo::new(guarded), service(&router, peer)));
         tokio::spawn(async move {
             if let Err(e) = connection.await {
                 tracing::debug!(%peer, "connection ended: {e}");
@@ -115,7 +106,35 @@ pub(crate) async fn serve(listener: std::net::TcpListener, shared: Arc<Shared>) 
     }
 }
 
-fn router(shared: Arc<Shared>) -> Router {
+/// How every connection is read: hyper's HTTP/1.1 with the head size, header count and header timeout
+/// limits.
+pub(crate) fn connection_builder() -> http1::Builder {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_REQUEST_HEAD)
+        .max_headers(MAX_HEADERS);
+    http
+}
+
+/// The router as one connection's hyper service, its requests marked as coming from `peer`.
+pub(crate) fn service(
+    router: &Router,
+    peer: SocketAddr,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = Response,
+    Error = Infallible,
+    Future = impl std::future::Future<Output = Result<Response, Infallible>> + Send,
+> + Clone {
+    let router = router.clone();
+    hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+        request.extensions_mut().insert(ConnectInfo(peer));
+        router.clone().oneshot(request)
+    })
+}
+
+pub(crate) fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/api/v1/events", get(events))

@@ -19,6 +19,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
 mod http;
 mod metrics;
 mod page;
