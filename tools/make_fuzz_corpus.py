@@ -170,6 +170,29 @@ def mqtt_messages():
     write("mqtt_messages", "clock-jumps", b"mqtt://b\0k\0p\0" + jump(0.0) + jump(float("inf")) + jump(-1e308) + jump(1e308))
 
 
+def config_files():
+    """The shipped mien.toml, every kind of key set, and the mistakes the parser names."""
+    with open(os.path.join(ROOT, "crates", "mien", "debian", "mien.toml"), "rb") as f:
+        write("config_file", "shipped", f.read())
+    write("config_file", "every-kind", b"""[models]
+plan = "a.mien"
+threads = 2
+[source]
+input = ["x.png", "y.png"]
+loop = true
+[tracking]
+track = false
+[http]
+listen = "127.0.0.1:9000"
+preview = true
+label_names = { happy = "fr\xc3\xb6hlich" }
+[mqtt]
+url = "mqtt://broker"
+ha_discovery = false
+""")
+    write("config_file", "mistakes", b"min_face = 30\n[detecter]\nmin_fase = 'x'\n[http]\nlisten = [1]\n")
+
+
 if __name__ == "__main__":
     plans()
     images()
@@ -177,5 +200,6 @@ if __name__ == "__main__":
     videos()
     http_requests()
     mqtt_messages()
+    config_files()
     for target in sorted(os.listdir(OUT)):
         print(target, len(os.listdir(os.path.join(OUT, target))), "seeds")

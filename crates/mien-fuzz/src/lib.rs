@@ -18,6 +18,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("video_file", video_file),
     ("http_request", http_request),
     ("mqtt_messages", mqtt_messages),
+    ("config_file", config_file),
 ];
 
 /// A plan's `mien.json`: parsed, then checked for consistency (shapes, labels, files, detector section).
@@ -189,6 +190,23 @@ pub fn mqtt_messages(data: &[u8]) {
     book.finish(&mut events);
     for event in events.drain(..) {
         serde_json::to_string(&event.to_json()).expect("an event serializes");
+    }
+}
+
+/// A mien.toml's text into the `mien run` flags it stands for: each setting a known key with flags, or a
+/// one-line message naming the key or line.
+pub fn config_file(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else { return };
+    match mien_config::parse(text) {
+        Ok(settings) => {
+            for setting in settings {
+                assert!(mien_config::KEYS.iter().any(|k| std::ptr::eq(k, setting.key)));
+                if let Some(first) = setting.args.first() {
+                    assert!(first.to_string_lossy().starts_with("--"), "{:?}", setting.args);
+                }
+            }
+        }
+        Err(message) => assert!(!message.is_empty() && !message.contains('\n'), "{message:?}"),
     }
 }
 
