@@ -233,7 +233,8 @@ def model(args, name):
                 plans[p] = convert(args, onnx, os.path.join(work, f"vit-s14-fer-{p}.mien"), p, None)
         return Model(name, onnx, plans, "vit-s14-fer (DINOv2 ViT-S/14 + linear head, 224x224); int8: the committed plan")
     if name == "seed":
-        onnx_dir = os.path.join(args.cache, "seed-random")
+        # The same export tools/bench_vs_onnxruntime.py uses.
+        onnx_dir = os.path.join(CACHE, "seed-random")
         onnx = os.path.join(onnx_dir, "model.onnx")
         if not os.path.exists(onnx):
             if not args.torch_python:
