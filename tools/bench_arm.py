@@ -25,8 +25,8 @@ Models (--models):
 
 Precisions: f32; int8 (mien: its calibrated plan, --calibration-count 32 from --calibrate DIR, run on the
 path `auto` picks for the core, or each of --int8-paths; onnxruntime: quantize_dynamic, int8 weights on
-MatMul/Gemm); f16 (mien's f16 plan; onnxruntime: the model converted with onnxconverter-common, when it is
-installed). f16 is counted on cores with FP16 arithmetic only (the A76).
+MatMul/Gemm); f16 (mien's f16 plan; onnxruntime: the model converted by onnxruntime.transformers.float16, inputs and
+outputs kept f32). f16 is counted on cores with FP16 arithmetic only (the A76).
 
 Results are cached per count (keyed by the binary's or wheel's and the model's SHA-256), so an interrupted
 run resumes where it stopped. Writes OUT/arm.json, OUT/arm.md (the table) and OUT/arm.png (the plot, when
@@ -254,7 +254,7 @@ def ort_model(args, m, precision):
     """The ONNX onnxruntime runs for a precision, made on the host; None when it cannot be made."""
     if precision == "f32":
         return m.onnx
-    out = os.path.join(args.cache, "models", m.name, f"ort-{precision}-{sha256(m.onnx)[:12]}.onnx")
+    out = os.path.join(args.cache, "models", m.name, f"ort-{precision}-{ORT_VERSION}-{sha256(m.onnx)[:12]}.onnx")
     if os.path.exists(out):
         return out
     if precision == "int8":
@@ -263,13 +263,10 @@ def ort_model(args, m, precision):
         logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process is for static quantization
         quantize_dynamic(m.onnx, out + ".partial.onnx", weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
     else:
-        try:
-            import onnx
-            from onnxconverter_common import float16
-        except ImportError:
-            log("onnxruntime f16: onnxconverter-common is not installed (pip install onnxconverter-common); skipped")
-            return None
-        converted = float16.convert_float_to_float16(onnx.load(m.onnx), keep_io_types=True)
+        # onnxruntime's own converter (onnxconverter-common's leaves Cast nodes onnxruntime refuses).
+        import onnx
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+        converted = convert_float_to_float16(onnx.load(m.onnx), keep_io_types=True)
         onnx.save(converted, out + ".partial.onnx")
     os.rename(out + ".partial.onnx", out)
     return out
@@ -290,7 +287,10 @@ def count(args, job):
     seconds = (datetime.datetime.now() - started).total_seconds()
     lines = [l for l in done.stderr.splitlines() if l.startswith("guest_instructions ")]
     if done.returncode != 0 or not lines:
-        fail(f"{job['label']}: exit {done.returncode}: {(done.stderr.strip().splitlines() or ['no output'])[-1]}")
+        # The last line before the plugin's count is the program's own error.
+        said = [l for l in done.stderr.strip().splitlines() if not l.startswith("guest_instructions ")] or ["no output"]
+        log(f"{job['label']}: failed (exit {done.returncode}): {said[-1]}")
+        return {"error": f"exit {done.returncode}: {said[-1][:300]}"}
     result = {"instructions": int(lines[-1].split()[1]), "wall_s": round(seconds, 1), "stdout": done.stdout[-4000:]}
     if not args.no_cache:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -358,8 +358,13 @@ def run_counts(args, rows):
             row[f"runs{runs}"] = future.result()
     results = []
     for row in rows:
-        one, three = row["runs1"]["instructions"], row["runs3"]["instructions"]
         result = {k: row[k] for k in ("cpu", "model", "precision", "runtime", "variant")}
+        error = row["runs1"].get("error") or row["runs3"].get("error")
+        if error:
+            result["error"] = error
+            results.append(result)
+            continue
+        one, three = row["runs1"]["instructions"], row["runs3"]["instructions"]
         result.update(per_inference=(three - one) // 2, runs1=one, runs3=three)
         if row["runtime"] == "mien":
             try:
@@ -395,11 +400,12 @@ def table(report):
                         label += f" ({r['variant']}" + (f": {r['int8_path']})" if r.get("int8_path") and r["variant"] == "auto" else ")")
                     if r and r["precision"] == "f16" and r.get("f16_path"):
                         label += f" ({r['f16_path']} arithmetic)"
-                    o = ort[0]["per_inference"] if ort else None
-                    m = r["per_inference"] if r else None
+                    o = ort[0].get("per_inference") if ort else None
+                    m = r.get("per_inference") if r else None
                     ratio = f"{m / o:.2f}x" if o and m else ""
                     core = f"{cpu} ({CORES[cpu]['board']})"
-                    lines.append(f"| {name} | {core} | {label} | {giga(o) if o else 'n/a'} | {giga(m) if m else 'n/a'} | {ratio} |")
+                    shown = lambda n, row: giga(n) if n else ("failed" if row and row.get("error") else "n/a")
+                    lines.append(f"| {name} | {core} | {label} | {shown(o, ort[0] if ort else None)} | {shown(m, r)} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -416,7 +422,7 @@ def plot(report, path):
     for name in report["models"]:
         for cpu in report["cpus"]:
             for precision in report["precisions"]:
-                pick = lambda rt: [r["per_inference"] / 1e9 for r in results
+                pick = lambda rt: [r["per_inference"] / 1e9 for r in results if "per_inference" in r
                                    if (r["model"], r["cpu"], r["precision"], r["runtime"]) == (name, cpu, precision, rt)
                                    and r["variant"] in ("", "auto", "quantize_dynamic")]
                 ort, mien = pick("onnxruntime"), pick("mien")
@@ -445,6 +451,11 @@ def markdown(report, image):
     for name in report["models"]:
         lines.append(f"- {name}: {report['model_notes'][name]}")
     lines += ["", table(report), ""]
+    for r in report["results"]:
+        if "error" in r:
+            lines.append(f"- failed: {r['runtime']} {r['model']} {r['precision']} on {r['cpu']}: `{r['error']}`")
+    if any("error" in r for r in report["results"]):
+        lines.append("")
     if image:
         lines += [f"![mien and onnxruntime per inference on emulated ARM cores]({image})", ""]
     return "\n".join(lines)
@@ -526,6 +537,11 @@ def main():
     if args.update_docs:
         update_docs(args.update_docs, text)
     print(table(report))
+    failed = [r for r in results if "error" in r]
+    for r in failed:
+        log(f"failed: {r['cpu']} {r['model']} {r['precision']} {r['runtime']}: {r['error']}")
+    if failed:
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -110,6 +110,32 @@ def markdown(summary, command):
     ])
 
 
+def plot(summary, path):
+    """Per-round p50 of both runtimes (PNG); needs matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("bench_vs_onnxruntime.py: matplotlib is not installed: no plot", file=sys.stderr)
+        return False
+    rounds = summary["round_p50_ms"]
+    xs = range(1, len(rounds) + 1)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.bar([x - 0.2 for x in xs], [r["mien"] for r in rounds], 0.4, label="mien", color="#2a7ab9")
+    ax.bar([x + 0.2 for x in xs], [r["onnxruntime"] for r in rounds], 0.4,
+           label=f"onnxruntime {summary['onnxruntime']['version']}", color="#888888")
+    ax.set_xticks(list(xs))
+    ax.set_xlabel("round (alternating)")
+    ax.set_ylabel("p50 latency (ms)")
+    ax.set_title(f"{summary['cpu']['model']}, {summary['threads']} threads ({summary['date']})", fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path + ".partial.png", dpi=110)
+    os.rename(path + ".partial.png", path)
+    return True
+
+
 def update_docs(path, text):
     with open(path) as f:
         doc = f.read()
@@ -136,6 +162,7 @@ def main():
                     help="a Python with torch and transformers, to export the seed architecture (default: this one)")
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--update-docs", metavar="FILE", help="replace FILE's part between the bench_x86 markers")
+    ap.add_argument("--plot", metavar="PNG", help="plot each round's p50 (needs matplotlib); linked from --update-docs")
     ap.add_argument("--ort-child", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.ort_child:
@@ -207,8 +234,12 @@ def main():
         "round_p50_ms": [{"mien": r["mien"]["latency_ms"]["p50"], "onnxruntime": r["onnxruntime"]["latency_ms"]["p50"]}
                          for r in rounds],
     }
+    text = markdown(summary, "python tools/bench_vs_onnxruntime.py " + " ".join(sys.argv[1:]))
+    if args.plot and plot(summary, args.plot) and args.update_docs:
+        link = os.path.relpath(os.path.abspath(args.plot), os.path.dirname(os.path.abspath(args.update_docs)))
+        text += f"\n![p50 latency per round, mien and onnxruntime]({link})\n"
     if args.update_docs:
-        update_docs(args.update_docs, markdown(summary, "python tools/bench_vs_onnxruntime.py " + " ".join(sys.argv[1:])))
+        update_docs(args.update_docs, text)
     if args.json:
         print(json.dumps(summary, indent=1))
         return

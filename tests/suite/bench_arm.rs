@@ -30,7 +30,12 @@ fn prerequisites() -> Option<(PathBuf, PathBuf)> {
     if !ready {
         return skip(&format!("no arm64 onnxruntime under {} (python tools/bench_arm.py --setup-only)", peers.display()));
     }
-    Some((mien, common::python()))
+    let python = common::python();
+    let has_onnxruntime = Command::new(&python).args(["-c", "import onnx, onnxruntime"]).output().is_ok_and(|o| o.status.success());
+    if !has_onnxruntime {
+        return skip(&format!("{} has no onnx and onnxruntime (set MIEN_PYTHON; tools/requirements.txt)", python.display()));
+    }
+    Some((mien, python))
 }
 
 #[test]
@@ -69,6 +74,7 @@ fn counts_onnxruntime_and_mien_on_emulated_pi_cores() {
         assert_eq!(find(cpu, "int8", "mien").unwrap()["int8_path"], "integer");
     }
     assert_eq!(find("cortex-a76", "f16", "mien").expect("f16 on the A76")["f16_path"], "f16");
+    assert!(find("cortex-a76", "f16", "onnxruntime").expect("onnxruntime f16 on the A76")["per_inference"].as_u64() > Some(0));
     assert!(find("cortex-a72", "f16", "mien").is_none(), "no f16 on the A72");
     let table = std::fs::read_to_string(out_dir.path().join("arm.md")).unwrap();
     assert!(table.contains("| tiny | cortex-a72 (Raspberry Pi 4) | int8 (auto: integer) |"), "{table}");
