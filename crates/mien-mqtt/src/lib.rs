@@ -39,17 +39,41 @@ impl BrokerUrl {
     pub fn redacted(&self) -> String {
         let scheme = if self.tls { "mqtts" } else { "mqtt" };
         let user = self.username.as_ref().map(|u| format!("{u}@")).unwrap_or_default();
-        format!("{scheme}://{user}{}:{}", self.host, self.port)
+        // An IPv6 address keeps its brackets, so the port stays apart from it.
+        let host = if self.host.contains(':') { format!("[{}]", self.host) } else { self.host.clone() };
+        format!("{scheme}://{user}{host}:{}", self.port)
     }
+}
+
+/// `text` with the password of its `user:password@` part (if any) replaced by `***`: what errors about
+/// a URL that did not parse may show.
+fn without_password(text: &str) -> String {
+    let Some((scheme, rest)) = text.split_once("://") else { return text.to_string() };
+    match rest.rsplit_once('@') {
+        Some((credentials, address)) => match credentials.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{address}"),
+            None => text.to_string(),
+        },
+        None => text.to_string(),
+    }
+}
+
+/// Whether `host` can be a host name or address: not empty, no spaces, control characters, or the
+/// characters that delimit a URL's parts.
+fn plausible_host(host: &str) -> bool {
+    !host.is_empty() && !host.chars().any(|c| c.is_whitespace() || c.is_control() || "[]@/?#".contains(c))
 }
 
 impl std::str::FromStr for BrokerUrl {
     type Err = String;
 
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let (tls, rest) = if let Some(rest) = text.strip_prefix("mqtt://") {
+    fn from_str(given: &str) -> Result<Self, Self::Err> {
+        // Errors name the URL, but never its password.
+        let shown = without_password(given);
+        let text = shown.as_str();
+        let (tls, rest) = if let Some(rest) = given.strip_prefix("mqtt://") {
             (false, rest)
-        } else if let Some(rest) = text.strip_prefix("mqtts://") {
+        } else if let Some(rest) = given.strip_prefix("mqtts://") {
             (true, rest)
         } else {
             return Err(format!("expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got `{text}`"));
@@ -71,7 +95,8 @@ impl std::str::FromStr for BrokerUrl {
             let (host, after) = v6.split_once(']').ok_or_else(|| format!("`{text}`: unclosed [ in the host"))?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| format!("`{text}`: port `{p}` is not a number"))?,
-                None => default_port,
+                None if after.is_empty() => default_port,
+                None => return Err(format!("`{text}`: expected :PORT or nothing after the ] of the address, got `{after}`")),
             };
             (host.to_string(), port)
         } else {
@@ -80,8 +105,8 @@ impl std::str::FromStr for BrokerUrl {
                 None => (address.to_string(), default_port),
             }
         };
-        if host.is_empty() || host.contains('/') {
-            return Err(format!("`{text}`: expected a host name after the scheme"));
+        if !plausible_host(&host) {
+            return Err(format!("`{text}`: expected a host name or address after the scheme"));
         }
         Ok(BrokerUrl { tls, host, port, username, password })
     }
@@ -205,6 +230,28 @@ mod tests {
         assert_eq!("http://x".parse::<BrokerUrl>().unwrap_err(), "expected mqtt://HOST[:PORT] or mqtts://HOST[:PORT], got `http://x`");
         assert_eq!("mqtt://host:port".parse::<BrokerUrl>().unwrap_err(), "`mqtt://host:port`: port `port` is not a number");
         assert!("mqtt://".parse::<BrokerUrl>().is_err());
+        assert_eq!(url_after_redaction("mqtts://[::1]:8884"), "mqtts://[::1]:8884");
+    }
+
+    fn url_after_redaction(text: &str) -> String {
+        let url: BrokerUrl = text.parse().unwrap();
+        let shown = url.redacted();
+        let again: BrokerUrl = shown.parse().unwrap();
+        assert_eq!((again.host, again.port, again.password), (url.host, url.port, None));
+        shown
+    }
+
+    #[test]
+    fn broker_url_errors_never_show_the_password_and_odd_hosts_are_refused() {
+        let err = "mqtt://kiosk:s3cret@host:port".parse::<BrokerUrl>().unwrap_err();
+        assert_eq!(err, "`mqtt://kiosk:***@host:port`: port `port` is not a number");
+        // Found by fuzzing: text after an IPv6 address's ] was ignored, and the host took brackets.
+        let err = "mqtts://u@[fe80::1]junk".parse::<BrokerUrl>().unwrap_err();
+        assert_eq!(err, "`mqtts://u@[fe80::1]junk`: expected :PORT or nothing after the ] of the address, got `junk`");
+        for bad in ["mqtt://[[x]", "mqtt://a b", "mqtt://host?x=1", "mqtt://:1883"] {
+            assert!(bad.parse::<BrokerUrl>().is_err(), "{bad} was accepted");
+        }
+        assert_eq!(url_after_redaction("mqtt://user@broker.local:1884"), "mqtt://user@broker.local:1884");
     }
 
     #[test]
