@@ -52,6 +52,8 @@ import sys
 import tempfile
 import zipfile
 
+import doc_section  # tools/doc_section.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("MIEN_CACHE", os.path.expanduser("~/.cache/mien"))
 ICOUNT_DIR = os.environ.get("ARM_ICOUNT_DIR", os.path.join(ROOT, "..", "shared", "tools", "arm-icount"))
@@ -71,7 +73,6 @@ CORES = {
     "cortex-a72": {"part": "0xd08", "board": "Raspberry Pi 4", "fp16": False,
                    "features": "fp asimd evtstrm crc32 cpuid"},
 }
-MARK_BEGIN, MARK_END = "<!-- bench_arm:begin -->", "<!-- bench_arm:end -->"
 
 # What onnxruntime runs under qemu: one thread, a fixed input, N inferences after loading.
 ORT_SCRIPT = """
@@ -462,15 +463,10 @@ def markdown(report, image):
 
 
 def update_docs(path, text):
-    with open(path) as f:
-        doc = f.read()
-    if MARK_BEGIN not in doc or MARK_END not in doc:
-        fail(f"--update-docs {path}: the markers {MARK_BEGIN} and {MARK_END} are missing")
-    head, rest = doc.split(MARK_BEGIN, 1)
-    _, tail = rest.split(MARK_END, 1)
-    with open(path + ".partial", "w") as f:
-        f.write(head + MARK_BEGIN + "\n" + text + MARK_END + tail)
-    os.rename(path + ".partial", path)
+    try:
+        doc_section.replace_section(path, "bench_arm", text)
+    except (OSError, ValueError) as e:
+        fail(f"--update-docs {e}")
 
 
 def main():
@@ -519,7 +515,7 @@ def main():
         "mien_version": version[-1] if version else "unknown",
         "mien_binary": os.path.relpath(args.mien, ROOT) if args.mien.startswith(ROOT) else args.mien,
         "mien_sha256": sha256(args.mien),
-        "qemu_version": qemu[3] if len(qemu) > 3 else "unknown",
+        "qemu_version": qemu[2] if len(qemu) > 2 else "unknown",
         "results": results,
     }
     os.makedirs(args.out, exist_ok=True)

@@ -29,6 +29,8 @@ import subprocess
 import sys
 import time
 
+import doc_section  # tools/doc_section.py
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CACHE = os.environ.get("MIEN_CACHE", os.path.expanduser("~/.cache/mien"))
 
@@ -61,7 +63,6 @@ def ort_child(onnx_path, threads, runs, warmup):
                       "peak_rss_mb": rss_mb, "threads": threads, "version": ort.__version__}))
 
 
-MARK_BEGIN, MARK_END = "<!-- bench_x86:begin -->", "<!-- bench_x86:end -->"
 
 
 def cpu_info():
@@ -137,15 +138,10 @@ def plot(summary, path):
 
 
 def update_docs(path, text):
-    with open(path) as f:
-        doc = f.read()
-    if MARK_BEGIN not in doc or MARK_END not in doc:
-        sys.exit(f"bench_vs_onnxruntime.py: --update-docs {path}: the markers {MARK_BEGIN} and {MARK_END} are missing")
-    head, rest = doc.split(MARK_BEGIN, 1)
-    _, tail = rest.split(MARK_END, 1)
-    with open(path + ".partial", "w") as f:
-        f.write(head + MARK_BEGIN + "\n" + text + MARK_END + tail)
-    os.rename(path + ".partial", path)
+    try:
+        doc_section.replace_section(path, "bench_x86", text)
+    except (OSError, ValueError) as e:
+        sys.exit(f"bench_vs_onnxruntime.py: --update-docs {e}")
 
 
 def main():
