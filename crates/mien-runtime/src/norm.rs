@@ -265,6 +265,57 @@ mod tests {
             .collect()
     }
 
+    proptest::proptest! {
+        // No regression files in the tree: a failure prints its case.
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, failure_persistence: None, ..Default::default() })]
+
+        /// Random widths, layouts (rows or channel-major with any inner size), affine parts and values.
+        #[test]
+        fn random_rows_match_an_f64_reference(
+            n in 1usize..800,
+            inner in 1usize..5,
+            outer in 1usize..3,
+            with_scale: bool,
+            with_offset: bool,
+            seed: u64,
+            // Rows whose mean dwarfs their spread lose digits in any f32 LayerNorm (tract's decomposition
+            // too); a ViT's hidden states stay within tens of standard deviations of their mean.
+            centre in -20f32..20.0,
+            spread in 0.5f32..20.0,
+        ) {
+            let mut state = seed | 1;
+            let mut next = move || {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+            };
+            let scale: Vec<f32> = (0..n).map(|_| next() * 2.0).collect();
+            let offset: Vec<f32> = (0..n).map(|_| next()).collect();
+            let norm = LayerNorm {
+                axis: 1,
+                eps: 1e-6,
+                scale: with_scale.then(|| Arc::new(scale.clone())),
+                offset: with_offset.then(|| Arc::new(offset.clone())),
+            };
+            // [outer, n, inner]: each (outer, inner) pair is one row of n values, inner apart.
+            let x: Vec<f32> = (0..outer * n * inner).map(|_| centre + spread * next()).collect();
+            let mut got = x.clone();
+            norm.normalize(&mut got, n, inner);
+            for block in 0..outer {
+                for column in 0..inner {
+                    let at = |c: usize| block * n * inner + c * inner + column;
+                    let row: Vec<f32> = (0..n).map(|c| x[at(c)]).collect();
+                    let want = exact(&row, 1e-6, norm.scale.as_deref().map(|v| &v[..]), norm.offset.as_deref().map(|v| &v[..]));
+                    for (c, w) in want.iter().enumerate() {
+                        let g = got[at(c)] as f64;
+                        proptest::prop_assert!((g - w).abs() <= 3e-4 * (1.0 + w.abs()), "n {n} inner {inner}: {g} vs {w}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn rows_and_columns_match_an_f64_reference() {
         for n in [1usize, 7, 8, 9, 64, 384, 768] {

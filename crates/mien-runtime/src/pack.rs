@@ -239,6 +239,25 @@ mod tests {
             (11, 7, 8),
             (3, 1, 8),
         ] {
+            check_packing(mn, k, r);
+        }
+    }
+
+    proptest::proptest! {
+        // No regression files in the tree: a failure prints its case, which goes into the list above.
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, failure_persistence: None, ..Default::default() })]
+
+        /// Random sizes, panel widths and (through the three views) strides.
+        #[test]
+        fn packing_matches_tract_on_random_shapes(mn in 1usize..80, k in 1usize..160, r in proptest::sample::select(vec![4usize, 8, 16, 32])) {
+            check_packing(mn, k, r);
+        }
+    }
+
+    /// Packs an `mn × k` operand with panel width `r` from three views (K contiguous, rows contiguous,
+    /// neither) and checks each against tract's packer.
+    fn check_packing(mn: usize, k: usize, r: usize) {
+        {
             let data = pseudo_random_i8(mn * k * 2, (mn * 31 + k) as u32);
             // [mn, 2k]: rows 2k apart, K contiguous; its transpose [2k, mn] read as (mn, k): rows contiguous.
             let wide = Tensor::from_shape(&[mn, 2 * k], &data).unwrap();
