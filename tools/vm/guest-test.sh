@@ -128,6 +128,42 @@ exit_on_loss_run() {
   return $rc
 }
 
+# A longer run over vivid's test pattern with the module unbound, unloaded and reloaded every EVERY
+# frames ($MIEN_SOAK is FRAMES,EVERY): before each reload, one MIEN-SOAK line with mien's frames so far,
+# resident memory, file descriptors and threads (tools/soak_board.py reads them).
+soak_sample() {
+  echo "MIEN-SOAK frames=$3 rss_kb=$(sed -n 's/^VmRSS:[^0-9]*\([0-9]*\).*/\1/p' /proc/$1/status)" \
+    "fds=$(ls /proc/$1/fd | wc -l) threads=$(sed -n 's/^Threads:[^0-9]*//p' /proc/$1/status) reloads=$2"
+}
+soak_run() {
+  total=${MIEN_SOAK%,*} every=${MIEN_SOAK#*,}
+  ./mien run --source vivid --format YUYV --size 640x480 --plan plan.mien --detector detector.mien \
+    --json --max-frames "$total" --threads 1 > /tmp/soak.jsonl 2> /tmp/soak.err &
+  pid=$!
+  reloads=0 next=$every
+  while kill -0 $pid 2>/dev/null; do
+    n=$(grep -c '"type":"frame"' /tmp/soak.jsonl 2>/dev/null)
+    if [ "${n:-0}" -ge "$next" ] && [ "$next" -lt "$total" ]; then
+      soak_sample $pid $reloads "$n"
+      echo vivid.0 > /sys/bus/platform/drivers/vivid/unbind
+      i=0
+      until rmmod vivid 2>/dev/null; do sleep 0.2; i=$((i + 1)); [ $i -lt 300 ] || { echo "rmmod vivid kept failing"; break; }; done
+      insmod /lib/modules/vivid.ko n_devs=1 node_types=0x101 || echo "insmod vivid failed"
+      reloads=$((reloads + 1)) next=$((next + every))
+    fi
+    sleep 0.2
+  done
+  wait $pid
+  rc=$?
+  echo "MIEN-SOAK-RELOADS $reloads"
+  grep -h '"type":"summary"\|"event":"camera_lost"\|"event":"camera_restored"' /tmp/soak.jsonl
+  sed 's/^/stderr: /' /tmp/soak.err | tail -20
+  return $rc
+}
+if wants soak; then
+  step soak soak_run
+fi
+
 if wants pipeline; then
   step run-yuyv pipeline_run YUYV faces.yuyv
   step classify-yuyv classify_crops YUYV
