@@ -326,3 +326,36 @@ fn vivid_camera_pipeline_on_emulated_arm64() {
     assert!(!exit.output.contains("panicked"), "{}", exit.output);
     eprintln!("vivid loop: YUYV and NV12 faces found, tracked and classified like mien classify; vivid reload survived");
 }
+
+/// The board soak, short: vivid unbound, unloaded and reloaded again and again under a running `mien
+/// run` (tools/soak_board.py); every loss is reported and restored, the run reaches its frame count and
+/// its memory does not grow.
+#[test]
+fn vivid_reloaded_again_and_again_in_the_emulated_board() {
+    let Some(binary) = prerequisites() else { return };
+    let python = common::python();
+    let has_modules = Command::new(&python).args(["-c", "import numpy, PIL"]).output().is_ok_and(|o| o.status.success());
+    if !has_modules {
+        return missing(&format!("{} has no numpy and Pillow (set MIEN_PYTHON; tools/requirements.txt)", python.display()))
+            .unwrap_or(());
+    }
+    let out = tempfile::tempdir().unwrap();
+    let run = Command::new(&python)
+        .arg(common::root().join("tools/soak_board.py"))
+        .arg("--mien")
+        .arg(&binary)
+        .args(["--frames", "240", "--reload-every", "40", "--warmup", "80", "--timeout", "900", "--out"])
+        .arg(out.path())
+        .output()
+        .expect("python runs");
+    let report = std::fs::read_to_string(out.path().join("board.json")).unwrap_or_else(|_| {
+        let console = std::fs::read_to_string(out.path().join("board-console.log")).unwrap_or_default();
+        panic!("no report: {}\n{console}", String::from_utf8_lossy(&run.stderr))
+    });
+    let report: Value = serde_json::from_str(&report).unwrap();
+    assert!(run.status.success(), "{report}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(report["frames"], 240, "{report}");
+    assert_eq!(report["reloads"], 5, "{report}");
+    assert_eq!(report["every_reload_seen"], true, "{report}");
+    assert!(report["rss_growth_after_warmup_mb"].as_f64().unwrap() <= 1.0, "{report}");
+}
