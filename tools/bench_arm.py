@@ -25,8 +25,8 @@ Models (--models):
 
 Precisions: f32; int8 (mien: its calibrated plan, --calibration-count 32 from --calibrate DIR, run on the
 path `auto` picks for the core, or each of --int8-paths; onnxruntime: quantize_dynamic, int8 weights on
-MatMul/Gemm); f16 (mien's f16 plan; onnxruntime: the model converted by onnxruntime.transformers.float16, inputs and
-outputs kept f32). f16 is counted on cores with FP16 arithmetic only (the A76).
+MatMul/Gemm); f16 (mien's f16 plan; onnxruntime: the model converted by onnxruntime.transformers.float16, inputs,
+outputs and its default blocked ops plus Resize kept f32). f16 is counted on cores with FP16 arithmetic only (the A76).
 
 Results are cached per count (keyed by the binary's or wheel's and the model's SHA-256), so an interrupted
 run resumes where it stopped. Writes OUT/arm.json, OUT/arm.md (the table) and OUT/arm.png (the plot, when
@@ -255,7 +255,7 @@ def ort_model(args, m, precision):
     """The ONNX onnxruntime runs for a precision, made on the host; None when it cannot be made."""
     if precision == "f32":
         return m.onnx
-    out = os.path.join(args.cache, "models", m.name, f"ort-{precision}-{ORT_VERSION}-{sha256(m.onnx)[:12]}.onnx")
+    out = os.path.join(args.cache, "models", m.name, f"ort-{precision}-{ORT_VERSION}-r2-{sha256(m.onnx)[:12]}.onnx")
     if os.path.exists(out):
         return out
     if precision == "int8":
@@ -264,10 +264,13 @@ def ort_model(args, m, precision):
         logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process is for static quantization
         quantize_dynamic(m.onnx, out + ".partial.onnx", weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul", "Gemm"])
     else:
-        # onnxruntime's own converter (onnxconverter-common's leaves Cast nodes onnxruntime refuses).
+        # onnxruntime's own converter (onnxconverter-common's leaves Cast nodes onnxruntime refuses), with
+        # Resize kept in f32 as well: onnxruntime's CPU build has no f16 Resize (DINOv2's position
+        # embeddings go through one).
         import onnx
-        from onnxruntime.transformers.float16 import convert_float_to_float16
-        converted = convert_float_to_float16(onnx.load(m.onnx), keep_io_types=True)
+        from onnxruntime.transformers import float16
+        converted = float16.convert_float_to_float16(onnx.load(m.onnx), keep_io_types=True,
+                                                     op_block_list=float16.DEFAULT_OP_BLOCK_LIST + ["Resize"])
         onnx.save(converted, out + ".partial.onnx")
     os.rename(out + ".partial.onnx", out)
     return out
