@@ -293,8 +293,10 @@ def count(args, job):
     if done.returncode != 0 or not lines:
         # The last line before the plugin's count is the program's own error.
         said = [l for l in done.stderr.strip().splitlines() if not l.startswith("guest_instructions ")] or ["no output"]
-        log(f"{job['label']}: failed (exit {done.returncode}): {said[-1]}")
-        return {"error": f"exit {done.returncode}: {said[-1][:300]}"}
+        # onnxruntime's message starts on its [ONNXRuntimeError] line; elsewhere the last line says it.
+        reason = next((l for l in reversed(said) if "[ONNXRuntimeError]" in l), said[-1]).strip()
+        log(f"{job['label']}: failed (exit {done.returncode}): {reason}")
+        return {"error": f"exit {done.returncode}: {reason[:400]}"}
     result = {"instructions": int(lines[-1].split()[1]), "wall_s": round(seconds, 1), "stdout": done.stdout[-4000:]}
     if not args.no_cache:
         os.makedirs(os.path.dirname(path), exist_ok=True)
@@ -511,7 +513,7 @@ def main():
     report = {
         "schema": "mien.bench_arm/1",
         "date": datetime.date.today().isoformat(),
-        "command": "python tools/bench_arm.py " + " ".join(sys.argv[1:]),
+        "command": ("python tools/bench_arm.py " + " ".join(sys.argv[1:])).replace(os.path.expanduser("~") + "/", "~/"),
         "cpus": args.cpus, "models": args.models, "precisions": args.precisions,
         "model_notes": {name: model(args, name).note for name in args.models},
         "onnxruntime_version": ORT_VERSION,
