@@ -43,6 +43,7 @@ The mien binary defaults to the release build: cargo build --release --target aa
 import argparse
 import concurrent.futures
 import datetime
+import functools
 import hashlib
 import json
 import os
@@ -103,6 +104,14 @@ def log(message):
 
 
 def sha256(path):
+    """The file's SHA-256, read once per run for each version of the file (plans and models are
+    hundreds of MB, and every core and precision keys its counts by them)."""
+    st = os.stat(path)
+    return _sha256(os.path.abspath(path), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _sha256(path, size, mtime_ns):
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -311,8 +320,10 @@ def plan_jobs(args, peer_root, plugin_path):
     """Every count to make: (cpu, model, precision, runtime, variant) x (1 run, 3 runs)."""
     mien_sha = sha256(args.mien)
     rows = []
+    args.model_notes = {}
     for name in args.models:
         m = model(args, name)
+        args.model_notes[name] = m.note
         for cpu in args.cpus:
             core = CORES[cpu]
             for precision in args.precisions:
@@ -515,7 +526,7 @@ def main():
         "date": datetime.date.today().isoformat(),
         "command": ("python tools/bench_arm.py " + " ".join(sys.argv[1:])).replace(os.path.expanduser("~") + "/", "~/"),
         "cpus": args.cpus, "models": args.models, "precisions": args.precisions,
-        "model_notes": {name: model(args, name).note for name in args.models},
+        "model_notes": args.model_notes,
         "onnxruntime_version": ORT_VERSION,
         "mien_version": version[-1] if version else "unknown",
         "mien_binary": os.path.relpath(args.mien, ROOT) if args.mien.startswith(ROOT) else args.mien,

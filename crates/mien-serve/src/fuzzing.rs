@@ -26,7 +26,6 @@ const MAX_RESPONSE: usize = 1 << 20;
 /// with one frame (a face) and its preview published, answering connections handed to it in memory.
 pub struct Harness {
     runtime: tokio::runtime::Runtime,
-    shared: Arc<Shared>,
     router: axum::Router,
 }
 
@@ -76,8 +75,8 @@ impl Harness {
             timings: StageTimings::default(),
         };
         sink.frame(&frame).expect("the frame is published");
-        let router = crate::http::router(shared.clone());
-        Harness { runtime, shared, router }
+        let router = crate::http::router(shared);
+        Harness { runtime, router }
     }
 
     /// Writes `request` as one connection from a loopback client, closes its sending side, and returns
@@ -90,7 +89,6 @@ impl Harness {
         let connection = crate::http::connection_builder()
             .half_close(true)
             .serve_connection(hyper_util::rt::TokioIo::new(server), crate::http::service(&self.router, peer));
-        let _shared = &self.shared;
         self.runtime.block_on(async move {
             let serving = tokio::spawn(connection);
             let mut response = Vec::new();
