@@ -44,11 +44,20 @@ impl Activation {
                 let erf = Func::Erf.ew_f32()?;
                 let inv_sqrt2 = (2.0f32).sqrt().recip();
                 let mut scratch = [0f32; CHUNK];
-                for chunk in slices.iter_mut().flat_map(|values| values.chunks_mut(CHUNK)) {
+                for chunk in slices
+                    .iter_mut()
+                    .flat_map(|values| values.chunks_mut(CHUNK))
+                {
                     let scaled = &mut scratch[..chunk.len()];
-                    scaled.iter_mut().zip(chunk.iter()).for_each(|(s, x)| *s = *x * inv_sqrt2);
+                    scaled
+                        .iter_mut()
+                        .zip(chunk.iter())
+                        .for_each(|(s, x)| *s = *x * inv_sqrt2);
                     erf.run(scaled)?;
-                    chunk.iter_mut().zip(scaled.iter()).for_each(|(x, e)| *x = (*x * 0.5) * (*e + 1.0));
+                    chunk
+                        .iter_mut()
+                        .zip(scaled.iter())
+                        .for_each(|(x, e)| *x = (*x * 0.5) * (*e + 1.0));
                 }
                 Ok(())
             }
@@ -65,17 +74,27 @@ mod tests {
     fn gelu_matches_tracts_op_bit_for_bit() -> TractResult<()> {
         // Lengths around the chunk and the SIMD kernels' widths; values over GELU's whole curve.
         for len in [1, 7, 16, 1023, 1024, 3000] {
-            let values: Vec<f32> = test_values(len, len as u32).iter().map(|v| v * 6.0).collect();
+            let values: Vec<f32> = test_values(len, len as u32)
+                .iter()
+                .map(|v| v * 6.0)
+                .collect();
             let mut model = TypedModel::default();
             let x = model.add_source("x", f32::fact([len]))?;
             let y = model.wire_node("gelu", tract_core::ops::nn::gelu_exact::gelu_exact(), &[x])?;
             model.select_output_outlets(&y)?;
-            assert_eq!(Activation::of(model.node(y[0].node)), Some(Activation::GeluExact));
+            assert_eq!(
+                Activation::of(model.node(y[0].node)),
+                Some(Activation::GeluExact)
+            );
             let input = Tensor::from_shape(&[len], &values)?;
             let want = model.into_runnable()?.run(tvec!(input.into_tvalue()))?;
             let mut got = values.clone();
             Activation::GeluExact.apply(&mut got)?;
-            assert_eq!(want[0].try_as_plain_ram()?.as_slice::<f32>()?, &got[..], "length {len}");
+            assert_eq!(
+                want[0].try_as_plain_ram()?.as_slice::<f32>()?,
+                &got[..],
+                "length {len}"
+            );
         }
         Ok(())
     }

@@ -6,7 +6,11 @@ use tract_core::ops::binary::{BinMiniOp, TypedBinOp};
 
 /// Whether `node` is a binary op of kind `B` on two inputs, without a quantized output.
 pub fn is_binary<B: BinMiniOp>(node: &TypedNode) -> bool {
-    node.inputs.len() == 2 && node.op_as::<TypedBinOp>().map(|op| op.0.is::<B>() && op.1.is_none()).unwrap_or(false)
+    node.inputs.len() == 2
+        && node
+            .op_as::<TypedBinOp>()
+            .map(|op| op.0.is::<B>() && op.1.is_none())
+            .unwrap_or(false)
 }
 
 /// The values of an f32 constant that holds one value per position of `axis` of a rank-`rank` tensor
@@ -16,16 +20,23 @@ pub fn per_axis_values(konst: &Tensor, rank: usize, axis: usize, len: usize) -> 
     if konst.datum_type() != f32::datum_type() || konst.rank() > rank {
         return None;
     }
-    let values: Vec<f32> = konst.to_plain_array_view::<f32>().ok()?.iter().copied().collect();
+    let values: Vec<f32> = konst
+        .to_plain_array_view::<f32>()
+        .ok()?
+        .iter()
+        .copied()
+        .collect();
     if values.len() == 1 {
         return Some(vec![values[0]; len]);
     }
     let along_axis_only = values.len() == len
-        && konst
-            .shape()
-            .iter()
-            .enumerate()
-            .all(|(index, &size)| size == if index + rank - konst.rank() == axis { len } else { 1 });
+        && konst.shape().iter().enumerate().all(|(index, &size)| {
+            size == if index + rank - konst.rank() == axis {
+                len
+            } else {
+                1
+            }
+        });
     along_axis_only.then_some(values)
 }
 
@@ -45,11 +56,24 @@ pub fn test_values(len: usize, seed: u32) -> Vec<f32> {
 
 /// Every output of `model`, optimized, run on `inputs` with `threads` inference threads: test runs.
 #[cfg(test)]
-pub fn run_with_threads(model: &TypedModel, inputs: TVec<TValue>, threads: usize) -> TractResult<Vec<Vec<f32>>> {
+pub fn run_with_threads(
+    model: &TypedModel,
+    inputs: TVec<TValue>,
+    threads: usize,
+) -> TractResult<Vec<Vec<f32>>> {
     use tract_linalg::multithread::{multithread_tract_scope, Executor};
     let plan = model.clone().into_optimized()?.into_runnable()?;
     let outputs = multithread_tract_scope(Executor::multithread(threads), || plan.run(inputs))?;
-    outputs.iter().map(|output| Ok(output.to_plain_array_view::<f32>()?.iter().copied().collect())).collect()
+    outputs
+        .iter()
+        .map(|output| {
+            Ok(output
+                .to_plain_array_view::<f32>()?
+                .iter()
+                .copied()
+                .collect())
+        })
+        .collect()
 }
 
 /// Asserts that `got` has `want`'s length and each value is within `tolerance` times `want`'s largest

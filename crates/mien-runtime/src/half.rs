@@ -64,20 +64,28 @@ pub fn resolve(choice: HalfPath) -> (HalfPath, &'static str) {
     }
     match choice {
         HalfPath::Auto if fp16_arithmetic() => (HalfPath::F16, "this CPU has FP16 arithmetic"),
-        HalfPath::Auto => (HalfPath::F32, "no FP16 arithmetic on this CPU: tract's f16 fallback is slower than f32"),
+        HalfPath::Auto => (
+            HalfPath::F32,
+            "no FP16 arithmetic on this CPU: tract's f16 fallback is slower than f32",
+        ),
         other => (other, "requested"),
     }
 }
 
 /// True when the graph computes anything in f16.
 pub fn has_f16(model: &TypedModel) -> bool {
-    model.nodes().iter().any(|n| n.outputs.iter().any(|o| o.fact.datum_type == f16::datum_type()))
+    model.nodes().iter().any(|n| {
+        n.outputs
+            .iter()
+            .any(|o| o.fact.datum_type == f16::datum_type())
+    })
 }
 
 /// Rewrites every f16 computation and constant of `model` to f32 (the f16 → f32 casts at the plan's
 /// interface become no-ops that tract's declutter removes).
 pub fn widen_to_f32(model: &mut TypedModel) -> TractResult<()> {
-    *model = FloatPrecisionTranslator::new(f16::datum_type(), f32::datum_type()).translate_model(model)?;
+    *model = FloatPrecisionTranslator::new(f16::datum_type(), f32::datum_type())
+        .translate_model(model)?;
     Ok(())
 }
 
@@ -110,11 +118,17 @@ impl EvalOp for SliceCast {
         let source = input.try_as_plain_ram()?;
         let output = if self.to == f16::datum_type() {
             let mut out = Tensor::zero::<f16>(input.shape())?;
-            crate::f16_convert::f32_to_f16(source.as_slice::<f32>()?, out.try_as_plain_ram_mut()?.as_slice_mut::<f16>()?);
+            crate::f16_convert::f32_to_f16(
+                source.as_slice::<f32>()?,
+                out.try_as_plain_ram_mut()?.as_slice_mut::<f16>()?,
+            );
             out
         } else {
             let mut out = Tensor::zero::<f32>(input.shape())?;
-            crate::f16_convert::f16_to_f32(source.as_slice::<f16>()?, out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?);
+            crate::f16_convert::f16_to_f32(
+                source.as_slice::<f16>()?,
+                out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
+            );
             out
         };
         Ok(tvec!(output.into_tvalue()))
@@ -135,10 +149,15 @@ pub fn vectorize_half_casts(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in 0..model.nodes().len() {
         let node = model.node(id);
-        let Some(cast) = node.op_as::<tract_core::ops::cast::Cast>() else { continue };
+        let Some(cast) = node.op_as::<tract_core::ops::cast::Cast>() else {
+            continue;
+        };
         let input = model.outlet_fact(node.inputs[0])?;
         let pair = (input.datum_type, cast.to);
-        if input.konst.is_some() || !(pair == (f32::datum_type(), f16::datum_type()) || pair == (f16::datum_type(), f32::datum_type())) {
+        if input.konst.is_some()
+            || !(pair == (f32::datum_type(), f16::datum_type())
+                || pair == (f16::datum_type(), f32::datum_type()))
+        {
             continue;
         }
         let to = cast.to;
@@ -156,18 +175,35 @@ mod tests {
     fn widening_keeps_values_and_drops_f16() -> TractResult<()> {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([3]))?;
-        let half = model.wire_node("x.f16", tract_core::ops::cast::cast(f16::datum_type()), &[x])?[0];
-        let w = model.add_const("w", tensor1(&[f16::from_f32(0.5), f16::from_f32(-2.0), f16::from_f32(0.1)]))?;
+        let half = model.wire_node(
+            "x.f16",
+            tract_core::ops::cast::cast(f16::datum_type()),
+            &[x],
+        )?[0];
+        let w = model.add_const(
+            "w",
+            tensor1(&[f16::from_f32(0.5), f16::from_f32(-2.0), f16::from_f32(0.1)]),
+        )?;
         let y = model.wire_node("y", tract_core::ops::math::mul(), &[half, w])?[0];
-        let out = model.wire_node("logits", tract_core::ops::cast::cast(f32::datum_type()), &[y])?;
+        let out = model.wire_node(
+            "logits",
+            tract_core::ops::cast::cast(f32::datum_type()),
+            &[y],
+        )?;
         model.select_output_outlets(&out)?;
         assert!(has_f16(&model));
 
         widen_to_f32(&mut model)?;
         let model = model.into_decluttered()?;
         assert!(!has_f16(&model));
-        let got = model.into_runnable()?.run(tvec!(tensor1(&[2f32, 3.0, 10.0]).into()))?;
-        let got: Vec<f32> = got[0].to_plain_array_view::<f32>()?.iter().copied().collect();
+        let got = model
+            .into_runnable()?
+            .run(tvec!(tensor1(&[2f32, 3.0, 10.0]).into()))?;
+        let got: Vec<f32> = got[0]
+            .to_plain_array_view::<f32>()?
+            .iter()
+            .copied()
+            .collect();
         // The weights keep their f16-rounded values (0.1 is 0.0999756 in f16).
         assert_eq!(got, vec![1.0, -6.0, 10.0 * f16::from_f32(0.1).to_f32()]);
         Ok(())
@@ -185,13 +221,37 @@ mod tests {
     fn slice_casts_give_tracts_values() -> TractResult<()> {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([2, 9]))?;
-        let half = model.wire_node("x.f16", tract_core::ops::cast::cast(f16::datum_type()), &[x])?[0];
-        let back = model.wire_node("x.f32", tract_core::ops::cast::cast(f32::datum_type()), &[half])?;
+        let half = model.wire_node(
+            "x.f16",
+            tract_core::ops::cast::cast(f16::datum_type()),
+            &[x],
+        )?[0];
+        let back = model.wire_node(
+            "x.f32",
+            tract_core::ops::cast::cast(f32::datum_type()),
+            &[half],
+        )?;
         model.select_output_outlets(&[half, back[0]])?;
         // Ties, subnormals, overflow, signed zero, and plain values.
         let values = [
-            1.0f32, 0.1, -2.5e-3, 65504.0, 70000.0, -1e6, 6e-8, 3e-5, -0.0, 1.0009766, 1.00048828125, 2049.0, 2051.0,
-            -3.14159, 1e-10, 0.33333, 123.456, -65519.0,
+            1.0f32,
+            0.1,
+            -2.5e-3,
+            65504.0,
+            70000.0,
+            -1e6,
+            6e-8,
+            3e-5,
+            -0.0,
+            1.0009766,
+            1.00048828125,
+            2049.0,
+            2051.0,
+            -3.14159,
+            1e-10,
+            0.33333,
+            123.456,
+            -65519.0,
         ];
         let input = tvec!(Tensor::from_shape(&[2, 9], &values)?.into_tvalue());
         let optimized = model.into_optimized()?;

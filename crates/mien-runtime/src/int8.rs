@@ -4,7 +4,9 @@
 //! with VNNI. On x86 without VNNI its AVX2 i8 kernel widens 8 lanes at a time and loses to float by about
 //! 4x, so there the plan's i8 weights are turned back into float at load: the activations are still
 //! quantized exactly as the plan says (same rounding, same scales), only the product runs in f32, whose
-//! sums of i8 × i8 products are exact up to 2^24 and nearly exact beyond. The rewrite itself lives in
+//! sums of i8 × i8 products are exact up to 2^24 and nearly exact beyond. On aarch64 without SDOT
+//! (Cortex-A72) tract's integer kernel costs more than float, and the linear layers run on mien's own
+//! ([`crate::int8_linear`]). The rewrite itself lives in
 //! `mien-quantize`, beside the rewrite that produces the pattern it undoes.
 
 pub use mien_quantize::rewrite::{dequantize_weights, has_int8_matmuls};
@@ -28,7 +30,9 @@ impl std::str::FromStr for Int8Path {
             "auto" => Ok(Int8Path::Auto),
             "integer" => Ok(Int8Path::Integer),
             "dequantized" | "float" => Ok(Int8Path::DequantizedWeights),
-            other => Err(format!("expected auto, integer or dequantized, found {other:?}")),
+            other => Err(format!(
+                "expected auto, integer or dequantized, found {other:?}"
+            )),
         }
     }
 }
@@ -61,8 +65,17 @@ pub fn resolve(choice: Int8Path) -> (Int8Path, &'static str) {
         return (env, "MIEN_INT8_PATH");
     }
     match choice {
-        Int8Path::Auto if integer_kernels_pay() => (Int8Path::Integer, "integer kernels pay on this CPU"),
-        Int8Path::Auto => (Int8Path::DequantizedWeights, "x86 without VNNI: tract's i8 kernels lose to float here"),
+        Int8Path::Auto if integer_kernels_pay() && crate::int8_linear::kernel().is_some() => (
+            Int8Path::Integer,
+            "no SDOT: linear layers on mien's SMULL/SADALP kernel",
+        ),
+        Int8Path::Auto if integer_kernels_pay() => {
+            (Int8Path::Integer, "integer kernels pay on this CPU")
+        }
+        Int8Path::Auto => (
+            Int8Path::DequantizedWeights,
+            "x86 without VNNI: tract's i8 kernels lose to float here",
+        ),
         other => (other, "requested"),
     }
 }

@@ -10,6 +10,7 @@ pub mod f16_convert;
 mod graph;
 pub mod half;
 pub mod int8;
+pub mod int8_linear;
 pub mod linear;
 pub mod norm;
 pub mod pack;
@@ -56,7 +57,9 @@ pub enum RuntimeError {
         message: String,
     },
     /// A detector plan was given where a classifier is needed.
-    #[error("{path}: this is a detector plan (mien.json has a detector section), not a classifier")]
+    #[error(
+        "{path}: this is a detector plan (mien.json has a detector section), not a classifier"
+    )]
     NotAClassifier {
         /// The plan.
         path: String,
@@ -93,8 +96,8 @@ pub struct RuntimeOptions {
     /// CPU has their kernel (the same products summed in another order: within rounding of tract's,
     /// faster). This switch is for comparisons and debugging.
     pub tract_ops_only: bool,
-    /// Keep tract's softmax, f32 linear layers and products while using mien's other ops (for checking
-    /// those bit for bit against tract).
+    /// Keep tract's softmax, f32 linear layers and products, and its int8 products on cores without SDOT
+    /// ([`int8_linear`]), while using mien's other ops (for checking those bit for bit against tract).
     pub tract_float_kernels: bool,
 }
 
@@ -104,7 +107,9 @@ impl RuntimeOptions {
         if self.threads > 0 {
             self.threads
         } else {
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
         }
     }
 }
@@ -166,14 +171,21 @@ pub type HalfChoice = PathChoice<HalfPath>;
 
 /// A `MIEN_*_PATH` environment variable that overrides an `Auto` choice: `Some` only when the caller
 /// asked for `auto` and the variable names another path.
-fn env_override<P: std::str::FromStr + PartialEq + Copy>(choice: P, auto: P, var: &str) -> Option<P> {
+fn env_override<P: std::str::FromStr + PartialEq + Copy>(
+    choice: P,
+    auto: P,
+    var: &str,
+) -> Option<P> {
     let env = std::env::var(var).ok()?.parse().ok()?;
     (choice == auto && env != auto).then_some(env)
 }
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("plan", &self.plan.path()).field("threads", &self.threads).finish()
+        f.debug_struct("Model")
+            .field("plan", &self.plan.path())
+            .field("threads", &self.threads)
+            .finish()
     }
 }
 
@@ -191,27 +203,48 @@ impl Model {
     /// twice in a row made checksums a quarter of the load time of a large plan); a plan that fails
     /// verification is refused with that error, whatever the parse gave. Open the plan with
     /// [`Plan::open_unverified`]: one opened with [`Plan::open`] is verified twice.
-    pub fn from_plan(plan: Plan, opened: Instant, options: &RuntimeOptions) -> Result<Model, RuntimeError> {
+    pub fn from_plan(
+        plan: Plan,
+        opened: Instant,
+        options: &RuntimeOptions,
+    ) -> Result<Model, RuntimeError> {
         let plan_name = plan.path().display().to_string();
         let tract_err = |stage: &'static str| {
             let path = plan_name.clone();
-            move |e: TractError| RuntimeError::Tract { path, stage, message: one_line(&e) }
+            move |e: TractError| RuntimeError::Tract {
+                path,
+                stage,
+                message: one_line(&e),
+            }
         };
 
         let (verified, parsed) = std::thread::scope(|scope| {
             let verifier = scope.spawn(|| {
                 let start = Instant::now();
-                plan.verify_files().map(|()| start.elapsed().as_secs_f64() * 1e3)
+                plan.verify_files()
+                    .map(|()| start.elapsed().as_secs_f64() * 1e3)
             });
             let parsed = tract_nnef::nnef().model_for_path(plan.nnef_path());
-            (verifier.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)), parsed)
+            (
+                verifier
+                    .join()
+                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                parsed,
+            )
         });
         let verify_ms = verified?;
         let model = parsed.map_err(tract_err("load"))?;
         let load_ms = opened.elapsed().as_secs_f64() * 1e3;
-        tracing::debug!(rss_mb = current_rss_mb(), load_ms, verify_ms, "graph loaded and verified");
-        check_graph(&plan, &model)
-            .map_err(|message| RuntimeError::GraphMismatch { path: plan_name.clone(), message })?;
+        tracing::debug!(
+            rss_mb = current_rss_mb(),
+            load_ms,
+            verify_ms,
+            "graph loaded and verified"
+        );
+        check_graph(&plan, &model).map_err(|message| RuntimeError::GraphMismatch {
+            path: plan_name.clone(),
+            message,
+        })?;
 
         let mut model = model;
         let int8_choice = if int8::has_int8_matmuls(&model) {
@@ -228,7 +261,8 @@ impl Model {
         let fused_quantizations = if options.tract_ops_only {
             0
         } else {
-            mien_quantize::fuse::fuse_per_token_quantization(&mut model).map_err(tract_err("fuse"))?
+            mien_quantize::fuse::fuse_per_token_quantization(&mut model)
+                .map_err(tract_err("fuse"))?
         };
         let half_choice = if half::has_f16(&model) {
             let (path, reason) = half::resolve(options.f16_path);
@@ -241,19 +275,41 @@ impl Model {
             None
         };
 
+        // On cores without SDOT the int8 products run on mien's kernel; tract's costs more than f32 there.
+        let int8_linears = match (int8_choice, int8_linear::kernel()) {
+            (
+                Some(Int8Choice {
+                    path: Int8Path::Integer,
+                    ..
+                }),
+                Some(kernel),
+            ) if !options.tract_ops_only && !options.tract_float_kernels => {
+                int8_linear::accelerate_int8_linear_layers(&mut model, kernel)
+                    .map_err(tract_err("optimize"))?
+            }
+            _ => 0,
+        };
+
         let start = Instant::now();
-        let packed_linears = if options.tract_ops_only || options.tract_float_kernels || linear::kernel().is_none() {
+        let packed_linears = if options.tract_ops_only
+            || options.tract_float_kernels
+            || linear::kernel().is_none()
+        {
             0
         } else {
             // Linear layers are packed before declutter, whose axis changes would otherwise copy every
             // weight, and again after it for layers (and bias additions) it brings into shape.
-            let early = linear::accelerate_linear_layers(&mut model).map_err(tract_err("optimize"))?;
+            let early =
+                linear::accelerate_linear_layers(&mut model).map_err(tract_err("optimize"))?;
             let early_ms = start.elapsed().as_secs_f64() * 1e3;
             model.declutter().map_err(tract_err("optimize"))?;
             let decluttered_ms = start.elapsed().as_secs_f64() * 1e3 - early_ms;
-            let replaced = early + linear::accelerate_linear_layers(&mut model).map_err(tract_err("optimize"))?;
-            let products = linear::batched::accelerate_batched_products(&mut model).map_err(tract_err("optimize"))?;
-            let attention = linear::attention::fuse_attention(&mut model).map_err(tract_err("optimize"))?;
+            let replaced = early
+                + linear::accelerate_linear_layers(&mut model).map_err(tract_err("optimize"))?;
+            let products = linear::batched::accelerate_batched_products(&mut model)
+                .map_err(tract_err("optimize"))?;
+            let attention =
+                linear::attention::fuse_attention(&mut model).map_err(tract_err("optimize"))?;
             let layer_norms = norm::fuse_layer_norms(&mut model).map_err(tract_err("optimize"))?;
             tracing::debug!(
                 early_ms,
@@ -282,15 +338,22 @@ impl Model {
             )
         };
         let optimized = Arc::new(optimized);
-        let runnable = optimized.clone().into_runnable().map_err(tract_err("optimize"))?;
+        let runnable = optimized
+            .clone()
+            .into_runnable()
+            .map_err(tract_err("optimize"))?;
         let optimize_ms = start.elapsed().as_secs_f64() * 1e3;
 
         let threads = options.effective_threads();
-        let executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
+        let executor = if threads > 1 {
+            Executor::multithread(threads)
+        } else {
+            Executor::SingleThread
+        };
 
         let manifest = plan.manifest();
         let preprocessor = Preprocessor::new(&manifest.preprocessing, &manifest.input);
-        tracing::debug!(cpu = %cpu::summary(), kernels = ?kernel_names(&optimized), fused_quantizations, fast_packs, slice_casts, row_softmaxes, packed_linears, "kernels chosen");
+        tracing::debug!(cpu = %cpu::summary(), kernels = ?kernel_names(&optimized), fused_quantizations, fast_packs, slice_casts, row_softmaxes, packed_linears, int8_linears, "kernels chosen");
         tracing::debug!(plan = %plan_name, verify_ms, load_ms, optimize_ms, threads, rss_mb = current_rss_mb(), peak_rss_mb = peak_rss_mb(), "plan ready");
         Ok(Model {
             plan,
@@ -299,7 +362,11 @@ impl Model {
             preprocessor,
             executor,
             threads,
-            timings: LoadTimings { verify_ms, load_ms, optimize_ms },
+            timings: LoadTimings {
+                verify_ms,
+                load_ms,
+                optimize_ms,
+            },
             int8: int8_choice,
             half: half_choice,
         })
@@ -333,8 +400,16 @@ impl Model {
     /// Runs later inferences on `threads` threads (0: all cores). Only the thread pool changes: the
     /// optimized graph does not depend on the thread count, so trying several counts needs one load.
     pub fn set_threads(&mut self, threads: usize) {
-        let threads = RuntimeOptions { threads, ..Default::default() }.effective_threads();
-        self.executor = if threads > 1 { Executor::multithread(threads) } else { Executor::SingleThread };
+        let threads = RuntimeOptions {
+            threads,
+            ..Default::default()
+        }
+        .effective_threads();
+        self.executor = if threads > 1 {
+            Executor::multithread(threads)
+        } else {
+            Executor::SingleThread
+        };
         self.threads = threads;
     }
 
@@ -351,10 +426,14 @@ impl Model {
     /// Runs the graph on a preprocessed input and returns its output, flattened.
     pub fn run(&self, input: &[f32]) -> Result<Vec<f32>, RuntimeError> {
         let tensor = self.input_tensor(input)?;
-        let outputs = multithread_tract_scope(self.executor.clone(), || self.runnable.run(tvec!(tensor.into_tvalue())))
-            .map_err(|e| self.run_error(e))?;
+        let outputs = multithread_tract_scope(self.executor.clone(), || {
+            self.runnable.run(tvec!(tensor.into_tvalue()))
+        })
+        .map_err(|e| self.run_error(e))?;
         let output = outputs[0].cast_to::<f32>().map_err(|e| self.run_error(e))?;
-        let output = output.to_plain_array_view::<f32>().map_err(|e| self.run_error(e))?;
+        let output = output
+            .to_plain_array_view::<f32>()
+            .map_err(|e| self.run_error(e))?;
         Ok(output.iter().copied().collect())
     }
 
@@ -362,13 +441,20 @@ impl Model {
     fn input_tensor(&self, input: &[f32]) -> Result<Tensor, RuntimeError> {
         let expected = self.preprocessor.len();
         if input.len() != expected {
-            return Err(RuntimeError::InputSize { expected, found: input.len() });
+            return Err(RuntimeError::InputSize {
+                expected,
+                found: input.len(),
+            });
         }
         Tensor::from_shape(&self.plan.manifest().input.shape, input).map_err(|e| self.run_error(e))
     }
 
     fn run_error(&self, e: TractError) -> RuntimeError {
-        RuntimeError::Tract { path: self.plan.path().display().to_string(), stage: "run", message: one_line(&e) }
+        RuntimeError::Tract {
+            path: self.plan.path().display().to_string(),
+            stage: "run",
+            message: one_line(&e),
+        }
     }
 
     /// Runs the graph `runs` times on `input`, timing every node, and returns the time per op type,
@@ -380,14 +466,17 @@ impl Model {
         let mut state = self.runnable.spawn().map_err(|e| self.run_error(e))?;
         for _ in 0..runs.max(1) {
             multithread_tract_scope(self.executor.clone(), || {
-                state.run_plan_with_eval(tvec!(tensor.clone().into_tvalue()), |ctx, op_state, node, inputs| {
-                    let start = Instant::now();
-                    let out = tract_core::plan::eval(ctx, op_state, node, inputs);
-                    let entry = by_op.entry(node.op.name().to_string()).or_default();
-                    entry.0 += 1;
-                    entry.1 += start.elapsed();
-                    out
-                })
+                state.run_plan_with_eval(
+                    tvec!(tensor.clone().into_tvalue()),
+                    |ctx, op_state, node, inputs| {
+                        let start = Instant::now();
+                        let out = tract_core::plan::eval(ctx, op_state, node, inputs);
+                        let entry = by_op.entry(node.op.name().to_string()).or_default();
+                        entry.0 += 1;
+                        entry.1 += start.elapsed();
+                        out
+                    },
+                )
             })
             .map_err(|e| self.run_error(e))?;
         }
@@ -399,7 +488,11 @@ impl Model {
                 op,
                 nodes: evals / runs,
                 ms: d.as_secs_f64() * 1e3 / runs as f64,
-                share: if total > 0.0 { d.as_secs_f64() / total } else { 0.0 },
+                share: if total > 0.0 {
+                    d.as_secs_f64() / total
+                } else {
+                    0.0
+                },
             })
             .collect();
         profile.sort_by(|a, b| b.ms.total_cmp(&a.ms));
@@ -451,14 +544,21 @@ impl std::ops::Deref for Classifier {
 
 impl Classifier {
     /// Opens, verifies, loads and optimizes a classifier plan; detector plans are refused.
-    pub fn load(path: impl AsRef<Path>, options: &RuntimeOptions) -> Result<Classifier, RuntimeError> {
+    pub fn load(
+        path: impl AsRef<Path>,
+        options: &RuntimeOptions,
+    ) -> Result<Classifier, RuntimeError> {
         let opened = Instant::now();
         let plan = Plan::open_unverified(path.as_ref())?;
         // Refused from the manifest, before the graph is parsed and optimized.
         if plan.manifest().detector.is_some() {
-            return Err(RuntimeError::NotAClassifier { path: plan.path().display().to_string() });
+            return Err(RuntimeError::NotAClassifier {
+                path: plan.path().display().to_string(),
+            });
         }
-        Ok(Classifier { model: Model::from_plan(plan, opened, options)? })
+        Ok(Classifier {
+            model: Model::from_plan(plan, opened, options)?,
+        })
     }
 
     /// Runs later inferences on `threads` threads (0: all cores); see [`Model::set_threads`].
@@ -481,7 +581,13 @@ impl Classifier {
         let logits = self.run_logits(input)?;
         let probabilities = softmax(&logits);
         let (index, score) = top_k(&probabilities, 1)[0];
-        Ok(Classification { index, label: self.labels()[index].clone(), score, probabilities, logits })
+        Ok(Classification {
+            index,
+            label: self.labels()[index].clone(),
+            score,
+            probabilities,
+            logits,
+        })
     }
 
     /// Preprocesses and classifies an RGB image.
@@ -499,8 +605,14 @@ fn kernel_names(model: &TypedModel) -> BTreeMap<String, usize> {
                 *kernels.entry(mmm.name().to_string()).or_insert(0) += 1;
             }
         }
-        // mien's own products run its tile kernel (linear::kernel; only AVX2+FMA has one so far).
         let name = node.op.name();
+        if name.starts_with("PackedInt8Linear") {
+            *kernels
+                .entry(format!("{} (int8 linear)", int8_linear::KERNEL_NAME))
+                .or_insert(0) += 1;
+            continue;
+        }
+        // mien's own f32 products run its tile kernel (linear::kernel; only AVX2+FMA has one so far).
         let family = if name.starts_with("PackedLinear") {
             "linear"
         } else if name.starts_with("BatchedProduct") {
@@ -510,7 +622,9 @@ fn kernel_names(model: &TypedModel) -> BTreeMap<String, usize> {
         } else {
             continue;
         };
-        *kernels.entry(format!("mien_avx2_fma_f32_tile ({family})")).or_insert(0) += 1;
+        *kernels
+            .entry(format!("mien_avx2_fma_f32_tile ({family})"))
+            .or_insert(0) += 1;
     }
     kernels
 }
@@ -525,15 +639,25 @@ fn check_graph(plan: &Plan, model: &TypedModel) -> Result<(), String> {
             model.outputs.len()
         ));
     }
-    let input_fact = model.outlet_fact(model.inputs[0]).map_err(|e| one_line(&e))?;
+    let input_fact = model
+        .outlet_fact(model.inputs[0])
+        .map_err(|e| one_line(&e))?;
     let input_shape: Option<Vec<usize>> = input_fact.shape.as_concrete().map(|s| s.to_vec());
     if input_shape.as_deref() != Some(&manifest.input.shape[..]) {
-        return Err(format!("input shape is {:?}, mien.json says {:?}", input_fact.shape, manifest.input.shape));
+        return Err(format!(
+            "input shape is {:?}, mien.json says {:?}",
+            input_fact.shape, manifest.input.shape
+        ));
     }
     if input_fact.datum_type != f32::datum_type() {
-        return Err(format!("input type is {:?}, mien.json says f32", input_fact.datum_type));
+        return Err(format!(
+            "input type is {:?}, mien.json says f32",
+            input_fact.datum_type
+        ));
     }
-    let output_fact = model.outlet_fact(model.outputs[0]).map_err(|e| one_line(&e))?;
+    let output_fact = model
+        .outlet_fact(model.outputs[0])
+        .map_err(|e| one_line(&e))?;
     let output_len: Option<usize> = output_fact.shape.as_concrete().map(|s| s.iter().product());
     let expected: usize = manifest.output.shape.iter().product();
     if output_len != Some(expected) {

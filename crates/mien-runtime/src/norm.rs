@@ -37,7 +37,10 @@ impl std::hash::Hash for LayerNorm {
         self.axis.hash(state);
         self.eps.to_bits().hash(state);
         for values in [&self.scale, &self.offset] {
-            values.as_ref().map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>()).hash(state);
+            values
+                .as_ref()
+                .map(|v| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>())
+                .hash(state);
         }
     }
 }
@@ -62,17 +65,25 @@ impl LayerNorm {
     /// (`inner` 1) are split between the current tract executor's threads: each row's arithmetic is the
     /// same on any thread, so the result does not depend on their number.
     pub fn normalize(&self, data: &mut [f32], n: usize, inner: usize) {
-        let (scale, offset) = (self.scale.as_deref().map(|v| &v[..]), self.offset.as_deref().map(|v| &v[..]));
+        let (scale, offset) = (
+            self.scale.as_deref().map(|v| &v[..]),
+            self.offset.as_deref().map(|v| &v[..]),
+        );
         let count = n as f32;
         if inner == 1 {
             let executor = current_tract_executor();
             let rows = data.len() / n.max(1);
             match &executor {
                 // Worth a parallel section from a few dozen rows (a ViT's 197 tokens: ~0.1 ms serial).
-                Executor::MultiThread(pool) if pool.current_num_threads() > 1 && rows >= 32 && n > 0 => {
+                Executor::MultiThread(pool)
+                    if pool.current_num_threads() > 1 && rows >= 32 && n > 0 =>
+                {
                     use rayon::prelude::*;
                     let share = rows.div_ceil(pool.current_num_threads()) * n;
-                    pool.install(|| data.par_chunks_mut(share).for_each(|rows| self.normalize_rows(rows, n)));
+                    pool.install(|| {
+                        data.par_chunks_mut(share)
+                            .for_each(|rows| self.normalize_rows(rows, n))
+                    });
                 }
                 _ => self.normalize_rows(data, n),
             }
@@ -88,30 +99,52 @@ impl LayerNorm {
             mean.iter_mut().for_each(|m| *m /= count);
             inv.fill(0.0);
             for channel in block.chunks_exact(inner) {
-                inv.iter_mut().zip(channel).zip(&mean).for_each(|((s, &v), &m)| *s += (v - m) * (v - m));
+                inv.iter_mut()
+                    .zip(channel)
+                    .zip(&mean)
+                    .for_each(|((s, &v), &m)| *s += (v - m) * (v - m));
             }
-            inv.iter_mut().for_each(|s| *s = 1.0 / (*s / count + self.eps).sqrt());
+            inv.iter_mut()
+                .for_each(|s| *s = 1.0 / (*s / count + self.eps).sqrt());
             for (c, channel) in block.chunks_exact_mut(inner).enumerate() {
-                let (s, o) = (scale.map(|s| s[c]).unwrap_or(1.0), offset.map(|o| o[c]).unwrap_or(0.0));
-                channel.iter_mut().zip(&mean).zip(&inv).for_each(|((x, &m), &i)| *x = (*x - m) * i * s + o);
+                let (s, o) = (
+                    scale.map(|s| s[c]).unwrap_or(1.0),
+                    offset.map(|o| o[c]).unwrap_or(0.0),
+                );
+                channel
+                    .iter_mut()
+                    .zip(&mean)
+                    .zip(&inv)
+                    .for_each(|((x, &m), &i)| *x = (*x - m) * i * s + o);
             }
         }
     }
 
     /// Normalizes each row of `n` values of `data`, in place.
     fn normalize_rows(&self, data: &mut [f32], n: usize) {
-        let (scale, offset) = (self.scale.as_deref().map(|v| &v[..]), self.offset.as_deref().map(|v| &v[..]));
+        let (scale, offset) = (
+            self.scale.as_deref().map(|v| &v[..]),
+            self.offset.as_deref().map(|v| &v[..]),
+        );
         let count = n as f32;
         for row in data.chunks_exact_mut(n) {
             let mean = slice_sum(row, |v| v) / count;
             let variance = slice_sum(row, |v| (v - mean) * (v - mean)) / count;
             let inv = 1.0 / (variance + self.eps).sqrt();
             match (scale, offset) {
-                (Some(s), Some(o)) => {
-                    row.iter_mut().zip(s).zip(o).for_each(|((x, s), o)| *x = (*x - mean) * inv * s + o)
-                }
-                (Some(s), None) => row.iter_mut().zip(s).for_each(|(x, s)| *x = (*x - mean) * inv * s),
-                (None, Some(o)) => row.iter_mut().zip(o).for_each(|(x, o)| *x = (*x - mean) * inv + o),
+                (Some(s), Some(o)) => row
+                    .iter_mut()
+                    .zip(s)
+                    .zip(o)
+                    .for_each(|((x, s), o)| *x = (*x - mean) * inv * s + o),
+                (Some(s), None) => row
+                    .iter_mut()
+                    .zip(s)
+                    .for_each(|(x, s)| *x = (*x - mean) * inv * s),
+                (None, Some(o)) => row
+                    .iter_mut()
+                    .zip(o)
+                    .for_each(|(x, o)| *x = (*x - mean) * inv + o),
                 (None, None) => row.iter_mut().for_each(|x| *x = (*x - mean) * inv),
             }
         }
@@ -142,8 +175,16 @@ impl EvalOp for LayerNorm {
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         let input = args_1!(inputs);
         let shape = input.shape().to_vec();
-        ensure!(self.axis < shape.len(), "LayerNorm axis {} of a rank {} input", self.axis, shape.len());
-        let (n, inner) = (shape[self.axis], shape[self.axis + 1..].iter().product::<usize>());
+        ensure!(
+            self.axis < shape.len(),
+            "LayerNorm axis {} of a rank {} input",
+            self.axis,
+            shape.len()
+        );
+        let (n, inner) = (
+            shape[self.axis],
+            shape[self.axis + 1..].iter().product::<usize>(),
+        );
         // In place when this op holds the only reference (tract copies it otherwise).
         let mut output = input.into_tensor();
         {
@@ -156,7 +197,10 @@ impl EvalOp for LayerNorm {
 
 impl TypedOp for LayerNorm {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs[0].datum_type == f32::datum_type(), "LayerNorm takes f32");
+        ensure!(
+            inputs[0].datum_type == f32::datum_type(),
+            "LayerNorm takes f32"
+        );
         Ok(tvec!(inputs[0].without_value()))
     }
 
@@ -188,14 +232,26 @@ fn analyse(model: &TypedModel, rms: &TypedNode) -> Option<(OutletId, LayerNorm, 
     if !is_binary::<Mul>(mean) {
         return None;
     }
-    let factor_of = |slot: usize| model.outlet_fact(mean.inputs[slot]).ok().and_then(|f| f.konst.clone());
+    let factor_of = |slot: usize| {
+        model
+            .outlet_fact(mean.inputs[slot])
+            .ok()
+            .and_then(|f| f.konst.clone())
+    };
     let (sum_slot, factor) = match (factor_of(0), factor_of(1)) {
         (None, Some(f)) => (0, f),
         (Some(f), None) => (1, f),
         _ => return None,
     };
     let factor = (factor.len() == 1 && factor.datum_type() == f32::datum_type())
-        .then(|| factor.to_plain_array_view::<f32>().ok()?.iter().next().copied())
+        .then(|| {
+            factor
+                .to_plain_array_view::<f32>()
+                .ok()?
+                .iter()
+                .next()
+                .copied()
+        })
         .flatten()?;
     if (factor * n as f32 - 1.0).abs() > 1e-6 {
         return None;
@@ -205,20 +261,42 @@ fn analyse(model: &TypedModel, rms: &TypedNode) -> Option<(OutletId, LayerNorm, 
     if reduce.reducer != Reducer::Sum || reduce.axes.as_slice() != [op.axis] || sum.inputs[0] != x {
         return None;
     }
-    let eps = (op.eps.len() == 1).then(|| op.eps.cast_to_scalar::<f32>().ok()).flatten()?;
-    let mut norm = LayerNorm { axis: op.axis, eps, scale: None, offset: None };
+    let eps = (op.eps.len() == 1)
+        .then(|| op.eps.cast_to_scalar::<f32>().ok())
+        .flatten()?;
+    let mut norm = LayerNorm {
+        axis: op.axis,
+        eps,
+        scale: None,
+        offset: None,
+    };
     // A scale, then an offset, each a constant per position of the axis, each the only successor.
     let mut last = rms.id;
     let take = |last: &mut usize, want_mul: bool| -> Option<Vec<f32>> {
         let node = model.node(*last);
-        let [only] = &node.outputs[0].successors[..] else { return None };
+        let [only] = &node.outputs[0].successors[..] else {
+            return None;
+        };
         let next = model.node(only.node);
-        let kind_matches = if want_mul { is_binary::<Mul>(next) } else { is_binary::<Add>(next) };
+        let kind_matches = if want_mul {
+            is_binary::<Mul>(next)
+        } else {
+            is_binary::<Add>(next)
+        };
         if !kind_matches {
             return None;
         }
-        let konst = model.outlet_fact(next.inputs[1 - only.slot]).ok()?.konst.clone()?;
-        let same_shape = model.outlet_fact(OutletId::new(next.id, 0)).ok()?.shape.as_concrete()? == &shape[..];
+        let konst = model
+            .outlet_fact(next.inputs[1 - only.slot])
+            .ok()?
+            .konst
+            .clone()?;
+        let same_shape = model
+            .outlet_fact(OutletId::new(next.id, 0))
+            .ok()?
+            .shape
+            .as_concrete()?
+            == &shape[..];
         let values = per_axis_values(&konst, shape.len(), op.axis, n).filter(|_| same_shape)?;
         *last = next.id;
         Some(values)
@@ -233,7 +311,9 @@ fn analyse(model: &TypedModel, rms: &TypedNode) -> Option<(OutletId, LayerNorm, 
 pub fn fuse_layer_norms(model: &mut TypedModel) -> TractResult<usize> {
     let mut fused = 0;
     for id in model.eval_order()? {
-        let Some((input, op, last)) = analyse(model, model.node(id)) else { continue };
+        let Some((input, op, last)) = analyse(model, model.node(id)) else {
+            continue;
+        };
         let name = model.node(id).name.clone();
         let mut patch = TypedModelPatch::default();
         let tapped = patch.tap_model(model, input)?;
@@ -320,7 +400,9 @@ mod tests {
     fn rows_and_columns_match_an_f64_reference() {
         for n in [1usize, 7, 8, 9, 64, 384, 768] {
             let (scale, offset) = (values(n, 2), values(n, 3));
-            for (with_scale, with_offset) in [(false, false), (true, false), (false, true), (true, true)] {
+            for (with_scale, with_offset) in
+                [(false, false), (true, false), (false, true), (true, true)]
+            {
                 let norm = LayerNorm {
                     axis: 1,
                     eps: 1e-6,
@@ -330,7 +412,10 @@ mod tests {
                 let (outer, inner) = (3usize, 5usize);
                 // Rows (inner 1) with an offset so the mean is far from zero, then the same values laid
                 // out channel-major ([outer, n, inner]).
-                let x: Vec<f32> = values(outer * n * inner, 1).iter().map(|v| v * 4.0 + 10.0).collect();
+                let x: Vec<f32> = values(outer * n * inner, 1)
+                    .iter()
+                    .map(|v| v * 4.0 + 10.0)
+                    .collect();
                 let mut rows = x.clone();
                 norm.normalize(&mut rows, n, 1);
                 let mut columns = vec![0f32; x.len()];
@@ -340,14 +425,21 @@ mod tests {
                 }
                 norm.normalize(&mut columns, n, inner);
                 for (r, row) in x.chunks_exact(n).enumerate() {
-                    let want =
-                        exact(row, 1e-6, norm.scale.as_deref().map(|v| &v[..]), norm.offset.as_deref().map(|v| &v[..]));
+                    let want = exact(
+                        row,
+                        1e-6,
+                        norm.scale.as_deref().map(|v| &v[..]),
+                        norm.offset.as_deref().map(|v| &v[..]),
+                    );
                     let (block, column) = (r / inner, r % inner);
                     for (c, w) in want.iter().enumerate() {
                         let by_row = rows[r * n + c] as f64;
                         let by_column = columns[block * n * inner + c * inner + column] as f64;
                         for got in [by_row, by_column] {
-                            assert!((got - w).abs() <= 2e-5 * (1.0 + w.abs()), "n {n}: {got} vs {w}");
+                            assert!(
+                                (got - w).abs() <= 2e-5 * (1.0 + w.abs()),
+                                "n {n}: {got} vs {w}"
+                            );
                         }
                     }
                 }
@@ -358,15 +450,21 @@ mod tests {
     #[test]
     fn rows_split_between_threads_give_the_same_bits() -> TractResult<()> {
         let (rows, n) = (197usize, 96usize);
-        let norm = LayerNorm { axis: 1, eps: 1e-6, scale: Some(Arc::new(values(n, 5))), offset: None };
+        let norm = LayerNorm {
+            axis: 1,
+            eps: 1e-6,
+            scale: Some(Arc::new(values(n, 5))),
+            offset: None,
+        };
         let x: Vec<f32> = values(rows * n, 6).iter().map(|v| v * 3.0 - 1.0).collect();
         let mut single = x.clone();
         norm.normalize(&mut single, n, 1);
         for threads in [2, 3, 4] {
             let mut split = x.clone();
-            tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
-                norm.normalize(&mut split, n, 1)
-            });
+            tract_linalg::multithread::multithread_tract_scope(
+                Executor::multithread(threads),
+                || norm.normalize(&mut split, n, 1),
+            );
             assert_eq!(split, single, "{threads} threads");
         }
         assert_ne!(single, x);
@@ -382,7 +480,10 @@ mod tests {
         let sum = model.wire_node("sum", Reduce::new(tvec!(axis), Reducer::Sum), &[x])?[0];
         let mut reduced = shape.to_vec();
         reduced[axis] = 1;
-        let factor = model.add_const("factor", Tensor::from_shape(&vec![1; shape.len()], &[1.0 / n as f32])?)?;
+        let factor = model.add_const(
+            "factor",
+            Tensor::from_shape(&vec![1; shape.len()], &[1.0 / n as f32])?,
+        )?;
         let mean = model.wire_node("mean", tract_core::ops::math::mul(), &[sum, factor])?[0];
         let centred = model.wire_node("centred", tract_core::ops::math::sub(), &[x, mean])?[0];
         let eps = Arc::new(tensor0(1e-6f32));
@@ -391,7 +492,8 @@ mod tests {
             let mut per_axis = vec![1; shape.len()];
             per_axis[axis] = n;
             let scale = model.add_const("scale", Tensor::from_shape(&per_axis, &values(n, 5))?)?;
-            let offset = model.add_const("offset", Tensor::from_shape(&per_axis, &values(n, 6))?)?;
+            let offset =
+                model.add_const("offset", Tensor::from_shape(&per_axis, &values(n, 6))?)?;
             y = model.wire_node("scaled", tract_core::ops::math::mul(), &[y, scale])?[0];
             y = model.wire_node("shifted", tract_core::ops::math::add(), &[y, offset])?[0];
         }
@@ -407,17 +509,30 @@ mod tests {
                 let model = decomposed(&shape, axis, affine)?;
                 let mut ours = model.clone();
                 assert_eq!(fuse_layer_norms(&mut ours)?, 1, "{shape:?} axis {axis}");
-                let op = ours.nodes().iter().find_map(|n| n.op_as::<LayerNorm>()).expect("a LayerNorm");
+                let op = ours
+                    .nodes()
+                    .iter()
+                    .find_map(|n| n.op_as::<LayerNorm>())
+                    .expect("a LayerNorm");
                 assert_eq!((op.scale.is_some(), op.offset.is_some()), (affine, affine));
                 let input = Tensor::from_shape(&shape, &values(shape.iter().product(), 7))?;
                 let run = |m: &TypedModel| -> TractResult<TVec<TValue>> {
-                    m.clone().into_optimized()?.into_runnable()?.run(tvec!(input.clone().into_tvalue()))
+                    m.clone()
+                        .into_optimized()?
+                        .into_runnable()?
+                        .run(tvec!(input.clone().into_tvalue()))
                 };
                 let (want, got) = (run(&model)?, run(&ours)?);
                 for (w, g) in want.iter().zip(&got) {
-                    let (w, g) = (w.to_plain_array_view::<f32>()?, g.to_plain_array_view::<f32>()?);
+                    let (w, g) = (
+                        w.to_plain_array_view::<f32>()?,
+                        g.to_plain_array_view::<f32>()?,
+                    );
                     for (w, g) in w.iter().zip(g.iter()) {
-                        assert!((w - g).abs() <= 1e-4 * (1.0 + w.abs()), "{shape:?}: {g} vs tract's {w}");
+                        assert!(
+                            (w - g).abs() <= 1e-4 * (1.0 + w.abs()),
+                            "{shape:?}: {g} vs tract's {w}"
+                        );
                     }
                 }
             }
@@ -434,7 +549,14 @@ mod tests {
         let factor = model.add_const("factor", Tensor::from_shape(&[1, 1], &[0.25f32])?)?;
         let mean = model.wire_node("mean", tract_core::ops::math::mul(), &[sum, factor])?[0];
         let centred = model.wire_node("centred", tract_core::ops::math::sub(), &[x, mean])?[0];
-        let y = model.wire_node("rms", RmsNorm { axis: 1, eps: Arc::new(tensor0(1e-6f32)) }, &[centred])?;
+        let y = model.wire_node(
+            "rms",
+            RmsNorm {
+                axis: 1,
+                eps: Arc::new(tensor0(1e-6f32)),
+            },
+            &[centred],
+        )?;
         model.select_output_outlets(&y)?;
         assert_eq!(fuse_layer_norms(&mut model)?, 0);
         Ok(())

@@ -45,9 +45,19 @@ pub struct MatrixLayout {
 /// multiple of 4, four K values are one 4-byte word in both layouts and packing is a gather of words; with
 /// the rows contiguous instead (K strided), four rows are read side by side to build each word.
 pub fn pack_i8k4(src: &[u8], at: MatrixLayout, r: usize, dst: &mut [u8]) {
-    let MatrixLayout { offset, mn, mn_stride, k, k_stride } = at;
+    let MatrixLayout {
+        offset,
+        mn,
+        mn_stride,
+        k,
+        k_stride,
+    } = at;
     let k_padded = k.div_ceil(4) * 4;
-    assert_eq!(dst.len(), mn.div_ceil(r) * k_padded * r, "packed buffer size");
+    assert_eq!(
+        dst.len(),
+        mn.div_ceil(r) * k_padded * r,
+        "packed buffer size"
+    );
     let k_block = 4 * r;
     for (panel_index, panel) in dst.chunks_exact_mut(k_padded * r).enumerate() {
         let first_row = panel_index * r;
@@ -99,7 +109,11 @@ pub struct I8K4Pack {
 
 impl I8K4Pack {
     fn packer_for(&self, mn: usize) -> Option<&PackedI8K4> {
-        let index = if self.packers.len() == 2 { (mn > 1) as usize } else { 0 };
+        let index = if self.packers.len() == 2 {
+            (mn > 1) as usize
+        } else {
+            0
+        };
         self.packers.get(index)?.downcast_ref::<PackedI8K4>()
     }
 
@@ -107,7 +121,9 @@ impl I8K4Pack {
     fn pack(&self, input: &Tensor) -> TractResult<Option<Tensor>> {
         let shape = input.shape();
         let (k, mn) = (shape[self.k_axis], shape[self.mn_axis]);
-        let Some(packer) = self.packer_for(mn) else { return Ok(None) };
+        let Some(packer) = self.packer_for(mn) else {
+            return Ok(None);
+        };
         if input.datum_type() != i8::datum_type() {
             return Ok(None);
         }
@@ -119,7 +135,12 @@ impl I8K4Pack {
         batch_shape[self.mn_axis] = 1;
         let mut values: TVec<Box<dyn tract_linalg::mmm::MMMInputValue>> = tvec!();
         for coord in tract_ndarray::indices(&*batch_shape) {
-            let offset: isize = coord.as_array_view().iter().zip(strides).map(|(c, s)| *c as isize * s).sum();
+            let offset: isize = coord
+                .as_array_view()
+                .iter()
+                .zip(strides)
+                .map(|(c, s)| *c as isize * s)
+                .sum();
             let layout = MatrixLayout {
                 offset: offset as usize,
                 mn,
@@ -127,17 +148,24 @@ impl I8K4Pack {
                 k,
                 k_stride: strides[self.k_axis] as usize,
             };
-            let mut blob = Tensor::zero_aligned::<i8>(&[packer.len(k, mn)], packer.alignment())?.into_blob()?;
+            let mut blob = Tensor::zero_aligned::<i8>(&[packer.len(k, mn)], packer.alignment())?
+                .into_blob()?;
             pack_i8k4(bytes, layout, packer.r, blob.as_bytes_mut());
             values.push(Box::new(EagerPackedInput {
-                fact: PackedExoticFact { format: Box::new(packer.clone()), mn: mn.to_dim(), k },
+                fact: PackedExoticFact {
+                    format: Box::new(packer.clone()),
+                    mn: mn.to_dim(),
+                    k,
+                },
                 packed: Arc::new(blob),
                 panel_bytes: packer.single_panel_len(k),
                 mn,
             }));
         }
         let output_shape = self.tract_op.output_shape(shape);
-        Ok(Some(PackedMatrixStorage::new_batched(&output_shape, values).into_tensor(input.datum_type())))
+        Ok(Some(
+            PackedMatrixStorage::new_batched(&output_shape, values).into_tensor(input.datum_type()),
+        ))
     }
 }
 
@@ -169,7 +197,11 @@ impl TypedOp for I8K4Pack {
         self.tract_op.output_facts(inputs)
     }
 
-    fn axes_mapping(&self, inputs: &[&TypedFact], outputs: &[&TypedFact]) -> TractResult<AxesMapping> {
+    fn axes_mapping(
+        &self,
+        inputs: &[&TypedFact],
+        outputs: &[&TypedFact],
+    ) -> TractResult<AxesMapping> {
         self.tract_op.axes_mapping(inputs, outputs)
     }
 
@@ -182,19 +214,33 @@ pub fn speed_up_int8_packing(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in 0..model.nodes().len() {
         let node = model.node(id);
-        let Some(tract_op) = node.op_as::<OptMatMulPack>() else { continue };
-        let Some(packed) = node.outputs[0].fact.exotic_fact().and_then(|f| f.downcast_ref::<DynPackedExoticFact>())
+        let Some(tract_op) = node.op_as::<OptMatMulPack>() else {
+            continue;
+        };
+        let Some(packed) = node.outputs[0]
+            .fact
+            .exotic_fact()
+            .and_then(|f| f.downcast_ref::<DynPackedExoticFact>())
         else {
             continue;
         };
-        if !packed.packers.iter().any(|p| p.downcast_ref::<PackedI8K4>().is_some()) {
+        if !packed
+            .packers
+            .iter()
+            .any(|p| p.downcast_ref::<PackedI8K4>().is_some())
+        {
             continue;
         }
         let input_fact = model.outlet_fact(node.inputs[0])?;
         let mapping = tract_op.axes_mapping(&[input_fact], &[&node.outputs[0].fact])?;
         let k_axis = mapping.axis('K')?.inputs[0][0];
         let mn_axis = mapping.axis('M')?.inputs[0][0];
-        let op = I8K4Pack { tract_op: tract_op.clone(), packers: packed.packers.clone(), k_axis, mn_axis };
+        let op = I8K4Pack {
+            tract_op: tract_op.clone(),
+            packers: packed.packers.clone(),
+            k_axis,
+            mn_axis,
+        };
         model.node_mut(id).op = Box::new(op);
         replaced += 1;
     }
@@ -205,7 +251,12 @@ pub fn speed_up_int8_packing(model: &mut TypedModel) -> TractResult<usize> {
 mod tests {
     use super::*;
 
-    fn tract_packed_bytes(packer: &PackedI8K4, input: &Tensor, k_axis: usize, mn_axis: usize) -> Vec<u8> {
+    fn tract_packed_bytes(
+        packer: &PackedI8K4,
+        input: &Tensor,
+        k_axis: usize,
+        mn_axis: usize,
+    ) -> Vec<u8> {
         let value = packer.pack_view(&input.view(), k_axis, mn_axis).unwrap();
         let eager = value.downcast_ref::<EagerPackedInput>().unwrap();
         eager.packed.as_bytes().to_vec()
@@ -269,21 +320,39 @@ mod tests {
                     wide.slice(1, 0, k).unwrap(),
                     1,
                     0,
-                    MatrixLayout { offset: 0, mn, mn_stride: 2 * k, k, k_stride: 1 },
+                    MatrixLayout {
+                        offset: 0,
+                        mn,
+                        mn_stride: 2 * k,
+                        k,
+                        k_stride: 1,
+                    },
                     &wide,
                 ),
                 (
                     tall.slice(0, k, 2 * k).unwrap(),
                     0,
                     1,
-                    MatrixLayout { offset: k * mn, mn, mn_stride: 1, k, k_stride: mn },
+                    MatrixLayout {
+                        offset: k * mn,
+                        mn,
+                        mn_stride: 1,
+                        k,
+                        k_stride: mn,
+                    },
                     &tall,
                 ),
                 (
                     spread.slice(2, 1, 2).unwrap(),
                     1,
                     0,
-                    MatrixLayout { offset: 1, mn, mn_stride: 2 * k, k, k_stride: 2 },
+                    MatrixLayout {
+                        offset: 1,
+                        mn,
+                        mn_stride: 2 * k,
+                        k,
+                        k_stride: 2,
+                    },
                     &spread,
                 ),
             ];
@@ -317,7 +386,12 @@ mod tests {
         let y = model.wire_node("mm", mm, &[a, b]).unwrap();
         model.select_output_outlets(&y).unwrap();
         let optimized = model.into_optimized().unwrap();
-        let reference = optimized.clone().into_runnable().unwrap().run(inputs.clone()).unwrap();
+        let reference = optimized
+            .clone()
+            .into_runnable()
+            .unwrap()
+            .run(inputs.clone())
+            .unwrap();
 
         let mut fast = optimized.clone();
         let replaced = speed_up_int8_packing(&mut fast).unwrap();
@@ -329,14 +403,24 @@ mod tests {
                     .fact
                     .exotic_fact()
                     .and_then(|f| f.downcast_ref::<DynPackedExoticFact>())
-                    .is_some_and(|p| p.packers.iter().any(|p| p.downcast_ref::<PackedI8K4>().is_some()))
+                    .is_some_and(|p| {
+                        p.packers
+                            .iter()
+                            .any(|p| p.downcast_ref::<PackedI8K4>().is_some())
+                    })
             })
             .count();
-        assert_eq!(replaced, i8k4_packs, "{expr}: every SDOT-format pack is replaced, nothing else");
+        assert_eq!(
+            replaced, i8k4_packs,
+            "{expr}: every SDOT-format pack is replaced, nothing else"
+        );
         // tract packs i8 activations as I8K4 for its SDOT kernels: on a dotprod CPU the op must be in use.
         #[cfg(target_arch = "aarch64")]
         if std::arch::is_aarch64_feature_detected!("dotprod") {
-            assert!(replaced > 0, "{expr}: no I8K4 pack replaced on a dotprod CPU");
+            assert!(
+                replaced > 0,
+                "{expr}: no I8K4 pack replaced on a dotprod CPU"
+            );
         }
         let got = fast.into_runnable().unwrap().run(inputs).unwrap();
         assert_eq!(got[0], reference[0], "{expr}");

@@ -121,7 +121,16 @@ mod tests {
             Layout::Nchw => vec![1, channels, 2, 2],
             Layout::Nhwc => vec![1, 2, 2, channels],
         };
-        (pre, InputSpec { name: "x".into(), shape, dtype: DType::F32, layout, channels })
+        (
+            pre,
+            InputSpec {
+                name: "x".into(),
+                shape,
+                dtype: DType::F32,
+                layout,
+                channels,
+            },
+        )
     }
 
     fn image() -> RgbImage {

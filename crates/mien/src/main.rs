@@ -156,8 +156,9 @@ pub struct RunArgs {
     /// has FP16 arithmetic: Cortex-A76/A78). MIEN_F16_PATH overrides auto.
     #[arg(long, default_value = "auto", value_name = "auto|f16|f32")]
     pub f16_path: mien_runtime::HalfPath,
-    /// Run f32 linear layers and softmaxes on tract's own kernels instead of mien's (for comparing the
-    /// two; results differ within rounding).
+    /// Run f32 linear layers and softmaxes, and int8 linear layers on cores without SDOT, on tract's own
+    /// kernels instead of mien's (for comparing the two; f32 results differ within rounding, int8 ones
+    /// not at all).
     #[arg(long)]
     pub tract_kernels: bool,
 }

@@ -14,7 +14,11 @@ pub mod scalar;
 
 /// Writes `src` rounded to f16 into `dst` (same length).
 pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
-    assert_eq!(src.len(), dst.len(), "f32 to f16: slices of different lengths");
+    assert_eq!(
+        src.len(),
+        dst.len(),
+        "f32 to f16: slices of different lengths"
+    );
     #[cfg(target_arch = "aarch64")]
     neon::f32_to_f16(src, dst);
     #[cfg(not(target_arch = "aarch64"))]
@@ -23,7 +27,11 @@ pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
 
 /// Writes `src` widened to f32 into `dst` (same length; exact).
 pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
-    assert_eq!(src.len(), dst.len(), "f16 to f32: slices of different lengths");
+    assert_eq!(
+        src.len(),
+        dst.len(),
+        "f16 to f32: slices of different lengths"
+    );
     #[cfg(target_arch = "aarch64")]
     neon::f16_to_f32(src, dst);
     #[cfg(not(target_arch = "aarch64"))]
@@ -95,7 +103,10 @@ mod tests {
             scalar::f16_to_f32(&reference, &mut wide_reference);
             assert_eq!(
                 wide.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
-                wide_reference.iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                wide_reference
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect::<Vec<_>>()
             );
         }
     }

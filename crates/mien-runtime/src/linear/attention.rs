@@ -24,7 +24,11 @@ pub struct Attention {
 
 impl std::fmt::Debug for Attention {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Attention(scores {:?}, values {:?}, scale={})", self.scores, self.values, self.scale)
+        write!(
+            f,
+            "Attention(scores {:?}, values {:?}, scale={})",
+            self.scores, self.values, self.scale
+        )
     }
 }
 
@@ -49,12 +53,24 @@ impl std::hash::Hash for Attention {
 
 /// Each head's output rows as slices of `out` (`values.n` wide), for the layouts [`ProductShape`] allows.
 fn head_rows<'a>(values: &ProductShape, out: &'a mut [f32]) -> Vec<Vec<&'a mut [f32]>> {
-    let ProductShape { batch, m, n, out_strides: (batch_stride, row_stride), outer, .. } = *values;
+    let ProductShape {
+        batch,
+        m,
+        n,
+        out_strides: (batch_stride, row_stride),
+        outer,
+        ..
+    } = *values;
     let mut heads: Vec<Vec<&mut [f32]>> = (0..batch).map(|_| Vec::with_capacity(m)).collect();
     match outer {
         Outer::Batch => {
             for (head, block) in heads.iter_mut().zip(out.chunks_mut(batch_stride)) {
-                head.extend(block.chunks_mut(row_stride).take(m).map(|row| &mut row[..n]));
+                head.extend(
+                    block
+                        .chunks_mut(row_stride)
+                        .take(m)
+                        .map(|row| &mut row[..n]),
+                );
             }
         }
         Outer::Rows => {
@@ -77,7 +93,10 @@ impl Attention {
         s.check(q.len(), k.len(), scores_len)?;
         p.check(scores_len, v.len(), out.len())?;
         let mut heads = head_rows(p, out);
-        ensure!(heads.iter().all(|rows| rows.len() == s.m), "output of the wrong size for {p:?}");
+        ensure!(
+            heads.iter().all(|rows| rows.len() == s.m),
+            "output of the wrong size for {p:?}"
+        );
         let (m, n) = (s.m, s.n);
         // Buffers reused by a thread for each of its heads; panel paddings stay zero.
         let head = |index: usize, rows: &mut Vec<&mut [f32]>, buffers: &mut [Vec<f32>; 4]| {
@@ -94,8 +113,20 @@ impl Attention {
             );
             pack_row_groups(&q[index * s.a_strides.0..], 0, m, s.k, qk, query_groups);
             let mut score_rows: Vec<&mut [f32]> = scores.chunks_exact_mut(n).collect();
-            let panels = Panels { data: key_panels, k: s.k, n, k_block: K_BLOCK };
-            multiply_packed(self.kernel, query_groups, &panels, 0..n.div_ceil(COLS), None, &mut score_rows);
+            let panels = Panels {
+                data: key_panels,
+                k: s.k,
+                n,
+                k_block: K_BLOCK,
+            };
+            multiply_packed(
+                self.kernel,
+                query_groups,
+                &panels,
+                0..n.div_ceil(COLS),
+                None,
+                &mut score_rows,
+            );
             score_rows.iter_mut().for_each(|row| (self.softmax)(row));
             pack_panels(
                 &v[index * p.b_strides.0..],
@@ -107,8 +138,20 @@ impl Attention {
                 value_panels,
             );
             pack_row_groups(scores, 0, m, n, (n, 1), query_groups);
-            let panels = Panels { data: value_panels, k: n, n: p.n, k_block: K_BLOCK };
-            multiply_packed(self.kernel, query_groups, &panels, 0..p.n.div_ceil(COLS), None, rows);
+            let panels = Panels {
+                data: value_panels,
+                k: n,
+                n: p.n,
+                k_block: K_BLOCK,
+            };
+            multiply_packed(
+                self.kernel,
+                query_groups,
+                &panels,
+                0..p.n.div_ceil(COLS),
+                None,
+                rows,
+            );
         };
         let new_buffers = || {
             [
@@ -123,12 +166,15 @@ impl Attention {
                 use rayon::prelude::*;
                 let share = heads.len().div_ceil(pool.current_num_threads());
                 pool.install(|| {
-                    heads.par_chunks_mut(share).enumerate().for_each(|(part, heads)| {
-                        let mut buffers = new_buffers();
-                        for (offset, rows) in heads.iter_mut().enumerate() {
-                            head(part * share + offset, rows, &mut buffers);
-                        }
-                    })
+                    heads
+                        .par_chunks_mut(share)
+                        .enumerate()
+                        .for_each(|(part, heads)| {
+                            let mut buffers = new_buffers();
+                            for (offset, rows) in heads.iter_mut().enumerate() {
+                                head(part * share + offset, rows, &mut buffers);
+                            }
+                        })
                 });
             }
             _ => {
@@ -162,9 +208,19 @@ impl EvalOp for Attention {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        ensure!(inputs.len() == 3, "Attention takes queries, keys and values");
-        let plains = inputs.iter().map(|input| input.try_as_plain_ram()).collect::<TractResult<Vec<_>>>()?;
-        let (q, k, v) = (plains[0].as_slice::<f32>()?, plains[1].as_slice::<f32>()?, plains[2].as_slice::<f32>()?);
+        ensure!(
+            inputs.len() == 3,
+            "Attention takes queries, keys and values"
+        );
+        let plains = inputs
+            .iter()
+            .map(|input| input.try_as_plain_ram())
+            .collect::<TractResult<Vec<_>>>()?;
+        let (q, k, v) = (
+            plains[0].as_slice::<f32>()?,
+            plains[1].as_slice::<f32>()?,
+            plains[2].as_slice::<f32>()?,
+        );
         let mut output = Tensor::zero::<f32>(&self.output_shape)?;
         {
             let mut out = output.try_as_plain_ram_mut()?;
@@ -176,13 +232,19 @@ impl EvalOp for Attention {
 
 impl TypedOp for Attention {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.iter().all(|f| f.datum_type == f32::datum_type()), "Attention takes f32");
+        ensure!(
+            inputs.iter().all(|f| f.datum_type == f32::datum_type()),
+            "Attention takes f32"
+        );
         Ok(tvec!(f32::fact(&*self.output_shape)))
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let (s, p) = (&self.scores, &self.values);
-        Ok(tvec!((Cost::FMA(f32::datum_type()), (s.batch * s.m * s.k * s.n + p.batch * p.m * p.k * p.n).into())))
+        Ok(tvec!((
+            Cost::FMA(f32::datum_type()),
+            (s.batch * s.m * s.k * s.n + p.batch * p.m * p.k * p.n).into()
+        )))
     }
 
     as_op!();
@@ -196,16 +258,31 @@ pub fn fuse_attention(model: &mut TypedModel) -> TractResult<usize> {
     'graph: loop {
         for id in model.eval_order()? {
             let node = model.node(id);
-            let Some(first) = node.op_as::<BatchedProduct>() else { continue };
-            let (Some(softmax), scores) = (first.softmax, first.shape) else { continue };
-            let [only] = &node.outputs[0].successors[..] else { continue };
+            let Some(first) = node.op_as::<BatchedProduct>() else {
+                continue;
+            };
+            let (Some(softmax), scores) = (first.softmax, first.shape) else {
+                continue;
+            };
+            let [only] = &node.outputs[0].successors[..] else {
+                continue;
+            };
             if model.outputs.contains(&OutletId::new(id, 0)) {
                 continue;
             }
             let next = model.node(only.node);
-            let Some(second) = next.op_as::<BatchedProduct>() else { continue };
+            let Some(second) = next.op_as::<BatchedProduct>() else {
+                continue;
+            };
             let values = second.shape;
-            let ProductShape { batch, m, n, out_strides, outer, .. } = scores;
+            let ProductShape {
+                batch,
+                m,
+                n,
+                out_strides,
+                outer,
+                ..
+            } = scores;
             // The second reads the scores as written: head, row, then the contraction along a row.
             let reads_as_written = only.slot == second.left_slot
                 && second.softmax.is_none()
@@ -217,7 +294,10 @@ pub fn fuse_attention(model: &mut TypedModel) -> TractResult<usize> {
             if !reads_as_written {
                 continue;
             }
-            let (left, right) = (node.inputs[first.left_slot], node.inputs[1 - first.left_slot]);
+            let (left, right) = (
+                node.inputs[first.left_slot],
+                node.inputs[1 - first.left_slot],
+            );
             let v = next.inputs[1 - second.left_slot];
             let op = Attention {
                 kernel: first.kernel,
@@ -229,7 +309,11 @@ pub fn fuse_attention(model: &mut TypedModel) -> TractResult<usize> {
             };
             let (name, next_id) = (format!("{}.attention", node.name), next.id);
             let mut patch = TypedModelPatch::default();
-            let inputs = [patch.tap_model(model, left)?, patch.tap_model(model, right)?, patch.tap_model(model, v)?];
+            let inputs = [
+                patch.tap_model(model, left)?,
+                patch.tap_model(model, right)?,
+                patch.tap_model(model, v)?,
+            ];
             let output = patch.wire_node(name, op, &inputs)?[0];
             patch.shunt_outside(model, OutletId::new(next_id, 0), output)?;
             patch.apply(model)?;
@@ -259,14 +343,27 @@ mod tests {
             }
             let mut fused = products.clone();
             assert_eq!(fuse_attention(&mut fused)?, 1, "{fused}");
-            let live: Vec<String> =
-                fused.eval_order()?.iter().map(|&id| fused.node(id).op().name().to_string()).collect();
-            assert!(live.iter().any(|name| name == "Attention(mien)"), "{live:?}");
-            assert!(!live.iter().any(|name| name.starts_with("BatchedProduct")), "{live:?}");
+            let live: Vec<String> = fused
+                .eval_order()?
+                .iter()
+                .map(|&id| fused.node(id).op().name().to_string())
+                .collect();
+            assert!(
+                live.iter().any(|name| name == "Attention(mien)"),
+                "{live:?}"
+            );
+            assert!(
+                !live.iter().any(|name| name.starts_with("BatchedProduct")),
+                "{live:?}"
+            );
             for threads in [1, 2, 3] {
                 let run = |m: &TypedModel| run_with_threads(m, inputs.clone(), threads);
                 let got = run(&fused)?;
-                assert_eq!(got, run(&products)?, "{heads} heads, {tokens} tokens, {threads} threads");
+                assert_eq!(
+                    got,
+                    run(&products)?,
+                    "{heads} heads, {tokens} tokens, {threads} threads"
+                );
                 assert_close(&got[0], &run(&model)?[0], 1e-5, "vs tract");
             }
         }

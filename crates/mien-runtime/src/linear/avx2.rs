@@ -10,10 +10,23 @@ use super::{Start, COLS, ROWS};
 /// The caller must have checked that the CPU has AVX2 and FMA.
 pub fn tile_kernel(x: &[f32], w: &[f32], c: [&mut [f32]; ROWS], start: Start) {
     let kc = w.len() / COLS;
-    assert!(w.len() == kc * COLS && x.len() == kc * ROWS, "block lengths");
-    assert!(c.iter().all(|row| row.len() >= COLS), "tile rows shorter than a tile");
+    assert!(
+        w.len() == kc * COLS && x.len() == kc * ROWS,
+        "block lengths"
+    );
+    assert!(
+        c.iter().all(|row| row.len() >= COLS),
+        "tile rows shorter than a tile"
+    );
     let [r0, r1, r2, r3, r4, r5] = c;
-    let rows = [r0.as_mut_ptr(), r1.as_mut_ptr(), r2.as_mut_ptr(), r3.as_mut_ptr(), r4.as_mut_ptr(), r5.as_mut_ptr()];
+    let rows = [
+        r0.as_mut_ptr(),
+        r1.as_mut_ptr(),
+        r2.as_mut_ptr(),
+        r3.as_mut_ptr(),
+        r4.as_mut_ptr(),
+        r5.as_mut_ptr(),
+    ];
     // SAFETY: `super::kernel` hands this kernel out only after `is_x86_feature_detected!` saw AVX2 and FMA;
     // the lengths were checked just above.
     unsafe { tile_kernel_avx2(kc, x, w, rows, start) }
@@ -34,9 +47,10 @@ fn tile_kernel_avx2(kc: usize, x: &[f32], w: &[f32], rows: [*mut f32; ROWS], sta
             }
         }
         let initial = match start {
-            Start::Bias(bias) | Start::BiasAccumulate(bias) => {
-                (_mm256_loadu_ps(bias.as_ptr()), _mm256_loadu_ps(bias.as_ptr().add(8)))
-            }
+            Start::Bias(bias) | Start::BiasAccumulate(bias) => (
+                _mm256_loadu_ps(bias.as_ptr()),
+                _mm256_loadu_ps(bias.as_ptr().add(8)),
+            ),
             Start::Zero | Start::Accumulate => (_mm256_setzero_ps(), _mm256_setzero_ps()),
         };
         let [(mut a00, mut a01), (mut a10, mut a11), (mut a20, mut a21), (mut a30, mut a31), (mut a40, mut a41), (mut a50, mut a51)] =
@@ -84,13 +98,22 @@ fn tile_kernel_avx2(kc: usize, x: &[f32], w: &[f32], rows: [*mut f32; ROWS], sta
             xp = xp.add(ROWS);
             wp = wp.add(COLS);
         }
-        for (r, (lo, hi)) in
-            [(a00, a01), (a10, a11), (a20, a21), (a30, a31), (a40, a41), (a50, a51)].into_iter().enumerate()
+        for (r, (lo, hi)) in [
+            (a00, a01),
+            (a10, a11),
+            (a20, a21),
+            (a30, a31),
+            (a40, a41),
+            (a50, a51),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let (lo, hi) = match start {
-                Start::Accumulate | Start::BiasAccumulate(_) => {
-                    (_mm256_add_ps(_mm256_loadu_ps(row(r)), lo), _mm256_add_ps(_mm256_loadu_ps(row(r).add(8)), hi))
-                }
+                Start::Accumulate | Start::BiasAccumulate(_) => (
+                    _mm256_add_ps(_mm256_loadu_ps(row(r)), lo),
+                    _mm256_add_ps(_mm256_loadu_ps(row(r).add(8)), hi),
+                ),
                 Start::Bias(_) | Start::Zero => (lo, hi),
             };
             _mm256_storeu_ps(row(r), lo);

@@ -18,7 +18,9 @@ use tract_core::ops::math::Mul;
 use tract_core::ops::nn::{Softmax, SoftmaxKind};
 use tract_linalg::multithread::{current_tract_executor, Executor};
 
-use super::{kernel, multiply_packed, pack_panels, pack_row_groups, Panels, TileKernel, K_BLOCK, ROWS};
+use super::{
+    kernel, multiply_packed, pack_panels, pack_row_groups, Panels, TileKernel, K_BLOCK, ROWS,
+};
 use crate::graph::is_binary;
 use crate::softmax::RowKernel;
 
@@ -57,19 +59,48 @@ impl ProductShape {
     /// Checks that the operands hold every value the strides reach and that the threads' parts of `out`
     /// (whole entries of its outer axis) are disjoint and cover it.
     pub(super) fn check(&self, a: usize, b: usize, out: usize) -> TractResult<()> {
-        let ProductShape { batch, m, k, n, a_strides, b_strides, out_strides, outer } = *self;
-        ensure!(batch > 0 && m > 0 && k > 0 && n > 0, "empty product {self:?}");
+        let ProductShape {
+            batch,
+            m,
+            k,
+            n,
+            a_strides,
+            b_strides,
+            out_strides,
+            outer,
+        } = *self;
+        ensure!(
+            batch > 0 && m > 0 && k > 0 && n > 0,
+            "empty product {self:?}"
+        );
         let last = |strides: [usize; 3], lengths: [usize; 3]| -> usize {
-            strides.iter().zip(lengths).map(|(stride, len)| stride * (len - 1)).sum()
+            strides
+                .iter()
+                .zip(lengths)
+                .map(|(stride, len)| stride * (len - 1))
+                .sum()
         };
-        ensure!(a > last([a_strides.0, a_strides.1, a_strides.2], [batch, m, k]), "left operand too short: {self:?}");
-        ensure!(b > last([b_strides.0, b_strides.1, b_strides.2], [batch, k, n]), "right operand too short: {self:?}");
+        ensure!(
+            a > last([a_strides.0, a_strides.1, a_strides.2], [batch, m, k]),
+            "left operand too short: {self:?}"
+        );
+        ensure!(
+            b > last([b_strides.0, b_strides.1, b_strides.2], [batch, k, n]),
+            "right operand too short: {self:?}"
+        );
         let (batch_stride, row_stride) = out_strides;
         let fits = match outer {
-            Outer::Batch => row_stride >= n && batch_stride >= m * row_stride && out == batch * batch_stride,
-            Outer::Rows => batch_stride >= n && row_stride >= batch * batch_stride && out == m * row_stride,
+            Outer::Batch => {
+                row_stride >= n && batch_stride >= m * row_stride && out == batch * batch_stride
+            }
+            Outer::Rows => {
+                batch_stride >= n && row_stride >= batch * batch_stride && out == m * row_stride
+            }
         };
-        ensure!(fits || batch == 1 && out >= (m - 1) * row_stride + n, "output of {out} values for {self:?}");
+        ensure!(
+            fits || batch == 1 && out >= (m - 1) * row_stride + n,
+            "output of {out} values for {self:?}"
+        );
         Ok(())
     }
 }
@@ -86,20 +117,59 @@ pub fn batched_multiply(
     out: &mut [f32],
 ) -> TractResult<()> {
     shape.check(a.len(), b.len(), out.len())?;
-    let ProductShape { batch, m, k, n, a_strides, b_strides, out_strides, outer } = *shape;
+    let ProductShape {
+        batch,
+        m,
+        k,
+        n,
+        a_strides,
+        b_strides,
+        out_strides,
+        outer,
+    } = *shape;
     let panel_len = k * n.div_ceil(super::COLS) * super::COLS;
     // Batch entries `entries` of rows `first_row..first_row + rows`, written to `out` (from the first
     // entry's first row). The right operand is repacked per entry into one buffer: its padding stays zero.
     let part = |entries: std::ops::Range<usize>, first_row: usize, rows: usize, out: &mut [f32]| {
         let (mut panels, mut groups) = (vec![0f32; panel_len], vec![]);
         for (index, entry) in entries.enumerate() {
-            pack_panels(&b[entry * b_strides.0..], k, n, (b_strides.1, b_strides.2), K_BLOCK, scale, &mut panels);
-            pack_row_groups(&a[entry * a_strides.0..], first_row, rows, k, (a_strides.1, a_strides.2), &mut groups);
-            let panels = Panels { data: &panels, k, n, k_block: K_BLOCK };
+            pack_panels(
+                &b[entry * b_strides.0..],
+                k,
+                n,
+                (b_strides.1, b_strides.2),
+                K_BLOCK,
+                scale,
+                &mut panels,
+            );
+            pack_row_groups(
+                &a[entry * a_strides.0..],
+                first_row,
+                rows,
+                k,
+                (a_strides.1, a_strides.2),
+                &mut groups,
+            );
+            let panels = Panels {
+                data: &panels,
+                k,
+                n,
+                k_block: K_BLOCK,
+            };
             let entry_out = &mut out[index * out_strides.0..];
-            let mut row_slices: Vec<&mut [f32]> =
-                entry_out.chunks_mut(out_strides.1).take(rows).map(|row| &mut row[..n]).collect();
-            multiply_packed(kernel, &groups, &panels, 0..n.div_ceil(super::COLS), None, &mut row_slices);
+            let mut row_slices: Vec<&mut [f32]> = entry_out
+                .chunks_mut(out_strides.1)
+                .take(rows)
+                .map(|row| &mut row[..n])
+                .collect();
+            multiply_packed(
+                kernel,
+                &groups,
+                &panels,
+                0..n.div_ceil(super::COLS),
+                None,
+                &mut row_slices,
+            );
             if let Some(softmax) = softmax {
                 row_slices.iter_mut().for_each(|row| softmax(row));
             }
@@ -119,16 +189,18 @@ pub fn batched_multiply(
             use rayon::prelude::*;
             let share = units.div_ceil(threads);
             pool.install(|| {
-                out.par_chunks_mut(share * unit_len).enumerate().for_each(|(index, out)| {
-                    let first = index * share;
-                    match outer {
-                        Outer::Batch => part(first..batch.min(first + share), 0, m, out),
-                        Outer::Rows => {
-                            let first_row = first * ROWS;
-                            part(0..batch, first_row, (share * ROWS).min(m - first_row), out)
+                out.par_chunks_mut(share * unit_len)
+                    .enumerate()
+                    .for_each(|(index, out)| {
+                        let first = index * share;
+                        match outer {
+                            Outer::Batch => part(first..batch.min(first + share), 0, m, out),
+                            Outer::Rows => {
+                                let first_row = first * ROWS;
+                                part(0..batch, first_row, (share * ROWS).min(m - first_row), out)
+                            }
                         }
-                    }
-                })
+                    })
             });
         }
         _ => part(0..batch, 0, m, out),
@@ -152,7 +224,13 @@ pub struct BatchedProduct {
 
 impl std::fmt::Debug for BatchedProduct {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BatchedProduct({:?}, scale={}, softmax={})", self.shape, self.scale, self.softmax.is_some())
+        write!(
+            f,
+            "BatchedProduct({:?}, scale={}, softmax={})",
+            self.shape,
+            self.scale,
+            self.softmax.is_some()
+        )
     }
 }
 
@@ -185,11 +263,23 @@ impl std::hash::Hash for BatchedProduct {
 impl Op for BatchedProduct {
     fn name(&self) -> StaticName {
         // Profiles group time by name: a folded softmax's time shows where it went.
-        if self.softmax.is_some() { "BatchedProduct+Softmax(mien)" } else { "BatchedProduct(mien)" }.into()
+        if self.softmax.is_some() {
+            "BatchedProduct+Softmax(mien)"
+        } else {
+            "BatchedProduct(mien)"
+        }
+        .into()
     }
 
     fn info(&self) -> TractResult<Vec<String>> {
-        let ProductShape { batch, m, k, n, outer, .. } = self.shape;
+        let ProductShape {
+            batch,
+            m,
+            k,
+            n,
+            outer,
+            ..
+        } = self.shape;
         Ok(vec![format!(
             "{batch} × ({m} × {k}) · ({k} × {n}), scale {}, softmax {}, threads split {outer:?}",
             self.scale,
@@ -225,13 +315,19 @@ impl EvalOp for BatchedProduct {
 
 impl TypedOp for BatchedProduct {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.iter().all(|f| f.datum_type == f32::datum_type()), "BatchedProduct takes f32");
+        ensure!(
+            inputs.iter().all(|f| f.datum_type == f32::datum_type()),
+            "BatchedProduct takes f32"
+        );
         Ok(tvec!(f32::fact(&*self.output_shape)))
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let ProductShape { batch, m, k, n, .. } = self.shape;
-        Ok(tvec!((Cost::FMA(f32::datum_type()), (batch * m * k * n).into())))
+        Ok(tvec!((
+            Cost::FMA(f32::datum_type()),
+            (batch * m * k * n).into()
+        )))
     }
 
     as_op!();
@@ -251,21 +347,39 @@ struct Candidate {
 const NOT_A_CANDIDATE: &str = "not an f32 product of two runtime operands";
 
 fn analyse(model: &TypedModel, node: &TypedNode) -> Result<Candidate, &'static str> {
-    let Some(op) = node.op_as::<EinSum>() else { return Err(NOT_A_CANDIDATE) };
+    let Some(op) = node.op_as::<EinSum>() else {
+        return Err(NOT_A_CANDIDATE);
+    };
     if op.q_params.is_some() || node.inputs.len() != 2 || op.operating_dt != f32::datum_type() {
         return Err(NOT_A_CANDIDATE);
     }
-    let facts: Vec<&TypedFact> = node.inputs.iter().filter_map(|&i| model.outlet_fact(i).ok()).collect();
-    if facts.len() != 2 || facts.iter().any(|f| f.konst.is_some() || f.datum_type != f32::datum_type()) {
+    let facts: Vec<&TypedFact> = node
+        .inputs
+        .iter()
+        .filter_map(|&i| model.outlet_fact(i).ok())
+        .collect();
+    if facts.len() != 2
+        || facts
+            .iter()
+            .any(|f| f.konst.is_some() || f.datum_type != f32::datum_type())
+    {
         return Err(NOT_A_CANDIDATE);
     }
     let concrete = |fact: &TypedFact| fact.shape.as_concrete().map(|s| s.to_vec());
     let shapes = [concrete(facts[0]), concrete(facts[1])];
-    let [Some(shape0), Some(shape1)] = shapes else { return Err("an operand's shape is symbolic") };
-    let output_shape =
-        model.outlet_fact(OutletId::new(node.id, 0)).ok().and_then(concrete).ok_or("the output's shape is symbolic")?;
-    let strides = |shape: &[usize]| -> Vec<usize> { natural_strides(shape).iter().map(|&s| s as usize).collect() };
-    let (strides0, strides1, out_strides) = (strides(&shape0), strides(&shape1), strides(&output_shape));
+    let [Some(shape0), Some(shape1)] = shapes else {
+        return Err("an operand's shape is symbolic");
+    };
+    let output_shape = model
+        .outlet_fact(OutletId::new(node.id, 0))
+        .ok()
+        .and_then(concrete)
+        .ok_or("the output's shape is symbolic")?;
+    let strides = |shape: &[usize]| -> Vec<usize> {
+        natural_strides(shape).iter().map(|&s| s as usize).collect()
+    };
+    let (strides0, strides1, out_strides) =
+        (strides(&shape0), strides(&shape1), strides(&output_shape));
     // For each kind of axis: its stride in input 0, input 1 and the output (0 where absent), its length,
     // and its position in the output.
     type Axis = (usize, usize, usize, usize, usize);
@@ -280,8 +394,11 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<Candidate, &'static s
         if i0.len() > 1 || i1.len() > 1 || o.len() > 1 {
             return Err("an axis repeats inside one operand");
         }
-        let sizes =
-            [i0.first().map(|&i| shape0[i]), i1.first().map(|&i| shape1[i]), o.first().map(|&i| output_shape[i])];
+        let sizes = [
+            i0.first().map(|&i| shape0[i]),
+            i1.first().map(|&i| shape1[i]),
+            o.first().map(|&i| output_shape[i]),
+        ];
         let size = sizes.iter().flatten().copied().max().unwrap_or(1);
         if size == 1 {
             continue;
@@ -307,7 +424,8 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<Candidate, &'static s
             return Err("several batch, row, column or contraction axes");
         }
     }
-    let (Some(private0), Some(private1), Some(contraction)) = (private0, private1, contraction) else {
+    let (Some(private0), Some(private1), Some(contraction)) = (private0, private1, contraction)
+    else {
         return Err("not a matrix product (a row, column or contraction axis is missing)");
     };
     // The right operand is the one whose own axis runs along the output's consecutive values.
@@ -318,22 +436,49 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<Candidate, &'static s
     };
     let pick = |axis: Axis, slot: usize| if slot == 0 { axis.0 } else { axis.1 };
     let (right_slot, batch) = (1 - left_slot, batch.unwrap_or((0, 0, 0, 1, usize::MAX)));
-    let outer = if batch.4 < rows.4 { Outer::Batch } else { Outer::Rows };
+    let outer = if batch.4 < rows.4 {
+        Outer::Batch
+    } else {
+        Outer::Rows
+    };
     let shape = ProductShape {
         batch: batch.3,
         m: rows.3,
         k: contraction.3,
         n: columns.3,
-        a_strides: (pick(batch, left_slot), pick(rows, left_slot), pick(contraction, left_slot)),
-        b_strides: (pick(batch, right_slot), pick(contraction, right_slot), pick(columns, right_slot)),
+        a_strides: (
+            pick(batch, left_slot),
+            pick(rows, left_slot),
+            pick(contraction, left_slot),
+        ),
+        b_strides: (
+            pick(batch, right_slot),
+            pick(contraction, right_slot),
+            pick(columns, right_slot),
+        ),
         out_strides: (batch.2, rows.2),
         outer,
     };
     let out_len = output_shape.iter().product::<usize>();
-    let [len0, len1] = [shape0.iter().product::<usize>(), shape1.iter().product::<usize>()];
-    let (left_len, right_len) = if left_slot == 0 { (len0, len1) } else { (len1, len0) };
-    shape.check(left_len, right_len, out_len).map_err(|_| "the output's parts would overlap")?;
-    Ok(Candidate { node: node.id, shape, left_slot, output_shape, column_axis: columns.4 })
+    let [len0, len1] = [
+        shape0.iter().product::<usize>(),
+        shape1.iter().product::<usize>(),
+    ];
+    let (left_len, right_len) = if left_slot == 0 {
+        (len0, len1)
+    } else {
+        (len1, len0)
+    };
+    shape
+        .check(left_len, right_len, out_len)
+        .map_err(|_| "the output's parts would overlap")?;
+    Ok(Candidate {
+        node: node.id,
+        shape,
+        left_slot,
+        output_shape,
+        column_axis: columns.4,
+    })
 }
 
 /// Replaces the f32 products of two runtime operands in a (loaded, not yet optimized) model with
@@ -367,7 +512,10 @@ pub fn accelerate_batched_products(model: &mut TypedModel) -> TractResult<usize>
         replace(model, candidate, kernel)?;
         replaced += 1;
     }
-    tracing::debug!(replaced, "products of runtime operands on mien's tile kernels");
+    tracing::debug!(
+        replaced,
+        "products of runtime operands on mien's tile kernels"
+    );
     Ok(replaced)
 }
 
@@ -381,11 +529,22 @@ fn replace(model: &mut TypedModel, candidate: Candidate, kernel: TileKernel) -> 
         let next = model.node(only.node);
         if is_binary::<Mul>(next) {
             let factor = model.outlet_fact(next.inputs[1 - only.slot])?.konst.clone();
-            let next_shape = model.outlet_fact(OutletId::new(next.id, 0))?.shape.as_concrete().map(|s| s.to_vec());
+            let next_shape = model
+                .outlet_fact(OutletId::new(next.id, 0))?
+                .shape
+                .as_concrete()
+                .map(|s| s.to_vec());
             if let (Some(factor), Some(next_shape)) = (factor, next_shape) {
-                if factor.datum_type() == f32::datum_type() && factor.len() == 1 && next_shape == candidate.output_shape
+                if factor.datum_type() == f32::datum_type()
+                    && factor.len() == 1
+                    && next_shape == candidate.output_shape
                 {
-                    scale = factor.to_plain_array_view::<f32>()?.iter().copied().next().unwrap_or(1.0);
+                    scale = factor
+                        .to_plain_array_view::<f32>()?
+                        .iter()
+                        .copied()
+                        .next()
+                        .unwrap_or(1.0);
                     last = next.id;
                 }
             }
@@ -393,10 +552,14 @@ fn replace(model: &mut TypedModel, candidate: Candidate, kernel: TileKernel) -> 
     }
     // The softmax: a single successor normalizing the output's rows (the columns' axis), f32.
     let mut softmax = None;
-    if let ([only], Some(row_kernel)) = (&model.node(last).outputs[0].successors[..], crate::softmax::kernel()) {
+    if let ([only], Some(row_kernel)) = (
+        &model.node(last).outputs[0].successors[..],
+        crate::softmax::kernel(),
+    ) {
         let next = model.node(only.node);
         if let Some(op) = next.op_as::<Softmax>() {
-            let f32_out = model.outlet_fact(OutletId::new(next.id, 0))?.datum_type == f32::datum_type();
+            let f32_out =
+                model.outlet_fact(OutletId::new(next.id, 0))?.datum_type == f32::datum_type();
             if op.kind == SoftmaxKind::Softmax
                 && op.quant_output_dt.is_none()
                 && op.axes.as_slice() == [candidate.column_axis]
@@ -416,7 +579,10 @@ fn replace(model: &mut TypedModel, candidate: Candidate, kernel: TileKernel) -> 
         output_shape: candidate.output_shape.into(),
     };
     let mut patch = TypedModelPatch::default();
-    let tapped = [patch.tap_model(model, inputs[0])?, patch.tap_model(model, inputs[1])?];
+    let tapped = [
+        patch.tap_model(model, inputs[0])?,
+        patch.tap_model(model, inputs[1])?,
+    ];
     let output = patch.wire_node(format!("{name}.batched"), op, &tapped)?[0];
     patch.shunt_outside(model, OutletId::new(last, 0), output)?;
     patch.apply(model)
@@ -432,8 +598,23 @@ pub(super) mod tests {
 
     /// The product in the kernels' order: per block of [`K_BLOCK`] steps one fused multiply-add per step
     /// from zero (the right operand scaled first), later blocks' sums added to the first's.
-    fn reference(shape: &ProductShape, scale: f32, a: &[f32], b: &[f32], out_len: usize) -> Vec<f32> {
-        let ProductShape { batch, m, k, n, a_strides: sa, b_strides: sb, out_strides: so, .. } = *shape;
+    fn reference(
+        shape: &ProductShape,
+        scale: f32,
+        a: &[f32],
+        b: &[f32],
+        out_len: usize,
+    ) -> Vec<f32> {
+        let ProductShape {
+            batch,
+            m,
+            k,
+            n,
+            a_strides: sa,
+            b_strides: sb,
+            out_strides: so,
+            ..
+        } = *shape;
         let mut out = vec![0f32; out_len];
         for e in 0..batch {
             for i in 0..m {
@@ -516,17 +697,31 @@ pub(super) mod tests {
                 }
             }
             for threads in [1, 2, 3] {
-                let run = |kernel: TileKernel, softmax: Option<RowKernel>| -> TractResult<Vec<f32>> {
-                    let mut got = vec![f32::NAN; out_len];
-                    tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
-                        batched_multiply(kernel, &shape, 0.125, softmax, &a, &b, &mut got)
-                    })?;
-                    Ok(got)
-                };
-                assert_eq!(run(scalar::tile_kernel, None)?, want, "{shape:?}, {threads} threads");
-                assert_eq!(run(scalar::tile_kernel, Some(softmax_row))?, normalized, "softmax, {shape:?}");
+                let run =
+                    |kernel: TileKernel, softmax: Option<RowKernel>| -> TractResult<Vec<f32>> {
+                        let mut got = vec![f32::NAN; out_len];
+                        tract_linalg::multithread::multithread_tract_scope(
+                            Executor::multithread(threads),
+                            || batched_multiply(kernel, &shape, 0.125, softmax, &a, &b, &mut got),
+                        )?;
+                        Ok(got)
+                    };
+                assert_eq!(
+                    run(scalar::tile_kernel, None)?,
+                    want,
+                    "{shape:?}, {threads} threads"
+                );
+                assert_eq!(
+                    run(scalar::tile_kernel, Some(softmax_row))?,
+                    normalized,
+                    "softmax, {shape:?}"
+                );
                 if let Some(simd) = kernel() {
-                    assert_eq!(run(simd, None)?, want, "SIMD kernel, {shape:?}, {threads} threads");
+                    assert_eq!(
+                        run(simd, None)?,
+                        want,
+                        "SIMD kernel, {shape:?}, {threads} threads"
+                    );
                 }
             }
         }
@@ -538,7 +733,15 @@ pub(super) mod tests {
         let [shape, _] = attention_shapes(2, 5, 4);
         let (a_len, b_len, out_len) = lengths(&shape);
         let run = |a: usize, b: usize, out: usize| {
-            batched_multiply(scalar::tile_kernel, &shape, 1.0, None, &vec![0.0; a], &vec![0.0; b], &mut vec![0.0; out])
+            batched_multiply(
+                scalar::tile_kernel,
+                &shape,
+                1.0,
+                None,
+                &vec![0.0; a],
+                &vec![0.0; b],
+                &mut vec![0.0; out],
+            )
         };
         assert!(run(a_len, b_len, out_len).is_ok());
         assert!(run(a_len - 1, b_len, out_len).is_err());
@@ -556,18 +759,38 @@ pub(super) mod tests {
         let q = model.add_source("q", f32::fact([t, heads, d]))?;
         let k = model.add_source("k", f32::fact([t, heads, d]))?;
         let v = model.add_source("v", f32::fact([t, heads, d]))?;
-        let scores = model.wire_node("qk", EinSum::new("mak,nak->amn".parse()?, f32::datum_type()), &[q, k])?[0];
-        let scale = model.add_const("scale", Tensor::from_shape(&[1, 1, 1], &[1.0f32 / (d as f32).sqrt()])?)?;
+        let scores = model.wire_node(
+            "qk",
+            EinSum::new("mak,nak->amn".parse()?, f32::datum_type()),
+            &[q, k],
+        )?[0];
+        let scale = model.add_const(
+            "scale",
+            Tensor::from_shape(&[1, 1, 1], &[1.0f32 / (d as f32).sqrt()])?,
+        )?;
         let scores = model.wire_node("scaled", tract_core::ops::math::mul(), &[scores, scale])?[0];
         let probs = model.wire_node(
             "softmax",
-            tract_core::ops::nn::Softmax::new(tvec!(2), None, tract_core::ops::nn::SoftmaxKind::default()),
+            tract_core::ops::nn::Softmax::new(
+                tvec!(2),
+                None,
+                tract_core::ops::nn::SoftmaxKind::default(),
+            ),
             &[scores],
         )?[0];
-        let out = model.wire_node("pv", EinSum::new("amk,kan->man".parse()?, f32::datum_type()), &[probs, v])?;
+        let out = model.wire_node(
+            "pv",
+            EinSum::new("amk,kan->man".parse()?, f32::datum_type()),
+            &[probs, v],
+        )?;
         model.select_output_outlets(&out)?;
         let inputs = (0..3)
-            .map(|i| Ok(Tensor::from_shape(&[t, heads, d], &values(t * heads * d, 40 + i))?.into_tvalue()))
+            .map(|i| {
+                Ok(
+                    Tensor::from_shape(&[t, heads, d], &values(t * heads * d, 40 + i))?
+                        .into_tvalue(),
+                )
+            })
             .collect::<TractResult<_>>()?;
         Ok((model, inputs))
     }
@@ -583,23 +806,45 @@ pub(super) mod tests {
             return Ok(());
         }
         assert_eq!(replaced, 2, "{ours}");
-        let ops: Vec<&BatchedProduct> = ours.nodes().iter().filter_map(|n| n.op_as::<BatchedProduct>()).collect();
+        let ops: Vec<&BatchedProduct> = ours
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<BatchedProduct>())
+            .collect();
         assert_eq!(ops.len(), 2);
         let folded = crate::softmax::kernel().is_some();
         assert!(
-            ops.iter().any(|op| op.scale == 0.25 && op.shape.outer == Outer::Batch && op.softmax.is_some() == folded),
+            ops.iter().any(|op| op.scale == 0.25
+                && op.shape.outer == Outer::Batch
+                && op.softmax.is_some() == folded),
             "scale and softmax folded: {ops:?}"
         );
         assert!(
-            ops.iter().any(|op| op.scale == 1.0 && op.shape.outer == Outer::Rows && op.softmax.is_none()),
+            ops.iter()
+                .any(|op| op.scale == 1.0 && op.shape.outer == Outer::Rows && op.softmax.is_none()),
             "{ops:?}"
         );
-        let live: Vec<String> = ours.eval_order()?.iter().map(|&id| ours.node(id).op().name().to_string()).collect();
-        assert_eq!(live.iter().any(|name| name == "Softmax"), !folded, "{live:?}");
+        let live: Vec<String> = ours
+            .eval_order()?
+            .iter()
+            .map(|&id| ours.node(id).op().name().to_string())
+            .collect();
+        assert_eq!(
+            live.iter().any(|name| name == "Softmax"),
+            !folded,
+            "{live:?}"
+        );
         for threads in [1, 2] {
-            let (want, got) =
-                (run_with_threads(&model, inputs.clone(), threads)?, run_with_threads(&ours, inputs.clone(), threads)?);
-            assert_close(&got[0], &want[0], 1e-5, &format!("vs tract, {threads} threads"));
+            let (want, got) = (
+                run_with_threads(&model, inputs.clone(), threads)?,
+                run_with_threads(&ours, inputs.clone(), threads)?,
+            );
+            assert_close(
+                &got[0],
+                &want[0],
+                1e-5,
+                &format!("vs tract, {threads} threads"),
+            );
         }
         Ok(())
     }

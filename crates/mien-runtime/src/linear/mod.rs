@@ -97,11 +97,20 @@ pub struct Epilogue<'a> {
 impl Epilogue<'_> {
     /// Applies it to `rows`, pieces of the output's rows `first_row..` (each `n` wide) from column
     /// `first_col` on.
-    fn apply(&self, rows: &mut [&mut [f32]], first_row: usize, first_col: usize, n: usize) -> TractResult<()> {
+    fn apply(
+        &self,
+        rows: &mut [&mut [f32]],
+        first_row: usize,
+        first_col: usize,
+        n: usize,
+    ) -> TractResult<()> {
         if let Some(residual) = self.residual {
             for (index, piece) in rows.iter_mut().enumerate() {
                 let start = (first_row + index) * n + first_col;
-                piece.iter_mut().zip(&residual[start..]).for_each(|(v, r)| *v += r);
+                piece
+                    .iter_mut()
+                    .zip(&residual[start..])
+                    .for_each(|(v, r)| *v += r);
             }
         }
         match self.activation {
@@ -155,7 +164,10 @@ impl PackedWeights {
         n_stride: usize,
         k_block: usize,
     ) -> TractResult<PackedWeights> {
-        ensure!(k > 0 && n > 0 && k_block > 0, "empty {k} × {n} weight or block of {k_block}");
+        ensure!(
+            k > 0 && n > 0 && k_block > 0,
+            "empty {k} × {n} weight or block of {k_block}"
+        );
         let last = (k - 1) * k_stride + (n - 1) * n_stride;
         ensure!(
             src.len() > last,
@@ -167,13 +179,34 @@ impl PackedWeights {
         let len = k * panels * COLS;
         let mut data = vec![0f32; len + 15];
         let offset = (64 - data.as_ptr() as usize % 64) % 64 / std::mem::size_of::<f32>();
-        pack_panels(src, k, n, (k_stride, n_stride), k_block, 1.0, &mut data[offset..][..len]);
-        Ok(PackedWeights { k, n, k_block, panels, data, offset, bias: None })
+        pack_panels(
+            src,
+            k,
+            n,
+            (k_stride, n_stride),
+            k_block,
+            1.0,
+            &mut data[offset..][..len],
+        );
+        Ok(PackedWeights {
+            k,
+            n,
+            k_block,
+            panels,
+            data,
+            offset,
+            bias: None,
+        })
     }
 
     /// Adds a bias of one value per output channel.
     pub fn with_bias(mut self, bias: Vec<f32>) -> TractResult<PackedWeights> {
-        ensure!(bias.len() == self.n, "bias has {} values, expected {}", bias.len(), self.n);
+        ensure!(
+            bias.len() == self.n,
+            "bias has {} values, expected {}",
+            bias.len(),
+            self.n
+        );
         let mut padded = bias;
         padded.resize(self.panels * COLS, 0.0);
         self.bias = Some(padded);
@@ -182,11 +215,19 @@ impl PackedWeights {
 
     /// Multiplies every output channel `j` (its weights and bias) by `factors[j]`.
     pub fn scale_channels(&mut self, factors: &[f32]) -> TractResult<()> {
-        ensure!(factors.len() == self.n, "{} factors for {} channels", factors.len(), self.n);
+        ensure!(
+            factors.len() == self.n,
+            "{} factors for {} channels",
+            factors.len(),
+            self.n
+        );
         let (k, n, k_block, panels) = (self.k, self.n, self.k_block, self.panels);
         let len = k * panels * COLS;
         let data = &mut self.data[self.offset..][..len];
-        for (block_start, block) in (0..k).step_by(k_block).zip(data.chunks_mut(k_block * panels * COLS)) {
+        for (block_start, block) in (0..k)
+            .step_by(k_block)
+            .zip(data.chunks_mut(k_block * panels * COLS))
+        {
             let kc = k_block.min(k - block_start);
             for (panel, values) in block.chunks_exact_mut(kc * COLS).enumerate() {
                 let factors = &factors[panel * COLS..n.min(panel * COLS + COLS)];
@@ -203,8 +244,15 @@ impl PackedWeights {
 
     /// Adds `offsets` (one per output channel) to the bias.
     pub fn add_to_bias(&mut self, offsets: &[f32]) -> TractResult<()> {
-        ensure!(offsets.len() == self.n, "{} offsets for {} channels", offsets.len(), self.n);
-        let bias = self.bias.get_or_insert_with(|| vec![0.0; self.panels * COLS]);
+        ensure!(
+            offsets.len() == self.n,
+            "{} offsets for {} channels",
+            offsets.len(),
+            self.n
+        );
+        let bias = self
+            .bias
+            .get_or_insert_with(|| vec![0.0; self.panels * COLS]);
         bias.iter_mut().zip(offsets).for_each(|(b, o)| *b += o);
         Ok(())
     }
@@ -232,7 +280,13 @@ impl PackedWeights {
 
     /// [`PackedWeights::multiply`] with `x` and `out` laid out as `layout` says. A transposed output is
     /// computed row-major into a scratch buffer and transposed into `out`.
-    pub fn multiply_laid_out(&self, kernel: TileKernel, x: &[f32], out: &mut [f32], layout: Layout) -> TractResult<()> {
+    pub fn multiply_laid_out(
+        &self,
+        kernel: TileKernel,
+        x: &[f32],
+        out: &mut [f32],
+        layout: Layout,
+    ) -> TractResult<()> {
         self.multiply_with(kernel, x, out, layout, Epilogue::default())
     }
 
@@ -254,7 +308,12 @@ impl PackedWeights {
             out.len()
         );
         if let Some(residual) = epilogue.residual {
-            ensure!(residual.len() == out.len(), "residual of {} values for {} outputs", residual.len(), out.len());
+            ensure!(
+                residual.len() == out.len(),
+                "residual of {} values for {} outputs",
+                residual.len(),
+                out.len()
+            );
         }
         ensure!(
             !(layout.output_transposed && (epilogue.residual.is_some() || epilogue.onto_output)),
@@ -269,11 +328,27 @@ impl PackedWeights {
         };
         if layout.output_transposed {
             let mut rows = vec![0f32; m * n];
-            self.fill_rows(kernel, packed, x, layout.input_transposed, &mut rows, epilogue, pool)?;
+            self.fill_rows(
+                kernel,
+                packed,
+                x,
+                layout.input_transposed,
+                &mut rows,
+                epilogue,
+                pool,
+            )?;
             transpose_into(&rows, m, n, out, pool);
             Ok(())
         } else {
-            self.fill_rows(kernel, packed, x, layout.input_transposed, out, epilogue, pool)
+            self.fill_rows(
+                kernel,
+                packed,
+                x,
+                layout.input_transposed,
+                out,
+                epilogue,
+                pool,
+            )
         }
     }
 
@@ -295,39 +370,60 @@ impl PackedWeights {
         let (k, n) = (self.k, self.n);
         let m = out.len() / n;
         let strides = if input_transposed { (1, m) } else { (k, 1) };
-        let panels = Panels { data: packed, k, n, k_block: self.k_block };
+        let panels = Panels {
+            data: packed,
+            k,
+            n,
+            k_block: self.k_block,
+        };
         let panel_count = n.div_ceil(COLS);
         let bias = self.bias.as_deref();
         let mut rows: Vec<&mut [f32]> = out.chunks_exact_mut(n).collect();
         let threads = pool.map(|pool| pool.current_num_threads()).unwrap_or(1);
         // The epilogue on row pieces `rows` of output rows `first_row..`, from column `first_col`.
-        let finish =
-            |first_row: usize, first_col: usize, rows: &mut [&mut [f32]]| epilogue.apply(rows, first_row, first_col, n);
+        let finish = |first_row: usize, first_col: usize, rows: &mut [&mut [f32]]| {
+            epilogue.apply(rows, first_row, first_col, n)
+        };
         match pool {
             Some(pool) if m >= threads * 2 * ROWS => {
                 let shares = tile_shares(rows, n, threads);
                 pool.install(|| {
                     shares.into_par_iter().try_for_each(|share| {
-                        let Some(first_group) = share.first().map(|tiles| tiles.group) else { return Ok(()) };
-                        let group_count = share.last().map_or(0, |tiles| tiles.group + 1 - first_group);
+                        let Some(first_group) = share.first().map(|tiles| tiles.group) else {
+                            return Ok(());
+                        };
+                        let group_count = share
+                            .last()
+                            .map_or(0, |tiles| tiles.group + 1 - first_group);
                         let first_row = first_group * ROWS;
                         let row_count = (m - first_row).min(group_count * ROWS);
                         with_packed_rows(|packed_rows| {
                             pack_row_groups(x, first_row, row_count, k, strides, packed_rows);
-                            let groups: Vec<(usize, usize)> =
-                                share.iter().map(|tiles| (tiles.group, tiles.panels.start)).collect();
+                            let groups: Vec<(usize, usize)> = share
+                                .iter()
+                                .map(|tiles| (tiles.group, tiles.panels.start))
+                                .collect();
                             let mut tiles: Vec<GroupTiles> = share
                                 .into_iter()
                                 .map(|tiles| GroupTiles {
-                                    x: &packed_rows[(tiles.group - first_group) * k * ROWS..][..k * ROWS],
+                                    x: &packed_rows[(tiles.group - first_group) * k * ROWS..]
+                                        [..k * ROWS],
                                     panels: tiles.panels,
                                     rows: tiles.rows,
                                 })
                                 .collect();
-                            multiply_groups(kernel, &panels, bias, epilogue.onto_output, &mut tiles);
-                            tiles.iter_mut().zip(groups).try_for_each(|(tiles, (group, first_panel))| {
-                                finish(group * ROWS, first_panel * COLS, &mut tiles.rows)
-                            })
+                            multiply_groups(
+                                kernel,
+                                &panels,
+                                bias,
+                                epilogue.onto_output,
+                                &mut tiles,
+                            );
+                            tiles.iter_mut().zip(groups).try_for_each(
+                                |(tiles, (group, first_panel))| {
+                                    finish(group * ROWS, first_panel * COLS, &mut tiles.rows)
+                                },
+                            )
                         })
                     })
                 })
@@ -335,10 +431,13 @@ impl PackedWeights {
             Some(pool) if panel_count >= threads * 2 => with_packed_rows(|groups| {
                 pack_row_groups(x, 0, m, k, strides, groups);
                 let share = panel_count.div_ceil(threads);
-                let ranges: Vec<std::ops::Range<usize>> =
-                    (0..panel_count).step_by(share).map(|first| first..panel_count.min(first + share)).collect();
+                let ranges: Vec<std::ops::Range<usize>> = (0..panel_count)
+                    .step_by(share)
+                    .map(|first| first..panel_count.min(first + share))
+                    .collect();
                 // Each row cut at the shares' first columns: one list of row pieces per thread.
-                let mut parts: Vec<Vec<&mut [f32]>> = ranges.iter().map(|_| Vec::with_capacity(m)).collect();
+                let mut parts: Vec<Vec<&mut [f32]>> =
+                    ranges.iter().map(|_| Vec::with_capacity(m)).collect();
                 for row in rows {
                     let mut rest = row;
                     for (part, range) in parts.iter_mut().zip(&ranges) {
@@ -349,12 +448,15 @@ impl PackedWeights {
                     }
                 }
                 pool.install(|| {
-                    parts.into_par_iter().zip(ranges).try_for_each(|(mut rows, range)| {
-                        let first_col = range.start * COLS;
-                        let tiles = &mut row_groups(groups, &panels, range, &mut rows);
-                        multiply_groups(kernel, &panels, bias, epilogue.onto_output, tiles);
-                        finish(0, first_col, &mut rows)
-                    })
+                    parts
+                        .into_par_iter()
+                        .zip(ranges)
+                        .try_for_each(|(mut rows, range)| {
+                            let first_col = range.start * COLS;
+                            let tiles = &mut row_groups(groups, &panels, range, &mut rows);
+                            multiply_groups(kernel, &panels, bias, epilogue.onto_output, tiles);
+                            finish(0, first_col, &mut rows)
+                        })
                 })
             }),
             _ => with_packed_rows(|groups| {
@@ -396,8 +498,9 @@ pub fn pack_panels(
 ) {
     let (k_stride, n_stride) = strides;
     let panels = n.div_ceil(COLS);
-    for (block_start, block) in
-        (0..k).step_by(k_block).zip(dst[..k * panels * COLS].chunks_mut(k_block * panels * COLS))
+    for (block_start, block) in (0..k)
+        .step_by(k_block)
+        .zip(dst[..k * panels * COLS].chunks_mut(k_block * panels * COLS))
     {
         let kc = k_block.min(k - block_start);
         if n_stride == 1 {
@@ -460,7 +563,8 @@ pub fn pack_row_groups(
             }
         } else if k_stride == 1 && rows == ROWS {
             // Row-major: six rows read side by side, the group written in order.
-            let sources: [&[f32]; ROWS] = std::array::from_fn(|r| &src[(row + r) * row_stride..][..k]);
+            let sources: [&[f32]; ROWS] =
+                std::array::from_fn(|r| &src[(row + r) * row_stride..][..k]);
             for (step, dst) in group.chunks_exact_mut(ROWS).enumerate() {
                 for (d, source) in dst.iter_mut().zip(&sources) {
                     *d = source[step];
@@ -469,7 +573,11 @@ pub fn pack_row_groups(
         } else {
             for (step, dst) in group.chunks_exact_mut(ROWS).enumerate() {
                 for (r, d) in dst.iter_mut().enumerate() {
-                    *d = if r < rows { src[(row + r) * row_stride + step * k_stride] } else { 0.0 };
+                    *d = if r < rows {
+                        src[(row + r) * row_stride + step * k_stride]
+                    } else {
+                        0.0
+                    };
                 }
             }
         }
@@ -500,7 +608,13 @@ pub fn multiply_packed(
     bias: Option<&[f32]>,
     rows: &mut [&mut [f32]],
 ) {
-    multiply_groups(kernel, panels, bias, false, &mut row_groups(groups, panels, panel_range, rows))
+    multiply_groups(
+        kernel,
+        panels,
+        bias,
+        false,
+        &mut row_groups(groups, panels, panel_range, rows),
+    )
 }
 
 /// `rows` (one group per [`ROWS`]) and their packed `groups` as [`GroupTiles`] on the panels `panel_range`.
@@ -543,12 +657,28 @@ pub fn multiply_groups(
     onto_output: bool,
     groups: &mut [GroupTiles],
 ) {
-    let Panels { data, k, n, k_block } = *panels;
+    let Panels {
+        data,
+        k,
+        n,
+        k_block,
+    } = *panels;
     let panel_count = n.div_ceil(COLS);
-    let first = groups.iter().map(|group| group.panels.start).min().unwrap_or(0);
-    let end = groups.iter().map(|group| group.panels.end).max().unwrap_or(0);
+    let first = groups
+        .iter()
+        .map(|group| group.panels.start)
+        .min()
+        .unwrap_or(0);
+    let end = groups
+        .iter()
+        .map(|group| group.panels.end)
+        .max()
+        .unwrap_or(0);
     let mut edge = [0f32; TILE];
-    for (block_start, block) in (0..k).step_by(k_block).zip(data.chunks(k_block * panel_count * COLS)) {
+    for (block_start, block) in (0..k)
+        .step_by(k_block)
+        .zip(data.chunks(k_block * panel_count * COLS))
+    {
         let kc = k_block.min(k - block_start);
         for panel in first..end {
             let w = &block[panel * kc * COLS..][..kc * COLS];
@@ -561,7 +691,10 @@ pub fn multiply_groups(
                 None if onto_output => Start::Accumulate,
                 None | Some(Err(_)) => Start::Zero,
             };
-            for group in groups.iter_mut().filter(|group| group.panels.contains(&panel)) {
+            for group in groups
+                .iter_mut()
+                .filter(|group| group.panels.contains(&panel))
+            {
                 let local = (panel - group.panels.start) * COLS;
                 let xs = &group.x[block_start * ROWS..][..kc * ROWS];
                 match &mut group.rows[..] {
@@ -583,7 +716,12 @@ pub fn multiply_groups(
                             copy[..cols].copy_from_slice(&row[local..local + cols]);
                         }
                         let mut pieces = edge.chunks_exact_mut(COLS);
-                        kernel(xs, w, std::array::from_fn(|_| pieces.next().expect("a tile of rows")), start);
+                        kernel(
+                            xs,
+                            w,
+                            std::array::from_fn(|_| pieces.next().expect("a tile of rows")),
+                            start,
+                        );
                         for (row, copy) in tile_rows.iter_mut().zip(edge.chunks_exact(COLS)) {
                             row[local..local + cols].copy_from_slice(&copy[..cols]);
                         }
@@ -628,7 +766,11 @@ fn tile_shares(rows: Vec<&mut [f32]>, n: usize, threads: usize) -> Vec<Vec<Share
                 pieces.push(piece);
                 *row = rest;
             }
-            share.push(ShareTiles { group, panels, rows: pieces });
+            share.push(ShareTiles {
+                group,
+                panels,
+                rows: pieces,
+            });
         }
     }
     shares
@@ -636,13 +778,22 @@ fn tile_shares(rows: Vec<&mut [f32]>, n: usize, threads: usize) -> Vec<Vec<Share
 
 /// `out` (`n × m`) = the transpose of `rows` (`m × n`), channels split between the threads. A band of
 /// [`COLS`] channels is read a row at a time (one cache line), so each source line is read once.
-fn transpose_into(rows: &[f32], m: usize, n: usize, out: &mut [f32], pool: Option<&rayon::ThreadPool>) {
-    let band = |first_channel: usize, out: &mut [f32]| {
+pub(crate) fn transpose_into<T: Copy + Send + Sync>(
+    rows: &[T],
+    m: usize,
+    n: usize,
+    out: &mut [T],
+    pool: Option<&rayon::ThreadPool>,
+) {
+    let band = |first_channel: usize, out: &mut [T]| {
         let channels = out.len() / m;
         for band_start in (0..channels).step_by(COLS) {
             let width = COLS.min(channels - band_start);
             for (row_index, row) in rows.chunks_exact(n).enumerate() {
-                for (offset, &v) in row[first_channel + band_start..][..width].iter().enumerate() {
+                for (offset, &v) in row[first_channel + band_start..][..width]
+                    .iter()
+                    .enumerate()
+                {
                     out[(band_start + offset) * m + row_index] = v;
                 }
             }
@@ -653,7 +804,9 @@ fn transpose_into(rows: &[f32], m: usize, n: usize, out: &mut [f32], pool: Optio
             use rayon::prelude::*;
             let share = n.div_ceil(pool.current_num_threads());
             pool.install(|| {
-                out.par_chunks_mut(share * m).enumerate().for_each(|(index, out)| band(index * share, out))
+                out.par_chunks_mut(share * m)
+                    .enumerate()
+                    .for_each(|(index, out)| band(index * share, out))
             });
         }
         None => band(0, out),
@@ -721,7 +874,9 @@ impl Op for PackedLinear {
             (false, None) => "PackedLinear(mien)".into(),
             (residual, activation) => {
                 let residual = if residual { "+Residual" } else { "" };
-                let activation = activation.map(|a| format!("+{}", a.name())).unwrap_or_default();
+                let activation = activation
+                    .map(|a| format!("+{}", a.name()))
+                    .unwrap_or_default();
                 format!("PackedLinear{residual}{activation}(mien)").into()
             }
         }
@@ -747,25 +902,47 @@ impl EvalOp for PackedLinear {
     op_out_of_plan!();
 
     fn eval(&self, _ctx: &EvalContext, mut inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
-        ensure!(inputs.len() == 1 + usize::from(self.residual), "PackedLinear: {} inputs", inputs.len());
+        ensure!(
+            inputs.len() == 1 + usize::from(self.residual),
+            "PackedLinear: {} inputs",
+            inputs.len()
+        );
         let residual = if self.residual { inputs.pop() } else { None };
         let plain = inputs[0].try_as_plain_ram()?;
         let x = plain.as_slice::<f32>()?;
         // A residual this op holds the only reference to becomes the output, the products added onto it:
         // no output to allocate and clear, and no pass to add it.
         let (mut output, residual) = match residual {
-            Some(residual) if residual.is_exclusive() && residual.shape() == &*self.output_shape => {
+            Some(residual)
+                if residual.is_exclusive() && residual.shape() == &*self.output_shape =>
+            {
                 (residual.into_tensor(), None)
             }
             residual => (Tensor::zero::<f32>(&self.output_shape)?, residual),
         };
         let onto_output = self.residual && residual.is_none();
-        let residual = residual.as_ref().map(|residual| residual.try_as_plain_ram()).transpose()?;
-        let residual = residual.as_ref().map(|residual| residual.as_slice::<f32>()).transpose()?;
+        let residual = residual
+            .as_ref()
+            .map(|residual| residual.try_as_plain_ram())
+            .transpose()?;
+        let residual = residual
+            .as_ref()
+            .map(|residual| residual.as_slice::<f32>())
+            .transpose()?;
         {
             let mut out = output.try_as_plain_ram_mut()?;
-            let epilogue = Epilogue { onto_output, residual, activation: self.activation };
-            self.weights.multiply_with(self.kernel, x, out.as_slice_mut::<f32>()?, self.layout, epilogue)?;
+            let epilogue = Epilogue {
+                onto_output,
+                residual,
+                activation: self.activation,
+            };
+            self.weights.multiply_with(
+                self.kernel,
+                x,
+                out.as_slice_mut::<f32>()?,
+                self.layout,
+                epilogue,
+            )?;
         }
         Ok(tvec!(output.into_tvalue()))
     }
@@ -773,13 +950,21 @@ impl EvalOp for PackedLinear {
 
 impl TypedOp for PackedLinear {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
-        ensure!(inputs.iter().all(|input| input.datum_type == f32::datum_type()), "PackedLinear takes f32");
+        ensure!(
+            inputs
+                .iter()
+                .all(|input| input.datum_type == f32::datum_type()),
+            "PackedLinear takes f32"
+        );
         Ok(tvec!(f32::fact(&*self.output_shape)))
     }
 
     fn cost(&self, _inputs: &[&TypedFact]) -> TractResult<TVec<(Cost, TDim)>> {
         let m = self.output_shape.iter().product::<usize>() / self.weights.n;
-        Ok(tvec!((Cost::FMA(f32::datum_type()), (m * self.weights.k * self.weights.n).into())))
+        Ok(tvec!((
+            Cost::FMA(f32::datum_type()),
+            (m * self.weights.k * self.weights.n).into()
+        )))
     }
 
     as_op!();
@@ -804,7 +989,12 @@ pub fn accelerate_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     loop {
         let order = model.eval_order()?;
-        let Some(layer) = order.into_iter().find_map(|id| analyse(model, model.node(id)).ok()) else { break };
+        let Some(layer) = order
+            .into_iter()
+            .find_map(|id| analyse(model, model.node(id)).ok())
+        else {
+            break;
+        };
         replace(model, layer, kernel)?;
         model.compact()?;
         replaced += 1;
@@ -827,42 +1017,72 @@ pub fn accelerate_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
 const NOT_A_CANDIDATE: &str = "not a constant-weight f32 product";
 
 /// A linear layer [`PackedLinear`] can compute, as found in the graph.
-struct LinearLayer {
-    node: usize,
-    input: OutletId,
-    weight: Arc<Tensor>,
-    k: usize,
-    n: usize,
+pub(crate) struct LinearLayer {
+    pub(crate) node: usize,
+    pub(crate) input: OutletId,
+    pub(crate) weight: Arc<Tensor>,
+    pub(crate) k: usize,
+    pub(crate) n: usize,
     /// Strides of the weight's (merged) contraction axis and of its channel axis, in values.
-    weight_strides: (usize, usize),
-    layout: Layout,
-    output_shape: Vec<usize>,
+    pub(crate) weight_strides: (usize, usize),
+    pub(crate) layout: Layout,
+    pub(crate) output_shape: Vec<usize>,
     /// The output axis that holds the channels.
-    channel_axis: usize,
+    pub(crate) channel_axis: usize,
 }
 
 fn analyse(model: &TypedModel, node: &TypedNode) -> Result<LinearLayer, &'static str> {
-    let Some(op) = node.op_as::<EinSum>() else { return Err(NOT_A_CANDIDATE) };
+    let Some(op) = node.op_as::<EinSum>() else {
+        return Err(NOT_A_CANDIDATE);
+    };
     if op.q_params.is_some() || node.inputs.len() != 2 || op.operating_dt != f32::datum_type() {
         return Err(NOT_A_CANDIDATE);
     }
-    let (act_slot, weight) = mien_quantize::target::constant_operand(model, node).ok_or(NOT_A_CANDIDATE)?;
+    let (act_slot, weight) =
+        mien_quantize::target::constant_operand(model, node).ok_or(NOT_A_CANDIDATE)?;
     if weight.datum_type() != f32::datum_type() {
         return Err(NOT_A_CANDIDATE);
     }
-    let concrete =
-        |outlet: OutletId| model.outlet_fact(outlet).ok().and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()));
+    analyse_product(model, node, op, act_slot, weight, ROWS)
+}
+
+/// The shape of a constant-weight `EinSum` (`op`, of `node`) read as one matrix product of the activation
+/// in `act_slot` and `weight`, with at least `min_rows` rows; shared with the int8 layers' rewrite.
+pub(crate) fn analyse_product(
+    model: &TypedModel,
+    node: &TypedNode,
+    op: &EinSum,
+    act_slot: usize,
+    weight: Arc<Tensor>,
+    min_rows: usize,
+) -> Result<LinearLayer, &'static str> {
+    let concrete = |outlet: OutletId| {
+        model
+            .outlet_fact(outlet)
+            .ok()
+            .and_then(|f| f.shape.as_concrete().map(|s| s.to_vec()))
+    };
     let act_shape = concrete(node.inputs[act_slot]).ok_or("the activation's shape is symbolic")?;
-    let output_shape = concrete(OutletId::new(node.id, 0)).ok_or("the output's shape is symbolic")?;
+    let output_shape =
+        concrete(OutletId::new(node.id, 0)).ok_or("the output's shape is symbolic")?;
     let weight_shape = weight.shape().to_vec();
-    let strides = |shape: &[usize]| -> Vec<usize> { natural_strides(shape).iter().map(|&s| s as usize).collect() };
-    let (act_strides, weight_strides, out_strides) =
-        (strides(&act_shape), strides(&weight_shape), strides(&output_shape));
+    let strides = |shape: &[usize]| -> Vec<usize> {
+        natural_strides(shape).iter().map(|&s| s as usize).collect()
+    };
+    let (act_strides, weight_strides, out_strides) = (
+        strides(&act_shape),
+        strides(&weight_shape),
+        strides(&output_shape),
+    );
     // (activation stride, weight stride, length) of each contraction axis; (weight, output) positions and
     // length of the channel axis; (activation, output) positions and length of the row axis.
     let (mut contraction, mut channel, mut row) = (vec![], None, None);
     for axis in op.axes.iter_all_axes() {
-        let (a, w, o) = (&axis.inputs[act_slot], &axis.inputs[1 - act_slot], &axis.outputs[0]);
+        let (a, w, o) = (
+            &axis.inputs[act_slot],
+            &axis.inputs[1 - act_slot],
+            &axis.outputs[0],
+        );
         if a.len() > 1 || w.len() > 1 || o.len() > 1 {
             return Err("an axis repeats inside one operand");
         }
@@ -892,7 +1112,7 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<LinearLayer, &'static
     }
     let (weight_channel_axis, channel_axis, n) = channel.ok_or("no output-channel axis")?;
     let (act_row_axis, out_row_axis, m) = row.ok_or("a single row")?;
-    if m < ROWS {
+    if m < min_rows {
         return Err("fewer rows than a tile");
     }
     contraction.sort_by_key(|&(act_stride, _, _)| std::cmp::Reverse(act_stride));
@@ -922,7 +1142,10 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<LinearLayer, &'static
         k,
         n,
         weight_strides: (weight_k_stride, weight_strides[weight_channel_axis]),
-        layout: Layout { input_transposed, output_transposed },
+        layout: Layout {
+            input_transposed,
+            output_transposed,
+        },
         output_shape,
         channel_axis,
     })
@@ -931,8 +1154,13 @@ fn analyse(model: &TypedModel, node: &TypedNode) -> Result<LinearLayer, &'static
 fn replace(model: &mut TypedModel, layer: LinearLayer, kernel: TileKernel) -> TractResult<()> {
     let plain = layer.weight.try_as_plain_ram()?;
     let stored = plain.as_slice::<f32>()?;
-    let weights =
-        PackedWeights::pack_strided(stored, layer.k, layer.n, layer.weight_strides.0, layer.weight_strides.1)?;
+    let weights = PackedWeights::pack_strided(
+        stored,
+        layer.k,
+        layer.n,
+        layer.weight_strides.0,
+        layer.weight_strides.1,
+    )?;
     drop(plain);
     let name = model.node(layer.node).name.clone();
     let op = PackedLinear {
@@ -972,10 +1200,14 @@ pub fn fold_into_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
 /// constant addition or multiplication, a residual addition or an [`Activation`]; returns whether it did.
 fn fold_next_node(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     let node = model.node(id);
-    let Some(op) = node.op_as::<PackedLinear>() else { return Ok(false) };
+    let Some(op) = node.op_as::<PackedLinear>() else {
+        return Ok(false);
+    };
     // Nothing folds after an activation (it would apply before it), nor when the layer's own output is
     // also one of the model's.
-    let [only] = &node.outputs[0].successors[..] else { return Ok(false) };
+    let [only] = &node.outputs[0].successors[..] else {
+        return Ok(false);
+    };
     if op.activation.is_some() || model.outputs.contains(&OutletId::new(id, 0)) {
         return Ok(false);
     }
@@ -989,7 +1221,11 @@ fn fold_next_node(model: &mut TypedModel, id: usize) -> TractResult<bool> {
         return Ok(true);
     }
     let (is_add, is_mul) = (is_binary::<Add>(next), is_binary::<Mul>(next));
-    let next_shape = model.outlet_fact(OutletId::new(next_id, 0))?.shape.as_concrete().map(|s| s.to_vec());
+    let next_shape = model
+        .outlet_fact(OutletId::new(next_id, 0))?
+        .shape
+        .as_concrete()
+        .map(|s| s.to_vec());
     if !(is_add || is_mul) || op.residual || next_shape.as_deref() != Some(&op.output_shape[..]) {
         return Ok(false);
     }
@@ -997,25 +1233,35 @@ fn fold_next_node(model: &mut TypedModel, id: usize) -> TractResult<bool> {
     let other_fact = model.outlet_fact(other)?;
     let Some(konst) = other_fact.konst.clone() else {
         // A runtime tensor of the output's own shape and type: a residual connection, a second input.
-        let same =
-            other_fact.datum_type == f32::datum_type() && other_fact.shape.as_concrete() == Some(&op.output_shape[..]);
+        let same = other_fact.datum_type == f32::datum_type()
+            && other_fact.shape.as_concrete() == Some(&op.output_shape[..]);
         if !is_add || !same || op.layout.output_transposed {
             return Ok(false);
         }
         let (name, input) = (format!("{}.residual", node.name), node.inputs[0]);
-        let op = PackedLinear { residual: true, ..op.clone() };
+        let op = PackedLinear {
+            residual: true,
+            ..op.clone()
+        };
         let mut patch = TypedModelPatch::default();
-        let inputs = [patch.tap_model(model, input)?, patch.tap_model(model, other)?];
+        let inputs = [
+            patch.tap_model(model, input)?,
+            patch.tap_model(model, other)?,
+        ];
         let output = patch.wire_node(name, op, &inputs)?[0];
         patch.shunt_outside(model, OutletId::new(next_id, 0), output)?;
         patch.apply(model)?;
         return Ok(true);
     };
-    let Some(values) = per_axis_values(&konst, op.output_shape.len(), op.channel_axis, op.weights.n) else {
+    let Some(values) =
+        per_axis_values(&konst, op.output_shape.len(), op.channel_axis, op.weights.n)
+    else {
         return Ok(false);
     };
     // The node's op is the weights' only holder: changed in place, not copied.
-    let Some(op) = model.node_mut(id).op_as_mut::<PackedLinear>() else { return Ok(false) };
+    let Some(op) = model.node_mut(id).op_as_mut::<PackedLinear>() else {
+        return Ok(false);
+    };
     let weights = Arc::make_mut(&mut op.weights);
     if is_add {
         weights.add_to_bias(&values)?;
@@ -1042,17 +1288,32 @@ mod tests {
 
     /// `x · W + bias` with each sum in the kernels' order (per block of `k_block` steps, each step one fused
     /// multiply-add from the bias or zero; later blocks' sums added to the first's), in f32.
-    fn reference(x: &[f32], w: &[f32], bias: Option<&[f32]>, k: usize, n: usize, k_block: usize) -> Vec<f32> {
+    fn reference(
+        x: &[f32],
+        w: &[f32],
+        bias: Option<&[f32]>,
+        k: usize,
+        n: usize,
+        k_block: usize,
+    ) -> Vec<f32> {
         let m = x.len() / k;
         let mut out = vec![0f32; m * n];
         for i in 0..m {
             for j in 0..n {
                 for block_start in (0..k).step_by(k_block) {
-                    let mut acc = if block_start == 0 { bias.map(|b| b[j]).unwrap_or(0.0) } else { 0.0 };
+                    let mut acc = if block_start == 0 {
+                        bias.map(|b| b[j]).unwrap_or(0.0)
+                    } else {
+                        0.0
+                    };
                     for s in block_start..k.min(block_start + k_block) {
                         acc = x[i * k + s].mul_add(w[s * n + j], acc);
                     }
-                    out[i * n + j] = if block_start == 0 { acc } else { out[i * n + j] + acc };
+                    out[i * n + j] = if block_start == 0 {
+                        acc
+                    } else {
+                        out[i * n + j] + acc
+                    };
                 }
             }
         }
@@ -1061,8 +1322,15 @@ mod tests {
 
     /// Shapes around every edge: rows and channels not multiples of the tile, K shorter than, equal to
     /// and across blocks (with a short last block).
-    const SHAPES: [(usize, usize, usize); 7] =
-        [(1, 1, 1), (6, 16, 768), (7, 17, 5), (13, 33, 769), (197, 48, 1600), (12, 768, 64), (25, 7, 256)];
+    const SHAPES: [(usize, usize, usize); 7] = [
+        (1, 1, 1),
+        (6, 16, 768),
+        (7, 17, 5),
+        (13, 33, 769),
+        (197, 48, 1600),
+        (12, 768, 64),
+        (25, 7, 256),
+    ];
 
     #[test]
     fn scalar_driver_matches_a_plain_matrix_product() -> TractResult<()> {
@@ -1075,14 +1343,23 @@ mod tests {
                 }
                 let mut out = vec![f32::NAN; m * n];
                 packed.multiply(scalar::tile_kernel, &x, &mut out)?;
-                assert_eq!(out, reference(&x, &w, bias, k, n, K_BLOCK), "m {m} n {n} k {k} bias {}", bias.is_some());
+                assert_eq!(
+                    out,
+                    reference(&x, &w, bias, k, n, K_BLOCK),
+                    "m {m} n {n} k {k} bias {}",
+                    bias.is_some()
+                );
                 // Short blocks: many accumulation passes, and a short last one.
                 let mut short = PackedWeights::pack_blocked(&w, k, n, n, 1, 7)?;
                 if let Some(bias) = bias {
                     short = short.with_bias(bias.to_vec())?;
                 }
                 short.multiply(scalar::tile_kernel, &x, &mut out)?;
-                assert_eq!(out, reference(&x, &w, bias, k, n, 7), "m {m} n {n} k {k}, blocks of 7");
+                assert_eq!(
+                    out,
+                    reference(&x, &w, bias, k, n, 7),
+                    "m {m} n {n} k {k}, blocks of 7"
+                );
             }
         }
         Ok(())
@@ -1132,16 +1409,23 @@ mod tests {
         // More rows than channels (split by rows, a row group at a share's boundary shared by column,
         // short last groups and panels), more channels than rows (by panels, with a short last panel
         // and shares of unequal length).
-        for (m, n, k) in [(197, 40, 300), (61, 100, 70), (13, 100, 300), (20, 770, 40), (7, 33, 5)] {
+        for (m, n, k) in [
+            (197, 40, 300),
+            (61, 100, 70),
+            (13, 100, 300),
+            (20, 770, 40),
+            (7, 33, 5),
+        ] {
             let (x, w) = (values(m * k, 10), values(k * n, 11));
             let packed = PackedWeights::pack(&w, k, n)?.with_bias(values(n, 12))?;
             let mut single = vec![0f32; m * n];
             packed.multiply(scalar::tile_kernel, &x, &mut single)?;
             for threads in [2, 3, 4] {
                 let mut multi = vec![0f32; m * n];
-                tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
-                    packed.multiply(scalar::tile_kernel, &x, &mut multi)
-                })?;
+                tract_linalg::multithread::multithread_tract_scope(
+                    Executor::multithread(threads),
+                    || packed.multiply(scalar::tile_kernel, &x, &mut multi),
+                )?;
                 assert_eq!(multi, single, "m {m} n {n} k {k}, {threads} threads");
             }
         }
@@ -1149,7 +1433,9 @@ mod tests {
     }
 
     fn transposed(matrix: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-        (0..rows * cols).map(|i| matrix[(i % rows) * cols + i / rows]).collect()
+        (0..rows * cols)
+            .map(|i| matrix[(i % rows) * cols + i / rows])
+            .collect()
     }
 
     #[test]
@@ -1161,14 +1447,24 @@ mod tests {
             packed.multiply(scalar::tile_kernel, &x, &mut want)?;
             let x_t = transposed(&x, m, k);
             for threads in [1, 2, 3] {
-                for (input_transposed, output_transposed) in [(true, false), (false, true), (true, true)] {
-                    let layout = Layout { input_transposed, output_transposed };
+                for (input_transposed, output_transposed) in
+                    [(true, false), (false, true), (true, true)]
+                {
+                    let layout = Layout {
+                        input_transposed,
+                        output_transposed,
+                    };
                     let input = if input_transposed { &x_t } else { &x };
                     let mut got = vec![f32::NAN; m * n];
-                    tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
-                        packed.multiply_laid_out(scalar::tile_kernel, input, &mut got, layout)
-                    })?;
-                    let got = if output_transposed { transposed(&got, n, m) } else { got };
+                    tract_linalg::multithread::multithread_tract_scope(
+                        Executor::multithread(threads),
+                        || packed.multiply_laid_out(scalar::tile_kernel, input, &mut got, layout),
+                    )?;
+                    let got = if output_transposed {
+                        transposed(&got, n, m)
+                    } else {
+                        got
+                    };
                     assert_eq!(got, want, "m {m} n {n} k {k} {layout:?} {threads} threads");
                 }
             }
@@ -1181,7 +1477,10 @@ mod tests {
         for (k, n) in [(1, 1), (5, 17), (300, 40)] {
             let kn = values(k * n, 12);
             let nk: Vec<f32> = (0..n * k).map(|i| kn[(i % k) * n + i / k]).collect();
-            let (a, b) = (PackedWeights::pack(&kn, k, n)?, PackedWeights::pack_strided(&nk, k, n, 1, k)?);
+            let (a, b) = (
+                PackedWeights::pack(&kn, k, n)?,
+                PackedWeights::pack_strided(&nk, k, n, 1, k)?,
+            );
             assert_eq!(a.packed(), b.packed(), "{k} × {n}");
         }
         assert!(PackedWeights::pack_strided(&[0.0; 5], 2, 3, 1, 2).is_err());
@@ -1192,8 +1491,13 @@ mod tests {
     fn bad_lengths_are_errors() {
         assert!(PackedWeights::pack(&[0.0; 5], 2, 3).is_err());
         let packed = PackedWeights::pack(&[0.0; 6], 2, 3).unwrap();
-        assert!(packed.multiply(scalar::tile_kernel, &[0.0; 5], &mut [0.0; 6]).is_err());
-        assert!(PackedWeights::pack(&[0.0; 6], 2, 3).unwrap().with_bias(vec![0.0; 2]).is_err());
+        assert!(packed
+            .multiply(scalar::tile_kernel, &[0.0; 5], &mut [0.0; 6])
+            .is_err());
+        assert!(PackedWeights::pack(&[0.0; 6], 2, 3)
+            .unwrap()
+            .with_bias(vec![0.0; 2])
+            .is_err());
     }
 
     /// A ViT-like block in tract's own terms: linear with bias (`amk,kn->amn` + Add), a linear whose
@@ -1203,21 +1507,56 @@ mod tests {
         let (m, d, h) = (197usize, 64usize, 4usize);
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, m, d]))?;
-        let w1 = model.add_const("w1", Tensor::from_shape(&[d, 3 * d], &values(d * 3 * d, 20))?)?;
-        let b1 = model.add_const("b1", Tensor::from_shape(&[1, 1, 3 * d], &values(3 * d, 21))?)?;
-        let y = model.wire_node("fc1", EinSum::new("amk,kn->amn".parse()?, f32::datum_type()), &[x, w1])?[0];
+        let w1 = model.add_const(
+            "w1",
+            Tensor::from_shape(&[d, 3 * d], &values(d * 3 * d, 20))?,
+        )?;
+        let b1 = model.add_const(
+            "b1",
+            Tensor::from_shape(&[1, 1, 3 * d], &values(3 * d, 21))?,
+        )?;
+        let y = model.wire_node(
+            "fc1",
+            EinSum::new("amk,kn->amn".parse()?, f32::datum_type()),
+            &[x, w1],
+        )?[0];
         let y = model.wire_node("fc1.bias", tract_core::ops::math::add(), &[y, b1])?[0];
-        let w2 = model.add_const("w2", Tensor::from_shape(&[d, 3 * d], &values(d * 3 * d, 22))?)?;
-        let y = model.wire_node("fc2", EinSum::new("nk,amk->amn".parse()?, f32::datum_type()), &[w2, y])?[0];
-        let heads =
-            model.wire_node("split", AxisOp::Reshape(2, tvec!(d.into()), tvec!(h.into(), (d / h).into())), &[y])?[0];
+        let w2 = model.add_const(
+            "w2",
+            Tensor::from_shape(&[d, 3 * d], &values(d * 3 * d, 22))?,
+        )?;
+        let y = model.wire_node(
+            "fc2",
+            EinSum::new("nk,amk->amn".parse()?, f32::datum_type()),
+            &[w2, y],
+        )?[0];
+        let heads = model.wire_node(
+            "split",
+            AxisOp::Reshape(2, tvec!(d.into()), tvec!(h.into(), (d / h).into())),
+            &[y],
+        )?[0];
         let heads = model.wire_node("drop", AxisOp::Rm(0), &[heads])?[0];
-        let w3 = model.add_const("w3", Tensor::from_shape(&[h, d / h, d], &values(d * d, 23))?)?;
-        let y = model.wire_node("proj", EinSum::new("mhk,hkn->amn".parse()?, f32::datum_type()), &[heads, w3])?[0];
+        let w3 = model.add_const(
+            "w3",
+            Tensor::from_shape(&[h, d / h, d], &values(d * d, 23))?,
+        )?;
+        let y = model.wire_node(
+            "proj",
+            EinSum::new("mhk,hkn->amn".parse()?, f32::datum_type()),
+            &[heads, w3],
+        )?[0];
         let wq = model.add_const("wq", Tensor::from_shape(&[d, d], &values(d * d, 24))?)?;
         let wk = model.add_const("wk", Tensor::from_shape(&[d, d], &values(d * d, 25))?)?;
-        let q = model.wire_node("q", EinSum::new("amk,kn->amn".parse()?, f32::datum_type()), &[y, wq])?[0];
-        let kk = model.wire_node("k", EinSum::new("amk,kn->amn".parse()?, f32::datum_type()), &[y, wk])?[0];
+        let q = model.wire_node(
+            "q",
+            EinSum::new("amk,kn->amn".parse()?, f32::datum_type()),
+            &[y, wq],
+        )?[0];
+        let kk = model.wire_node(
+            "k",
+            EinSum::new("amk,kn->amn".parse()?, f32::datum_type()),
+            &[y, wk],
+        )?[0];
         let sum = model.wire_node("q+k", tract_core::ops::math::add(), &[q, kk])?;
         model.select_output_outlets(&sum)?;
         let input = Tensor::from_shape(&[1, m, d], &values(m * d, 26))?;
@@ -1231,16 +1570,43 @@ mod tests {
         let (m, d, h) = (197usize, 64usize, 4usize);
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, d, m]))?;
-        let w1 = model.add_const("w1", Tensor::from_shape(&[d, 2 * d], &values(d * 2 * d, 30))?)?;
-        let b1 = model.add_const("b1", Tensor::from_shape(&[1, 2 * d, 1], &values(2 * d, 31))?)?;
-        let y = model.wire_node("fc1", EinSum::new("akm,kn->anm".parse()?, f32::datum_type()), &[x, w1])?[0];
+        let w1 = model.add_const(
+            "w1",
+            Tensor::from_shape(&[d, 2 * d], &values(d * 2 * d, 30))?,
+        )?;
+        let b1 = model.add_const(
+            "b1",
+            Tensor::from_shape(&[1, 2 * d, 1], &values(2 * d, 31))?,
+        )?;
+        let y = model.wire_node(
+            "fc1",
+            EinSum::new("akm,kn->anm".parse()?, f32::datum_type()),
+            &[x, w1],
+        )?[0];
         let y = model.wire_node("fc1.bias", tract_core::ops::math::add(), &[y, b1])?[0];
-        let w2 = model.add_const("w2", Tensor::from_shape(&[2 * d, d], &values(2 * d * d, 32))?)?;
-        let y = model.wire_node("fc2", EinSum::new("akm,kn->mn".parse()?, f32::datum_type()), &[y, w2])?[0];
-        let heads =
-            model.wire_node("split", AxisOp::Reshape(1, tvec!(d.into()), tvec!(h.into(), (d / h).into())), &[y])?[0];
-        let w3 = model.add_const("w3", Tensor::from_shape(&[h, d / h, d], &values(d * d, 33))?)?;
-        let y = model.wire_node("proj", EinSum::new("mhk,hkn->anm".parse()?, f32::datum_type()), &[heads, w3])?;
+        let w2 = model.add_const(
+            "w2",
+            Tensor::from_shape(&[2 * d, d], &values(2 * d * d, 32))?,
+        )?;
+        let y = model.wire_node(
+            "fc2",
+            EinSum::new("akm,kn->mn".parse()?, f32::datum_type()),
+            &[y, w2],
+        )?[0];
+        let heads = model.wire_node(
+            "split",
+            AxisOp::Reshape(1, tvec!(d.into()), tvec!(h.into(), (d / h).into())),
+            &[y],
+        )?[0];
+        let w3 = model.add_const(
+            "w3",
+            Tensor::from_shape(&[h, d / h, d], &values(d * d, 33))?,
+        )?;
+        let y = model.wire_node(
+            "proj",
+            EinSum::new("mhk,hkn->anm".parse()?, f32::datum_type()),
+            &[heads, w3],
+        )?;
         model.select_output_outlets(&y)?;
         let input = Tensor::from_shape(&[1, d, m], &values(m * d, 34))?;
         Ok((model, input))
@@ -1249,10 +1615,19 @@ mod tests {
     #[test]
     fn replaces_tracts_linear_layers_and_agrees_with_them() -> TractResult<()> {
         // (model, layers, of which with a bias, of which with a transposed input, output)
-        for (name, (model, input), layers, biased, transposed_inputs, transposed_outputs) in
-            [("ViT-like", vit_like_model()?, 5, 1, 0, 0), ("channel-major", channel_major_model()?, 3, 1, 2, 2)]
-        {
-            agrees_with_tract(name, model, input, layers, biased, transposed_inputs, transposed_outputs)?;
+        for (name, (model, input), layers, biased, transposed_inputs, transposed_outputs) in [
+            ("ViT-like", vit_like_model()?, 5, 1, 0, 0),
+            ("channel-major", channel_major_model()?, 3, 1, 2, 2),
+        ] {
+            agrees_with_tract(
+                name,
+                model,
+                input,
+                layers,
+                biased,
+                transposed_inputs,
+                transposed_outputs,
+            )?;
         }
         Ok(())
     }
@@ -1265,20 +1640,38 @@ mod tests {
         let mut model = TypedModel::default();
         let x = model.add_source("x", f32::fact([1, m, k]))?;
         let w = model.add_const("w", Tensor::from_shape(&[k, n], &values(k * n, 50))?)?;
-        let mut y = model.wire_node("fc", EinSum::new("amk,kn->amn".parse()?, f32::datum_type()), &[x, w])?[0];
-        for (index, (shape, is_add)) in
-            [(vec![1, 1, n], true), (vec![1, 1, 1], false), (vec![1, 1, n], false), (vec![1, 1, n], true)]
-                .into_iter()
-                .enumerate()
+        let mut y = model.wire_node(
+            "fc",
+            EinSum::new("amk,kn->amn".parse()?, f32::datum_type()),
+            &[x, w],
+        )?[0];
+        for (index, (shape, is_add)) in [
+            (vec![1, 1, n], true),
+            (vec![1, 1, 1], false),
+            (vec![1, 1, n], false),
+            (vec![1, 1, n], true),
+        ]
+        .into_iter()
+        .enumerate()
         {
             let len = shape.iter().product();
-            let konst =
-                model.add_const(format!("c{index}"), Tensor::from_shape(&shape, &values(len, 51 + index as u32))?)?;
-            let op = if is_add { tract_core::ops::math::add() } else { tract_core::ops::math::mul() };
+            let konst = model.add_const(
+                format!("c{index}"),
+                Tensor::from_shape(&shape, &values(len, 51 + index as u32))?,
+            )?;
+            let op = if is_add {
+                tract_core::ops::math::add()
+            } else {
+                tract_core::ops::math::mul()
+            };
             y = model.wire_node(format!("op{index}"), op, &[konst, y])?[0];
         }
         let w2 = model.add_const("w2", Tensor::from_shape(&[n, k], &values(k * n, 60))?)?;
-        let skip = model.wire_node("skip", EinSum::new("amn,nk->amk".parse()?, f32::datum_type()), &[y, w2])?[0];
+        let skip = model.wire_node(
+            "skip",
+            EinSum::new("amn,nk->amk".parse()?, f32::datum_type()),
+            &[y, w2],
+        )?[0];
         let out = model.wire_node("residual", tract_core::ops::math::add(), &[skip, x])?;
         model.select_output_outlets(&out)?;
         let input = Tensor::from_shape(&[1, m, k], &values(m * k, 61))?;
@@ -1288,9 +1681,20 @@ mod tests {
             return Ok(());
         }
         assert_eq!(replaced, 2);
-        let live: Vec<String> = ours.eval_order()?.iter().map(|&id| ours.node(id).op().name().to_string()).collect();
-        assert!(!live.iter().any(|name| name == "Add" || name == "Mul"), "all folded: {live:?}");
-        assert!(live.iter().any(|name| name == "PackedLinear+Residual(mien)"), "{live:?}");
+        let live: Vec<String> = ours
+            .eval_order()?
+            .iter()
+            .map(|&id| ours.node(id).op().name().to_string())
+            .collect();
+        assert!(
+            !live.iter().any(|name| name == "Add" || name == "Mul"),
+            "all folded: {live:?}"
+        );
+        assert!(
+            live.iter()
+                .any(|name| name == "PackedLinear+Residual(mien)"),
+            "{live:?}"
+        );
         let run = |m: &TypedModel| run_with_threads(m, tvec!(input.clone().into_tvalue()), 1);
         assert_close(&run(&ours)?[0], &run(&model)?[0], 1e-5, "vs tract");
         Ok(())
@@ -1307,12 +1711,20 @@ mod tests {
         let w = model.add_const("w", Tensor::from_shape(&[k, n], &values(k * n, 70))?)?;
         let b = model.add_const("b", Tensor::from_shape(&[1, 1, n], &values(n, 71))?)?;
         let two = model.add_const("two", tensor3(&[[[2f32]]]))?;
-        let y = model.wire_node("fc1", EinSum::new("amk,kn->amn".parse()?, f32::datum_type()), &[x, w])?[0];
+        let y = model.wire_node(
+            "fc1",
+            EinSum::new("amk,kn->amn".parse()?, f32::datum_type()),
+            &[x, w],
+        )?[0];
         let y = model.wire_node("bias", tract_core::ops::math::add(), &[y, b])?[0];
         let y = model.wire_node("gelu", tract_core::ops::nn::gelu_exact::gelu_exact(), &[y])?[0];
         let y = model.wire_node("double", tract_core::ops::math::mul(), &[y, two])?[0];
         let w2 = model.add_const("w2", Tensor::from_shape(&[n, k], &values(k * n, 72))?)?;
-        let y = model.wire_node("fc2", EinSum::new("amn,nk->amk".parse()?, f32::datum_type()), &[y, w2])?[0];
+        let y = model.wire_node(
+            "fc2",
+            EinSum::new("amn,nk->amk".parse()?, f32::datum_type()),
+            &[y, w2],
+        )?[0];
         let out = model.wire_node("residual", tract_core::ops::math::add(), &[x, y])?;
         model.select_output_outlets(&out)?;
         let input = Tensor::from_shape(&[1, m, k], &values(m * k, 73))?;
@@ -1321,16 +1733,45 @@ mod tests {
         if kernel().is_none() {
             return Ok(());
         }
-        let live: Vec<String> = ours.eval_order()?.iter().map(|&id| ours.node(id).op().name().to_string()).collect();
-        assert_eq!(live.iter().filter(|name| *name == "PackedLinear+Gelu(mien)").count(), 1, "{live:?}");
-        assert_eq!(live.iter().filter(|name| *name == "Mul").count(), 1, "the doubling stays: {live:?}");
-        assert_eq!(live.iter().filter(|name| *name == "PackedLinear+Residual(mien)").count(), 1, "{live:?}");
-        assert!(!live.iter().any(|name| name == "Add" || name == "GeluExact"), "{live:?}");
+        let live: Vec<String> = ours
+            .eval_order()?
+            .iter()
+            .map(|&id| ours.node(id).op().name().to_string())
+            .collect();
+        assert_eq!(
+            live.iter()
+                .filter(|name| *name == "PackedLinear+Gelu(mien)")
+                .count(),
+            1,
+            "{live:?}"
+        );
+        assert_eq!(
+            live.iter().filter(|name| *name == "Mul").count(),
+            1,
+            "the doubling stays: {live:?}"
+        );
+        assert_eq!(
+            live.iter()
+                .filter(|name| *name == "PackedLinear+Residual(mien)")
+                .count(),
+            1,
+            "{live:?}"
+        );
+        assert!(
+            !live.iter().any(|name| name == "Add" || name == "GeluExact"),
+            "{live:?}"
+        );
         // One thread, a row split (2 threads) and a panel split (4: 40 rows are too few for a row split;
         // both layers have 9 panels).
         for threads in [1, 2, 4] {
-            let run = |m: &TypedModel| run_with_threads(m, tvec!(input.clone().into_tvalue()), threads);
-            assert_close(&run(&ours)?[0], &run(&model)?[0], 1e-5, &format!("vs tract, {threads} threads"));
+            let run =
+                |m: &TypedModel| run_with_threads(m, tvec!(input.clone().into_tvalue()), threads);
+            assert_close(
+                &run(&ours)?[0],
+                &run(&model)?[0],
+                1e-5,
+                &format!("vs tract, {threads} threads"),
+            );
         }
         Ok(())
     }
@@ -1348,14 +1789,33 @@ mod tests {
             .collect();
         for threads in [1, 2, 4] {
             for onto_output in [false, true] {
-                let mut out = if onto_output { residual.clone() } else { vec![f32::NAN; m * n] };
-                let epilogue =
-                    Epilogue { onto_output, residual: (!onto_output).then_some(&residual[..]), activation: None };
-                tract_linalg::multithread::multithread_tract_scope(Executor::multithread(threads), || {
-                    packed.multiply_with(scalar::tile_kernel, &x, &mut out, Layout::default(), epilogue)
-                })?;
+                let mut out = if onto_output {
+                    residual.clone()
+                } else {
+                    vec![f32::NAN; m * n]
+                };
+                let epilogue = Epilogue {
+                    onto_output,
+                    residual: (!onto_output).then_some(&residual[..]),
+                    activation: None,
+                };
+                tract_linalg::multithread::multithread_tract_scope(
+                    Executor::multithread(threads),
+                    || {
+                        packed.multiply_with(
+                            scalar::tile_kernel,
+                            &x,
+                            &mut out,
+                            Layout::default(),
+                            epilogue,
+                        )
+                    },
+                )?;
                 for (g, w) in out.iter().zip(&want) {
-                    assert!((g - w).abs() <= 1e-5 * (1.0 + w.abs()), "{g} vs {w}, onto_output {onto_output}");
+                    assert!(
+                        (g - w).abs() <= 1e-5 * (1.0 + w.abs()),
+                        "{g} vs {w}, onto_output {onto_output}"
+                    );
                 }
             }
         }
@@ -1370,7 +1830,11 @@ mod tests {
         let x = model.add_source("x", f32::fact([1, m, k]))?;
         let w = model.add_const("w", Tensor::from_shape(&[k, k], &values(k * k, 80))?)?;
         let b = model.add_const("b", Tensor::from_shape(&[1, 1, k], &values(k, 81))?)?;
-        let y = model.wire_node("fc", EinSum::new("amk,kn->amn".parse()?, f32::datum_type()), &[x, w])?[0];
+        let y = model.wire_node(
+            "fc",
+            EinSum::new("amk,kn->amn".parse()?, f32::datum_type()),
+            &[x, w],
+        )?[0];
         let y = model.wire_node("bias", tract_core::ops::math::add(), &[y, b])?[0];
         let y = model.wire_node("residual", tract_core::ops::math::add(), &[y, x])?[0];
         model.select_output_outlets(&[y, x])?;
@@ -1380,7 +1844,12 @@ mod tests {
         if kernel().is_none() {
             return Ok(());
         }
-        assert!(ours.nodes().iter().any(|node| node.op().name() == "PackedLinear+Residual(mien)"), "{ours}");
+        assert!(
+            ours.nodes()
+                .iter()
+                .any(|node| node.op().name() == "PackedLinear+Residual(mien)"),
+            "{ours}"
+        );
         let run = |m: &TypedModel| run_with_threads(m, tvec!(input.clone().into_tvalue()), 1);
         let (want, got) = (run(&model)?, run(&ours)?);
         assert_eq!(got[1], want[1], "the residual itself, returned unchanged");
@@ -1404,14 +1873,36 @@ mod tests {
             return Ok(());
         }
         assert_eq!(replaced, layers, "{name}: {ours}");
-        let ops: Vec<&PackedLinear> = ours.nodes().iter().filter_map(|n| n.op_as::<PackedLinear>()).collect();
+        let ops: Vec<&PackedLinear> = ours
+            .nodes()
+            .iter()
+            .filter_map(|n| n.op_as::<PackedLinear>())
+            .collect();
         assert_eq!(ops.len(), layers, "{name}");
-        assert_eq!(ops.iter().filter(|op| op.weights.bias.is_some()).count(), biased, "{name}: biases folded");
-        assert_eq!(ops.iter().filter(|op| op.layout.input_transposed).count(), transposed_inputs, "{name}");
-        assert_eq!(ops.iter().filter(|op| op.layout.output_transposed).count(), transposed_outputs, "{name}");
+        assert_eq!(
+            ops.iter().filter(|op| op.weights.bias.is_some()).count(),
+            biased,
+            "{name}: biases folded"
+        );
+        assert_eq!(
+            ops.iter().filter(|op| op.layout.input_transposed).count(),
+            transposed_inputs,
+            "{name}"
+        );
+        assert_eq!(
+            ops.iter().filter(|op| op.layout.output_transposed).count(),
+            transposed_outputs,
+            "{name}"
+        );
         for threads in [1, 2] {
-            let run = |m: &TypedModel| run_with_threads(m, tvec!(input.clone().into_tvalue()), threads);
-            assert_close(&run(&ours)?[0], &run(&model)?[0], 1e-5, &format!("{name} vs tract, {threads} threads"));
+            let run =
+                |m: &TypedModel| run_with_threads(m, tvec!(input.clone().into_tvalue()), threads);
+            assert_close(
+                &run(&ours)?[0],
+                &run(&model)?[0],
+                1e-5,
+                &format!("{name} vs tract, {threads} threads"),
+            );
         }
         Ok(())
     }

@@ -9,8 +9,14 @@ use super::{Start, COLS, ROWS};
 /// the SIMD kernels can start before `c` has arrived from memory).
 pub fn tile_kernel(x: &[f32], w: &[f32], mut c: [&mut [f32]; ROWS], start: Start) {
     let kc = w.len() / COLS;
-    assert!(w.len() == kc * COLS && x.len() == kc * ROWS, "block lengths");
-    assert!(c.iter().all(|row| row.len() >= COLS), "tile rows shorter than a tile");
+    assert!(
+        w.len() == kc * COLS && x.len() == kc * ROWS,
+        "block lengths"
+    );
+    assert!(
+        c.iter().all(|row| row.len() >= COLS),
+        "tile rows shorter than a tile"
+    );
     for (r, row) in c.iter_mut().enumerate() {
         let mut sums = match start {
             Start::Bias(bias) | Start::BiasAccumulate(bias) => *bias,
@@ -23,7 +29,9 @@ pub fn tile_kernel(x: &[f32], w: &[f32], mut c: [&mut [f32]; ROWS], start: Start
         }
         let row = &mut row[..COLS];
         match start {
-            Start::Accumulate | Start::BiasAccumulate(_) => row.iter_mut().zip(sums).for_each(|(c, sum)| *c += sum),
+            Start::Accumulate | Start::BiasAccumulate(_) => {
+                row.iter_mut().zip(sums).for_each(|(c, sum)| *c += sum)
+            }
             Start::Bias(_) | Start::Zero => row.copy_from_slice(&sums),
         }
     }

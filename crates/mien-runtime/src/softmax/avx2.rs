@@ -15,14 +15,27 @@ pub fn softmax_row(row: &mut [f32]) {
 fn exp8(x: __m256) -> __m256 {
     let underflow = _mm256_cmp_ps::<_CMP_NGE_UQ>(x, _mm256_set1_ps(EXP_UNDERFLOW));
     let x = _mm256_max_ps(x, _mm256_set1_ps(EXP_UNDERFLOW));
-    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(x, _mm256_set1_ps(LOG2_E)));
-    let r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x));
+    let n = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(_mm256_mul_ps(
+        x,
+        _mm256_set1_ps(LOG2_E),
+    ));
+    let r = _mm256_fnmadd_ps(
+        n,
+        _mm256_set1_ps(LN2_LO),
+        _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), x),
+    );
     let mut p = _mm256_set1_ps(EXP_POLY[0]);
     for c in &EXP_POLY[1..] {
         p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(*c));
     }
-    let e = _mm256_add_ps(_mm256_fmadd_ps(_mm256_mul_ps(r, r), p, r), _mm256_set1_ps(1.0));
-    let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127))));
+    let e = _mm256_add_ps(
+        _mm256_fmadd_ps(_mm256_mul_ps(r, r), p, r),
+        _mm256_set1_ps(1.0),
+    );
+    let pow2 = _mm256_castsi256_ps(_mm256_slli_epi32::<23>(_mm256_add_epi32(
+        _mm256_cvtps_epi32(n),
+        _mm256_set1_epi32(127),
+    )));
     _mm256_andnot_ps(underflow, _mm256_mul_ps(e, pow2))
 }
 
@@ -66,7 +79,10 @@ fn softmax_row_avx2(row: &mut [f32]) {
         let inv = sum.recip();
         let vinv = _mm256_set1_ps(inv);
         for chunk in body.chunks_exact_mut(8) {
-            _mm256_storeu_ps(chunk.as_mut_ptr(), _mm256_mul_ps(_mm256_loadu_ps(chunk.as_ptr()), vinv));
+            _mm256_storeu_ps(
+                chunk.as_mut_ptr(),
+                _mm256_mul_ps(_mm256_loadu_ps(chunk.as_ptr()), vinv),
+            );
         }
         tail.iter_mut().for_each(|v| *v *= inv);
     }

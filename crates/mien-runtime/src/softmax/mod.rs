@@ -102,7 +102,9 @@ pub fn vectorize_softmax(model: &mut TypedModel) -> TractResult<usize> {
     let mut replaced = 0;
     for id in 0..model.nodes().len() {
         let node = model.node(id);
-        let Some(softmax) = node.op_as::<Softmax>() else { continue };
+        let Some(softmax) = node.op_as::<Softmax>() else {
+            continue;
+        };
         let input = model.outlet_fact(node.inputs[0])?;
         let rank = input.rank();
         let last_axis = rank > 0 && softmax.axes.as_slice() == [rank - 1];
@@ -140,7 +142,11 @@ mod tests {
             }
             rows.push(vec![3.25; len]);
             let mut masked: Vec<f32> = (0..len).map(|_| next() * 5.0).collect();
-            masked.iter_mut().step_by(3).skip(1).for_each(|v| *v = f32::NEG_INFINITY);
+            masked
+                .iter_mut()
+                .step_by(3)
+                .skip(1)
+                .for_each(|v| *v = f32::NEG_INFINITY);
             rows.push(masked);
         }
         rows
@@ -162,7 +168,10 @@ mod tests {
             let got = scalar::exp_non_positive(x) as f64;
             let want = (x as f64).exp();
             let ulp = (want as f32).abs() as f64 * f32::EPSILON as f64;
-            assert!((got - want).abs() <= 2.0 * ulp, "exp({x}) = {got}, want {want}");
+            assert!(
+                (got - want).abs() <= 2.0 * ulp,
+                "exp({x}) = {got}, want {want}"
+            );
             x -= 0.0137;
         }
         assert_eq!(scalar::exp_non_positive(-87.5), 0.0);
@@ -176,7 +185,11 @@ mod tests {
             let mut got = row.clone();
             scalar::softmax_row(&mut got);
             for (g, e) in got.iter().zip(exact(&row)) {
-                assert!((*g as f64 - e).abs() <= 1e-6 * e.max(1e-30) + 1e-37, "{g} vs {e} (row of {})", row.len());
+                assert!(
+                    (*g as f64 - e).abs() <= 1e-6 * e.max(1e-30) + 1e-37,
+                    "{g} vs {e} (row of {})",
+                    row.len()
+                );
             }
         }
     }
@@ -193,10 +206,18 @@ mod tests {
             scalar::softmax_row(&mut reference);
             for (s, r) in simd.iter().zip(&reference) {
                 // Same arithmetic but the order of the row sum (lanes, then across): a few ulps.
-                assert!((s - r).abs() <= 1e-6 * r.abs(), "{s} vs {r} (row of {})", row.len());
+                assert!(
+                    (s - r).abs() <= 1e-6 * r.abs(),
+                    "{s} vs {r} (row of {})",
+                    row.len()
+                );
             }
             let sum: f64 = simd.iter().map(|v| *v as f64).sum();
-            assert!((sum - 1.0).abs() < 1e-5, "row of {} sums to {sum}", row.len());
+            assert!(
+                (sum - 1.0).abs() < 1e-5,
+                "row of {} sums to {sum}",
+                row.len()
+            );
         }
     }
 
@@ -220,12 +241,22 @@ mod tests {
 
     #[test]
     fn replaces_tracts_softmax_and_agrees_with_it() -> TractResult<()> {
-        for (shape, threads) in [([1usize, 6, 197, 197], 1usize), ([1, 3, 5, 257], 2), ([2, 1, 4, 13], 2)] {
+        for (shape, threads) in [
+            ([1usize, 6, 197, 197], 1usize),
+            ([1, 3, 5, 257], 2),
+            ([2, 1, 4, 13], 2),
+        ] {
             let mut model = TypedModel::default();
             let x = model.add_source("x", f32::fact(shape))?;
-            let y = model.wire_node("softmax", Softmax::new(tvec!(3), None, SoftmaxKind::Softmax), &[x])?;
+            let y = model.wire_node(
+                "softmax",
+                Softmax::new(tvec!(3), None, SoftmaxKind::Softmax),
+                &[x],
+            )?;
             model.select_output_outlets(&y)?;
-            let input: Vec<f32> = (0..shape.iter().product::<usize>()).map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 37.0).collect();
+            let input: Vec<f32> = (0..shape.iter().product::<usize>())
+                .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 37.0)
+                .collect();
             let input = Tensor::from_shape(&shape, &input)?;
             let tract = model.clone().into_optimized()?;
             let mut ours = tract.clone();
@@ -237,11 +268,18 @@ mod tests {
                     tract_linalg::multithread::Executor::multithread(threads),
                     || plan.run(tvec!(input.clone().into_tvalue())),
                 )?;
-                Ok(out[0].to_plain_array_view::<f32>()?.iter().copied().collect())
+                Ok(out[0]
+                    .to_plain_array_view::<f32>()?
+                    .iter()
+                    .copied()
+                    .collect())
             };
             let (want, got) = (run(tract)?, run(ours)?);
             for (g, w) in got.iter().zip(&want) {
-                assert!((g - w).abs() <= 1e-6 * w.abs() + 1e-12, "{g} vs tract's {w} ({shape:?})");
+                assert!(
+                    (g - w).abs() <= 1e-6 * w.abs() + 1e-12,
+                    "{g} vs tract's {w} ({shape:?})"
+                );
             }
         }
         Ok(())

@@ -18,7 +18,10 @@ fn exp4(x: float32x4_t) -> float32x4_t {
             p = vfmaq_f32(vdupq_n_f32(*c), p, r);
         }
         let e = vaddq_f32(vfmaq_f32(r, vmulq_f32(r, r), p), vdupq_n_f32(1.0));
-        let pow2 = vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127))));
+        let pow2 = vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(
+            vcvtq_s32_f32(n),
+            vdupq_n_s32(127),
+        )));
         vreinterpretq_f32_u32(vandq_u32(keep, vreinterpretq_u32_f32(vmulq_f32(e, pow2))))
     }
 }
@@ -49,7 +52,10 @@ pub fn softmax_row(row: &mut [f32]) {
         let inv = sum.recip();
         let vinv = vdupq_n_f32(inv);
         for chunk in body.chunks_exact_mut(4) {
-            vst1q_f32(chunk.as_mut_ptr(), vmulq_f32(vld1q_f32(chunk.as_ptr()), vinv));
+            vst1q_f32(
+                chunk.as_mut_ptr(),
+                vmulq_f32(vld1q_f32(chunk.as_ptr()), vinv),
+            );
         }
         tail.iter_mut().for_each(|v| *v *= inv);
     }

@@ -13,7 +13,14 @@ pub const LN2_HI: f32 = 0.693_359_4;
 pub const LN2_LO: f32 = -2.121_944_4e-4;
 /// Minimax polynomial for `(e^r − 1 − r) / r²` on |r| ≤ ln2/2 (Cephes `expf`; its last coefficient,
 /// 0.50000001, is 0.5 in f32), highest degree first.
-pub const EXP_POLY: [f32; 6] = [1.987_569_1e-4, 1.398_199_9e-3, 8.333_452e-3, 4.166_579_6e-2, 1.666_666_5e-1, 0.5];
+pub const EXP_POLY: [f32; 6] = [
+    1.987_569_1e-4,
+    1.398_199_9e-3,
+    8.333_452e-3,
+    4.166_579_6e-2,
+    1.666_666_5e-1,
+    0.5,
+];
 
 /// `e^x` for `x ≤ 0` (a softmax's `x − max`): range reduction `x = n·ln2 + r`, a degree-7 polynomial for
 /// `e^r`, and `2^n` built in the exponent bits. About 1 ulp from the correctly rounded value.
@@ -24,7 +31,9 @@ pub fn exp_non_positive(x: f32) -> f32 {
     }
     let n = (x * LOG2_E).round_ties_even();
     let r = n.mul_add(-LN2_LO, n.mul_add(-LN2_HI, x));
-    let p = EXP_POLY[1..].iter().fold(EXP_POLY[0], |p, c| p.mul_add(r, *c));
+    let p = EXP_POLY[1..]
+        .iter()
+        .fold(EXP_POLY[0], |p, c| p.mul_add(r, *c));
     let e = (r * r).mul_add(p, r) + 1.0;
     // n is in [-126, 0] here: a normal power of two.
     e * f32::from_bits(((n as i32 + 127) as u32) << 23)
