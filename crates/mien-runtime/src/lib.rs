@@ -291,9 +291,15 @@ impl Model {
         };
 
         let start = Instant::now();
+        let (products_pay, products_reason) = linear::products_pay();
+        tracing::debug!(
+            products_pay,
+            products_reason,
+            "f32 products on mien's tile kernel"
+        );
         let packed_linears = if options.tract_ops_only
             || options.tract_float_kernels
-            || linear::kernel().is_none()
+            || !products_pay
         {
             0
         } else {

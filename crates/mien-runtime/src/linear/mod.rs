@@ -81,6 +81,27 @@ pub fn kernel() -> Option<TileKernel> {
     None
 }
 
+/// Whether the runtime puts f32 products on mien's tile kernel ([`kernel`]) on this CPU, and why.
+///
+/// On AVX-512 CPUs tract 0.23.9 runs its 16-wide `avx512_mmm_f32_*` kernels, which beat mien's AVX2 tile
+/// there (see docs/BENCHMARKS.md), so mien's products are used on AVX2-only CPUs. `MIEN_F32_PRODUCTS`
+/// (`mien` or `tract`) overrides the choice, for comparisons; tests of the kernels call [`kernel`] directly.
+pub fn products_pay() -> (bool, &'static str) {
+    match std::env::var("MIEN_F32_PRODUCTS").as_deref() {
+        Ok("mien") => return (kernel().is_some(), "MIEN_F32_PRODUCTS"),
+        Ok("tract") => return (false, "MIEN_F32_PRODUCTS"),
+        _ => {}
+    }
+    if kernel().is_none() {
+        return (false, "no tile kernel for this CPU");
+    }
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx512f") {
+        return (false, "AVX-512: tract's 16-wide kernels are faster here");
+    }
+    (true, "AVX2 + FMA tile kernel")
+}
+
 /// What each thread does to its share of a product's (row-major) output once it is computed, while the
 /// share is still in its cache: folded from the nodes that followed the layer.
 #[derive(Debug, Clone, Copy, Default)]
@@ -1485,6 +1506,22 @@ mod tests {
         }
         assert!(PackedWeights::pack_strided(&[0.0; 5], 2, 3, 1, 2).is_err());
         Ok(())
+    }
+
+    #[test]
+    fn products_stay_on_tracts_kernels_on_avx512_cpus() {
+        if std::env::var("MIEN_F32_PRODUCTS").is_ok() {
+            return;
+        }
+        let (pays, reason) = products_pay();
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            pays,
+            kernel().is_some() && !is_x86_feature_detected!("avx512f"),
+            "{reason}"
+        );
+        #[cfg(not(target_arch = "x86_64"))]
+        assert!(!pays, "{reason}");
     }
 
     #[test]
