@@ -557,6 +557,28 @@ mod tests {
         Ok(())
     }
 
+    proptest::proptest! {
+        // Random sizes around the tile and block grid, any i8 activations, weights within ±127.
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, failure_persistence: None, ..Default::default() })]
+        #[test]
+        fn any_sizes_and_values_give_the_plain_sums(m in 1usize..23, k in 1usize..70, n in 1usize..19, seed: u64,
+                                                     input_transposed: bool, output_transposed: bool) {
+            let mut rng = Lcg(seed);
+            let x: Vec<i8> = (0..m * k).map(|_| rng.next_i8()).collect();
+            let w: Vec<i8> = (0..k * n).map(|_| rng.weight()).collect();
+            let expected = reference(&x, &w, m, k, n);
+            let packed = PackedInt8Weights::pack_strided(&w, k, n, n, 1).unwrap();
+            let layout = Layout { input_transposed, output_transposed };
+            let x_laid = if input_transposed { transposed(&x, m, k) } else { x.clone() };
+            for (name, kernel) in kernels() {
+                let mut out = vec![0i32; m * n];
+                packed.multiply(kernel, &x_laid, &mut out, layout).unwrap();
+                let out = if output_transposed { transposed(&out, n, m) } else { out };
+                proptest::prop_assert_eq!(&out, &expected, "{} kernel, m {} k {} n {}", name, m, k, n);
+            }
+        }
+    }
+
     #[test]
     fn threads_split_row_groups_without_changing_a_value() -> TractResult<()> {
         let (m, k, n) = (37, 64, 20);
