@@ -147,9 +147,9 @@ pub struct RunArgs {
     /// Inference threads (0 = all cores).
     #[arg(long, default_value_t = 0)]
     pub threads: usize,
-    /// How int8 plans run their matmuls: `integer` (tract's i8 kernels), `dequantized` (float kernels on
-    /// weights converted at load) or `auto` (integer where it pays: ARM, x86 with VNNI). MIEN_INT8_PATH
-    /// overrides auto.
+    /// How int8 plans run their matmuls: `integer` (i8 kernels: tract's, or mien's on ARM cores without
+    /// SDOT), `dequantized` (float kernels on weights converted at load) or `auto` (integer where it pays:
+    /// ARM, x86 with VNNI). MIEN_INT8_PATH overrides auto.
     #[arg(long, default_value = "auto", value_name = "auto|integer|dequantized")]
     pub int8_path: mien_runtime::Int8Path,
     /// How f16 plans run: `f16` (16-bit arithmetic), `f32` (widened at load) or `auto` (f16 where the CPU
