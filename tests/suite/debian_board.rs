@@ -198,7 +198,7 @@ fn armhf_package_in_a_debian_root() {
     assert!(Command::new("cp").arg("-a").arg(&cached).arg(&sysroot).status().unwrap().success());
     let unpacked = Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&sysroot).status().unwrap();
     assert!(unpacked.success(), "dpkg-deb -x {} failed", deb.display());
-    for packaged in ["usr/share/mien/models/vit-s14-fer/vit-s14-fer-int8.mien", "usr/share/mien/models/blazeface/blazeface-short.mien", "etc/mien/mien.toml", "usr/lib/systemd/system/mien.service"] {
+    for packaged in ["usr/share/mien/models/vit-s14-fer112/vit-s14-fer112-int8.mien", "usr/share/mien/models/blazeface/blazeface-short.mien", "etc/mien/mien.toml", "usr/lib/systemd/system/mien.service"] {
         assert!(sysroot.join(packaged).is_file(), "the package lacks /{packaged}");
     }
 
@@ -217,7 +217,7 @@ fn armhf_package_in_a_debian_root() {
     let run = qemu_arm(&sysroot, &["run", "--source", photos.to_str().unwrap(), "--json", "-v"]);
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(run.status.success(), "mien run:\n{stderr}");
-    assert!(stderr.contains("share/mien/models/vit-s14-fer/vit-s14-fer-int8.mien"), "not the packaged plan:\n{stderr}");
+    assert!(stderr.contains("share/mien/models/vit-s14-fer112/vit-s14-fer112-int8.mien"), "not the packaged plan:\n{stderr}");
     let lines: Vec<serde_json::Value> =
         String::from_utf8_lossy(&run.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let frames: Vec<&serde_json::Value> = lines.iter().filter(|l| l["type"] == "frame").collect();

@@ -23,7 +23,7 @@ pub struct LiveArgs {
     /// environment variables override it. Default: /etc/mien/mien.toml when running as a systemd service.
     #[arg(long, env = "MIEN_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Expression classifier plan. Default: vit-s14-fer-int8.mien found under ./models, the binary's
+    /// Expression classifier plan. Default: vit-s14-fer112-int8.mien found under ./models, the binary's
     /// ../share/mien/models, or /usr/share/mien/models.
     #[arg(long, env = "MIEN_PLAN", value_name = "PLAN")]
     plan: Option<PathBuf>,
@@ -482,7 +482,7 @@ pub fn run(args: LiveArgs, verbose: bool) -> Result<ExitCode> {
     if args.max_frames == Some(0) {
         bail!("--max-frames: expected at least 1");
     }
-    let plan = resolve_plan(args.plan.as_deref(), "MIEN_PLAN", "vit-s14-fer/vit-s14-fer-int8.mien", "--plan")?;
+    let plan = resolve_plan(args.plan.as_deref(), "MIEN_PLAN", "vit-s14-fer112/vit-s14-fer112-int8.mien", "--plan")?;
     let detector_plan =
         resolve_plan(args.detector.as_deref(), "MIEN_DETECTOR", "blazeface/blazeface-short.mien", "--detector")?;
 

@@ -20,7 +20,7 @@ use clap::{Args, Parser, Subcommand};
 
 const EXAMPLES: &str = "\
 Examples:
-  mien classify models/vit-s14-fer/vit-s14-fer-int8.mien tests/data/photos/astronaut.png
+  mien classify models/vit-s14-fer112/vit-s14-fer112-int8.mien tests/data/photos/astronaut.png
   mien classify plan.mien photos/*.jpg --json
   mien info plan.mien                      # manifest, CPU features, kernels, int8 path
   mien info --cpu --json                   # just the CPU features kernel choice depends on
@@ -32,7 +32,7 @@ Examples:
   mien eval plan.mien jaffe/ --label-map AN=angry,DI=disgust,FE=fear,HA=happy,NE=neutral,SA=sad,SU=surprise
   mien devices                              # cameras, their formats, sizes and frame rates
   mien capture --device C920 --format YUYV --size 640x480 --count 10 --save frames/
-  mien capture --count 100 --classify models/vit-s14-fer/vit-s14-fer-int8.mien --json
+  mien capture --count 100 --classify models/vit-s14-fer112/vit-s14-fer112-int8.mien --json
   mien run                                  # first camera, default models, live terminal view
   mien run --source /dev/video2 --format MJPEG --size 1280x720 --json
   mien run --source photos/ --json          # every image in a folder, each face classified on its own

@@ -34,8 +34,8 @@ median latency wins; one with fewer threads within 5 % of it is preferred, to le
 and the face detector.
 
 Examples:
-  mien tune models/vit-s14-fer/*.mien
-  mien tune /usr/share/mien/models/vit-s14-fer/*.mien --write-config /etc/mien/mien.toml
+  mien tune models/vit-s14-fer112/*.mien
+  mien tune /usr/share/mien/models/vit-s14-fer112/*.mien --write-config /etc/mien/mien.toml
   mien tune face.mien face-int8.mien --max-threads 2 --runs 10 --json")]
 pub struct TuneArgs {
     /// Plans of one model, e.g. its f32, int8 and f16 plans as written by mien-convert.
