@@ -25,7 +25,7 @@ use tract_core::internal::*;
 use tract_core::ops::einsum::EinSum;
 use tract_linalg::multithread::{current_tract_executor, Executor};
 
-use crate::linear::{analyse_product, transpose_into, Layout, LinearLayer};
+use crate::linear::{analyse_product, replace_each, transpose_into, Layout, LinearLayer};
 
 /// Activation rows per tile.
 pub const ROWS: usize = 4;
@@ -160,7 +160,6 @@ impl PackedInt8Weights {
         let group_bytes = self.blocks * BLOCK_BYTES;
         let groups = packed_rows.len() / group_bytes;
         let share = |first_group: usize, out: &mut [i32]| {
-            let rows = out.len() / n;
             let panels_per_pass = (PANEL_BYTES_PER_PASS / group_bytes).max(1);
             let panel_count = n.div_ceil(COLS);
             for first_panel in (0..panel_count).step_by(panels_per_pass) {
@@ -179,7 +178,6 @@ impl PackedInt8Weights {
                     }
                 }
             }
-            debug_assert!(rows <= (groups - first_group) * ROWS);
         };
         match pool {
             Some(pool) if groups > 1 => {
@@ -345,28 +343,13 @@ pub fn accelerate_int8_linear_layers(
     model: &mut TypedModel,
     kernel: Int8TileKernel,
 ) -> TractResult<usize> {
-    let mut replaced = 0;
-    loop {
-        let order = model.eval_order()?;
-        let Some(layer) = order
-            .into_iter()
-            .find_map(|id| analyse(model, model.node(id)).ok())
-        else {
-            break;
-        };
-        replace(model, layer, kernel)?;
-        model.compact()?;
-        replaced += 1;
-    }
-    if tracing::enabled!(tracing::Level::DEBUG) {
-        for node in model.nodes() {
-            if let Err(reason) = analyse(model, node) {
-                if reason != NOT_A_CANDIDATE {
-                    tracing::debug!(layer = %node.name, reason, "int8 layer left to tract's kernels");
-                }
-            }
-        }
-    }
+    let replaced = replace_each(
+        model,
+        analyse,
+        |model, layer| replace(model, layer, kernel),
+        NOT_A_CANDIDATE,
+        "int8 layer left to tract's kernels",
+    )?;
     tracing::debug!(replaced, "int8 linear layers on mien's product");
     Ok(replaced)
 }

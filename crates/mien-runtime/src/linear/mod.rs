@@ -1007,6 +1007,29 @@ impl TypedOp for PackedLinear {
 /// copy exists instead of all of them being held twice at the peak.
 pub fn accelerate_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
     let Some(kernel) = kernel() else { return Ok(0) };
+    let replaced = replace_each(
+        model,
+        analyse,
+        |model, layer| replace(model, layer, kernel),
+        NOT_A_CANDIDATE,
+        "linear layer left to tract's kernels",
+    )?;
+    let folded = fold_into_linear_layers(model)?;
+    tracing::debug!(replaced, folded, "linear layers on mien's packed product");
+    Ok(replaced)
+}
+
+/// Replaces every node `analyse` accepts with `replace`, one at a time, compacting the graph after each so
+/// that a layer's tract weight is freed as soon as its packed copy exists; then logs at debug level why
+/// each node refused for another reason than `not_a_candidate` was left (`left`). Returns how many were
+/// replaced. Shared by the f32 and int8 layers' rewrites.
+pub(crate) fn replace_each<L>(
+    model: &mut TypedModel,
+    analyse: impl Fn(&TypedModel, &TypedNode) -> Result<L, &'static str>,
+    mut replace: impl FnMut(&mut TypedModel, L) -> TractResult<()>,
+    not_a_candidate: &str,
+    left: &str,
+) -> TractResult<usize> {
     let mut replaced = 0;
     loop {
         let order = model.eval_order()?;
@@ -1016,21 +1039,19 @@ pub fn accelerate_linear_layers(model: &mut TypedModel) -> TractResult<usize> {
         else {
             break;
         };
-        replace(model, layer, kernel)?;
+        replace(model, layer)?;
         model.compact()?;
         replaced += 1;
     }
     if tracing::enabled!(tracing::Level::DEBUG) {
         for node in model.nodes() {
             if let Err(reason) = analyse(model, node) {
-                if reason != NOT_A_CANDIDATE {
-                    tracing::debug!(layer = %node.name, reason, "linear layer left to tract's kernels");
+                if reason != not_a_candidate {
+                    tracing::debug!(layer = %node.name, reason, "{left}");
                 }
             }
         }
     }
-    let folded = fold_into_linear_layers(model)?;
-    tracing::debug!(replaced, folded, "linear layers on mien's packed product");
     Ok(replaced)
 }
 
