@@ -89,7 +89,7 @@ pub fn widen_to_f32(model: &mut TypedModel) -> TractResult<()> {
     Ok(())
 }
 
-/// A cast between f32 and f16 over a whole tensor with [`crate::f16_convert`] (eight NEON lanes at a
+/// A cast between f32 and f16 over a whole tensor with `mien_kernels::f16_convert` (eight NEON lanes at a
 /// time on aarch64), in place of tract's cast, which converts one element at a time through a
 /// per-element feature check. Same IEEE round-to-nearest-even values.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -118,14 +118,14 @@ impl EvalOp for SliceCast {
         let source = input.try_as_plain_ram()?;
         let output = if self.to == f16::datum_type() {
             let mut out = Tensor::zero::<f16>(input.shape())?;
-            crate::f16_convert::f32_to_f16(
+            mien_kernels::dispatch::f32_to_f16(
                 source.as_slice::<f32>()?,
                 out.try_as_plain_ram_mut()?.as_slice_mut::<f16>()?,
             );
             out
         } else {
             let mut out = Tensor::zero::<f32>(input.shape())?;
-            crate::f16_convert::f16_to_f32(
+            mien_kernels::dispatch::f16_to_f32(
                 source.as_slice::<f16>()?,
                 out.try_as_plain_ram_mut()?.as_slice_mut::<f32>()?,
             );

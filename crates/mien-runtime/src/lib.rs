@@ -2,11 +2,11 @@
 //! infer, softmax, top-k.
 //!
 //! Depends on tract-nnef and tract-core only (never tract-onnx or protobuf), so it stays small enough
-//! for the device binary.
+//! for the device binary. Its SIMD kernels are in `mien-kernels`: no `unsafe` here.
+
+#![forbid(unsafe_code)]
 
 pub mod activation;
-pub mod cpu;
-pub mod f16_convert;
 mod graph;
 pub mod half;
 pub mod int8;
@@ -27,6 +27,14 @@ use tract_core::prelude::*;
 use tract_linalg::multithread::{multithread_tract_scope, Executor};
 
 pub use half::HalfPath;
+/// The CPU features that decide which kernels run (`mien_kernels::cpu`).
+pub use mien_kernels::cpu;
+
+/// mien's own kernel of each family on this CPU (`mien_kernels::dispatch::summary`): `("softmax",
+/// "mien_neon_softmax")`, or `"tract's"` where the family's work stays on tract here.
+pub fn own_kernels() -> Vec<(&'static str, &'static str)> {
+    mien_kernels::dispatch::summary()
+}
 pub use int8::Int8Path;
 pub use mien_image::RgbImage;
 pub use mien_plan::{Manifest, Plan, PlanError};
@@ -291,7 +299,7 @@ impl Model {
         };
 
         let start = Instant::now();
-        let (products_pay, products_reason) = linear::products_pay();
+        let (products_pay, products_reason) = mien_kernels::dispatch::f32_products();
         tracing::debug!(
             products_pay,
             products_reason,
@@ -359,7 +367,7 @@ impl Model {
 
         let manifest = plan.manifest();
         let preprocessor = Preprocessor::new(&manifest.preprocessing, &manifest.input);
-        tracing::debug!(cpu = %cpu::summary(), kernels = ?kernel_names(&optimized), fused_quantizations, fast_packs, slice_casts, row_softmaxes, packed_linears, int8_linears, "kernels chosen");
+        tracing::debug!(cpu = %cpu::summary(), own_kernels = ?own_kernels(), kernels = ?kernel_names(&optimized), fused_quantizations, fast_packs, slice_casts, row_softmaxes, packed_linears, int8_linears, "kernels chosen");
         tracing::debug!(plan = %plan_name, verify_ms, load_ms, optimize_ms, threads, rss_mb = current_rss_mb(), peak_rss_mb = peak_rss_mb(), "plan ready");
         Ok(Model {
             plan,
@@ -614,11 +622,11 @@ fn kernel_names(model: &TypedModel) -> BTreeMap<String, usize> {
         let name = node.op.name();
         if name.starts_with("PackedInt8Linear") {
             *kernels
-                .entry(format!("{} (int8 linear)", int8_linear::KERNEL_NAME))
+                .entry(format!("{} (int8 linear)", int8_linear::kernel_name()))
                 .or_insert(0) += 1;
             continue;
         }
-        // mien's own f32 products run its tile kernel (linear::kernel; only AVX2+FMA has one so far).
+        // mien's own f32 products run its tile kernel (`mien_kernels::dispatch::f32_tile`).
         let family = if name.starts_with("PackedLinear") {
             "linear"
         } else if name.starts_with("BatchedProduct") {
@@ -629,7 +637,7 @@ fn kernel_names(model: &TypedModel) -> BTreeMap<String, usize> {
             continue;
         };
         *kernels
-            .entry(format!("mien_avx2_fma_f32_tile ({family})"))
+            .entry(format!("{} ({family})", linear::kernel_name()))
             .or_insert(0) += 1;
     }
     kernels

@@ -45,21 +45,6 @@ impl std::hash::Hash for LayerNorm {
     }
 }
 
-/// Sum of `term(v)` over a slice, in eight lanes (vectorizable), the lanes added at the end.
-fn slice_sum(row: &[f32], term: impl Fn(f32) -> f32) -> f32 {
-    let mut lanes = [0f32; 8];
-    let mut chunks = row.chunks_exact(8);
-    for chunk in &mut chunks {
-        for (lane, &v) in lanes.iter_mut().zip(chunk) {
-            *lane += term(v);
-        }
-    }
-    for (lane, &v) in lanes.iter_mut().zip(chunks.remainder()) {
-        *lane += term(v);
-    }
-    lanes.iter().sum()
-}
-
 impl LayerNorm {
     /// Normalizes `data`, laid out as `[outer, n, inner]` with `n` the normalized axis, in place. Rows
     /// (`inner` 1) are split between the current tract executor's threads: each row's arithmetic is the
@@ -69,7 +54,6 @@ impl LayerNorm {
             self.scale.as_deref().map(|v| &v[..]),
             self.offset.as_deref().map(|v| &v[..]),
         );
-        let count = n as f32;
         if inner == 1 {
             let executor = current_tract_executor();
             let rows = data.len() / n.max(1);
@@ -89,35 +73,7 @@ impl LayerNorm {
             }
             return;
         }
-        // Channel-major: the statistics of `inner` columns at once, a channel's row of them at a time.
-        let (mut mean, mut inv) = (vec![0f32; inner], vec![0f32; inner]);
-        for block in data.chunks_exact_mut(n * inner) {
-            mean.fill(0.0);
-            for channel in block.chunks_exact(inner) {
-                mean.iter_mut().zip(channel).for_each(|(m, &v)| *m += v);
-            }
-            mean.iter_mut().for_each(|m| *m /= count);
-            inv.fill(0.0);
-            for channel in block.chunks_exact(inner) {
-                inv.iter_mut()
-                    .zip(channel)
-                    .zip(&mean)
-                    .for_each(|((s, &v), &m)| *s += (v - m) * (v - m));
-            }
-            inv.iter_mut()
-                .for_each(|s| *s = 1.0 / (*s / count + self.eps).sqrt());
-            for (c, channel) in block.chunks_exact_mut(inner).enumerate() {
-                let (s, o) = (
-                    scale.map(|s| s[c]).unwrap_or(1.0),
-                    offset.map(|o| o[c]).unwrap_or(0.0),
-                );
-                channel
-                    .iter_mut()
-                    .zip(&mean)
-                    .zip(&inv)
-                    .for_each(|((x, &m), &i)| *x = (*x - m) * i * s + o);
-            }
-        }
+        mien_kernels::layer_norm::scalar::normalize_columns(data, n, inner, self.eps, scale, offset);
     }
 
     /// Normalizes each row of `n` values of `data`, in place.
@@ -126,28 +82,7 @@ impl LayerNorm {
             self.scale.as_deref().map(|v| &v[..]),
             self.offset.as_deref().map(|v| &v[..]),
         );
-        let count = n as f32;
-        for row in data.chunks_exact_mut(n) {
-            let mean = slice_sum(row, |v| v) / count;
-            let variance = slice_sum(row, |v| (v - mean) * (v - mean)) / count;
-            let inv = 1.0 / (variance + self.eps).sqrt();
-            match (scale, offset) {
-                (Some(s), Some(o)) => row
-                    .iter_mut()
-                    .zip(s)
-                    .zip(o)
-                    .for_each(|((x, s), o)| *x = (*x - mean) * inv * s + o),
-                (Some(s), None) => row
-                    .iter_mut()
-                    .zip(s)
-                    .for_each(|(x, s)| *x = (*x - mean) * inv * s),
-                (None, Some(o)) => row
-                    .iter_mut()
-                    .zip(o)
-                    .for_each(|(x, o)| *x = (*x - mean) * inv + o),
-                (None, None) => row.iter_mut().for_each(|x| *x = (*x - mean) * inv),
-            }
-        }
+        mien_kernels::layer_norm::scalar::normalize_rows(data, n, self.eps, scale, offset);
     }
 }
 
@@ -330,122 +265,6 @@ mod tests {
     use super::*;
 
     use crate::graph::test_values as values;
-
-    /// LayerNorm in f64.
-    fn exact(x: &[f32], eps: f32, scale: Option<&[f32]>, offset: Option<&[f32]>) -> Vec<f64> {
-        let n = x.len() as f64;
-        let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-        let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-        let inv = 1.0 / (var + eps as f64).sqrt();
-        (0..x.len())
-            .map(|i| {
-                (x[i] as f64 - mean) * inv * scale.map(|s| s[i] as f64).unwrap_or(1.0)
-                    + offset.map(|o| o[i] as f64).unwrap_or(0.0)
-            })
-            .collect()
-    }
-
-    proptest::proptest! {
-        // No regression files in the tree: a failure prints its case.
-        #![proptest_config(proptest::prelude::ProptestConfig { cases: 128, failure_persistence: None, ..Default::default() })]
-
-        /// Random widths, layouts (rows or channel-major with any inner size), affine parts and values.
-        #[test]
-        fn random_rows_match_an_f64_reference(
-            n in 1usize..800,
-            inner in 1usize..5,
-            outer in 1usize..3,
-            with_scale: bool,
-            with_offset: bool,
-            seed: u64,
-            // Rows whose mean dwarfs their spread lose digits in any f32 LayerNorm (tract's decomposition
-            // too); a ViT's hidden states stay within tens of standard deviations of their mean.
-            centre in -20f32..20.0,
-            spread in 0.5f32..20.0,
-        ) {
-            let mut state = seed | 1;
-            let mut next = move || {
-                state ^= state << 13;
-                state ^= state >> 7;
-                state ^= state << 17;
-                (state >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
-            };
-            let scale: Vec<f32> = (0..n).map(|_| next() * 2.0).collect();
-            let offset: Vec<f32> = (0..n).map(|_| next()).collect();
-            let norm = LayerNorm {
-                axis: 1,
-                eps: 1e-6,
-                scale: with_scale.then(|| Arc::new(scale.clone())),
-                offset: with_offset.then(|| Arc::new(offset.clone())),
-            };
-            // [outer, n, inner]: each (outer, inner) pair is one row of n values, inner apart.
-            let x: Vec<f32> = (0..outer * n * inner).map(|_| centre + spread * next()).collect();
-            let mut got = x.clone();
-            norm.normalize(&mut got, n, inner);
-            for block in 0..outer {
-                for column in 0..inner {
-                    let at = |c: usize| block * n * inner + c * inner + column;
-                    let row: Vec<f32> = (0..n).map(|c| x[at(c)]).collect();
-                    let want = exact(&row, 1e-6, norm.scale.as_deref().map(|v| &v[..]), norm.offset.as_deref().map(|v| &v[..]));
-                    for (c, w) in want.iter().enumerate() {
-                        let g = got[at(c)] as f64;
-                        proptest::prop_assert!((g - w).abs() <= 3e-4 * (1.0 + w.abs()), "n {n} inner {inner}: {g} vs {w}");
-                    }
-                }
-            }
-        }
-    }
-
-    #[test]
-    fn rows_and_columns_match_an_f64_reference() {
-        for n in [1usize, 7, 8, 9, 64, 384, 768] {
-            let (scale, offset) = (values(n, 2), values(n, 3));
-            for (with_scale, with_offset) in
-                [(false, false), (true, false), (false, true), (true, true)]
-            {
-                let norm = LayerNorm {
-                    axis: 1,
-                    eps: 1e-6,
-                    scale: with_scale.then(|| Arc::new(scale.clone())),
-                    offset: with_offset.then(|| Arc::new(offset.clone())),
-                };
-                let (outer, inner) = (3usize, 5usize);
-                // Rows (inner 1) with an offset so the mean is far from zero, then the same values laid
-                // out channel-major ([outer, n, inner]).
-                let x: Vec<f32> = values(outer * n * inner, 1)
-                    .iter()
-                    .map(|v| v * 4.0 + 10.0)
-                    .collect();
-                let mut rows = x.clone();
-                norm.normalize(&mut rows, n, 1);
-                let mut columns = vec![0f32; x.len()];
-                for (i, &v) in x.iter().enumerate() {
-                    let (block, rest) = (i / (n * inner), i % (n * inner));
-                    columns[block * n * inner + (rest % n) * inner + rest / n] = v;
-                }
-                norm.normalize(&mut columns, n, inner);
-                for (r, row) in x.chunks_exact(n).enumerate() {
-                    let want = exact(
-                        row,
-                        1e-6,
-                        norm.scale.as_deref().map(|v| &v[..]),
-                        norm.offset.as_deref().map(|v| &v[..]),
-                    );
-                    let (block, column) = (r / inner, r % inner);
-                    for (c, w) in want.iter().enumerate() {
-                        let by_row = rows[r * n + c] as f64;
-                        let by_column = columns[block * n * inner + c * inner + column] as f64;
-                        for got in [by_row, by_column] {
-                            assert!(
-                                (got - w).abs() <= 2e-5 * (1.0 + w.abs()),
-                                "n {n}: {got} vs {w}"
-                            );
-                        }
-                    }
-                }
-            }
-        }
-    }
 
     #[test]
     fn rows_split_between_threads_give_the_same_bits() -> TractResult<()> {

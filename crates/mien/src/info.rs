@@ -37,7 +37,13 @@ pub struct InfoArgs {
 
 fn cpu_json() -> serde_json::Value {
     let (arch, features) = mien_runtime::cpu::features();
-    json!({"arch": arch, "features": features.into_iter().collect::<std::collections::BTreeMap<_, _>>()})
+    let kernels: std::collections::BTreeMap<_, _> = mien_runtime::own_kernels().into_iter().collect();
+    json!({"arch": arch, "features": features.into_iter().collect::<std::collections::BTreeMap<_, _>>(), "kernels": kernels})
+}
+
+/// mien's own kernel of each family on this CPU, one line: `f32 tile: mien_avx2_fma_f32_tile, ...`.
+fn own_kernels_line() -> String {
+    mien_runtime::own_kernels().iter().map(|(family, name)| format!("{family}: {name}")).collect::<Vec<_>>().join(", ")
 }
 
 pub fn run(args: InfoArgs) -> Result<ExitCode> {
@@ -48,6 +54,7 @@ pub fn run(args: InfoArgs) -> Result<ExitCode> {
                 println!("{}", serde_json::to_string_pretty(&json!({"cpu": cpu_json()}))?);
             } else {
                 println!("cpu         {}", mien_runtime::cpu::summary());
+                println!("kernels     {}", own_kernels_line());
             }
             return Ok(ExitCode::SUCCESS);
         }

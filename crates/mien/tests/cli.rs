@@ -239,17 +239,37 @@ fn info_cpu_without_a_plan() {
     let value: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let arch = value["cpu"]["arch"].as_str().unwrap();
     let features = value["cpu"]["features"].as_object().unwrap();
+    let kernels = &value["cpu"]["kernels"];
+    let f32_override = std::env::var_os("MIEN_F32_PRODUCTS").is_some();
     match arch {
         "aarch64" => {
             assert_eq!(features["neon"], true);
+            assert_eq!(kernels["softmax"], "mien_neon_softmax", "{value}");
             match std::env::var("QEMU_CPU").as_deref() {
-                Ok("cortex-a76") => assert_eq!(features["dotprod"], true, "{value}"),
-                Ok("cortex-a72") => assert_eq!(features["dotprod"], false, "{value}"),
+                Ok("cortex-a76") => {
+                    assert_eq!(features["dotprod"], true, "{value}");
+                    assert_eq!(kernels["i8 tile"], "tract's", "SDOT cores keep tract's int8 kernel: {value}");
+                }
+                Ok("cortex-a72") => {
+                    assert_eq!(features["dotprod"], false, "{value}");
+                    assert_eq!(kernels["i8 tile"], "mien_neon_i8_smull_4x4", "{value}");
+                }
                 _ => {}
             }
         }
-        "armv7" => assert!(features.contains_key("neon")),
-        "x86_64" => assert!(features.contains_key("avx2")),
+        "armv7" => {
+            assert!(features.contains_key("neon"));
+            assert_eq!(kernels["f32 tile"], "tract's", "{value}");
+        }
+        "x86_64" => {
+            assert!(features.contains_key("avx2"));
+            // AVX-512 CPUs keep tract's 16-wide kernels (and MIEN_F32_PRODUCTS can say otherwise).
+            let avx2_only = features["avx2"] == true && features["fma"] == true && features["avx512f"] == false;
+            let expected = if avx2_only { "mien_avx2_fma_f32_tile" } else { "tract's" };
+            if !f32_override {
+                assert_eq!(kernels["f32 tile"], expected, "{value}");
+            }
+        }
         other => panic!("unexpected arch {other}"),
     }
     let out = mien(&[os("info")]);

@@ -2,7 +2,8 @@
 //! whose integer matmul in tract costs more than float: aarch64 without SDOT (Cortex-A72, the Raspberry
 //! Pi 4). There tract 0.23.9 runs `arm64simd_mmm_i32_8x8`, which widens both operands to i16 and does
 //! 4 multiply-adds per SMLAL; an int8 ViT then took more instructions than its f32 plan. The [`neon`]
-//! kernel does 16 per 3 instructions, beside the [`scalar`] reference it is tested against.
+//! kernel (`mien_kernels::i8_tile`) does 16 per 3 instructions, beside the scalar reference it is tested
+//! against.
 //!
 //! [`accelerate_int8_linear_layers`] runs on the loaded graph when int8 plans take the integer path: each
 //! quantized `EinSum` the quantizer wrote (nine inputs, zero points 0 and scales 1, so the plain integer
@@ -15,9 +16,6 @@
 //! holds [`ROWS`] activation rows the same way. A tile kernel call sums one row group against one panel
 //! over the whole contraction.
 
-#[cfg(target_arch = "aarch64")]
-pub mod neon;
-pub mod scalar;
 
 use std::sync::Arc;
 
@@ -27,31 +25,24 @@ use tract_linalg::multithread::{current_tract_executor, Executor};
 
 use crate::linear::{analyse_product, replace_each, transpose_into, Layout, LinearLayer};
 
-/// Activation rows per tile.
-pub const ROWS: usize = 4;
-/// Output channels per tile.
-pub const COLS: usize = 4;
-/// Contraction steps per packed block.
-pub const K_STEP: usize = 16;
-/// Bytes of one packed block of a row group or a panel.
-pub const BLOCK_BYTES: usize = ROWS * K_STEP;
+pub use mien_kernels::i8_tile::{Int8TileKernel, BLOCK_BYTES, COLS, K_STEP, ROWS};
+/// The reference int8 tile kernel (`mien_kernels::i8_tile::scalar`).
+pub use mien_kernels::i8_tile::scalar;
+
 /// Weight bytes a thread keeps hot while it passes all its row groups over them (a share of a 1 MB L2).
 const PANEL_BYTES_PER_PASS: usize = 64 * 1024;
 
-/// A tile kernel: the `ROWS × COLS` sums of a packed row group `x` and a packed panel `w` of equal length.
-pub type Int8TileKernel = fn(x: &[i8], w: &[i8]) -> [[i32; COLS]; ROWS];
-
-/// The kernel for this CPU when mien's product beats tract's here: aarch64 without SDOT.
+/// The kernel for this CPU when mien's product beats tract's here: aarch64 without SDOT
+/// (`mien_kernels::dispatch::i8_tile`).
 pub fn kernel() -> Option<Int8TileKernel> {
-    #[cfg(target_arch = "aarch64")]
-    if !std::arch::is_aarch64_feature_detected!("dotprod") {
-        return Some(neon::tile);
-    }
-    None
+    mien_kernels::dispatch::i8_tile().map(|choice| choice.kernel)
 }
 
-/// Name of [`kernel`]'s kernel, as `mien info` and the profiles list it.
-pub const KERNEL_NAME: &str = "mien_neon_i8_smull_4x4";
+/// The name of [`kernel`]'s kernel (or of the scalar reference where there is none), as `mien info` and
+/// the profiles list it.
+pub fn kernel_name() -> &'static str {
+    mien_kernels::dispatch::i8_tile().map_or("mien_scalar_i8_tile", |choice| choice.name)
+}
 
 /// A `k × n` i8 weight packed into panels of [`COLS`] channels (channels and steps beyond the matrix are
 /// zero). Every value is within ±127, which the SIMD kernels need.
@@ -486,7 +477,7 @@ mod tests {
         #[allow(unused_mut)]
         let mut kernels: Vec<(&'static str, Int8TileKernel)> = vec![("scalar", scalar::tile)];
         #[cfg(target_arch = "aarch64")]
-        kernels.push(("neon", neon::tile));
+        kernels.push(("neon", mien_kernels::i8_tile::neon::tile));
         kernels
     }
 

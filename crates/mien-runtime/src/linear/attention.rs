@@ -8,7 +8,7 @@ use tract_linalg::multithread::{current_tract_executor, Executor};
 
 use super::batched::{BatchedProduct, Outer, ProductShape};
 use super::{multiply_packed, pack_panels, pack_row_groups, Panels, TileKernel, COLS, K_BLOCK};
-use crate::softmax::RowKernel;
+use mien_kernels::softmax::RowKernel;
 
 /// `out = softmax(scale · q · k) · v` per head, with the two products' shapes as [`BatchedProduct`] found
 /// them (the first with its softmax folded in, the second reading the first's output as its left operand).

@@ -22,7 +22,7 @@ use super::{
     kernel, multiply_packed, pack_panels, pack_row_groups, Panels, TileKernel, K_BLOCK, ROWS,
 };
 use crate::graph::is_binary;
-use crate::softmax::RowKernel;
+use mien_kernels::softmax::RowKernel;
 
 /// The output axis the threads split: it is the outermost, so each thread's part is contiguous.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -592,7 +592,7 @@ fn replace(model: &mut TypedModel, candidate: Candidate, kernel: TileKernel) -> 
 pub(super) mod tests {
     use super::super::scalar;
     use super::*;
-    use crate::softmax::scalar::softmax_row;
+    use mien_kernels::softmax::scalar::softmax_row;
 
     use crate::graph::{assert_close, run_with_threads, test_values as values};
 

@@ -1,6 +1,6 @@
 //! f32 linear layers (`activation · constant weight + bias`) on a cache-blocked matrix product of mien's
-//! own: a scalar reference tile kernel ([`scalar`]) and an x86-64 AVX2 + FMA one ([`avx2`], picked at run
-//! time) that matches it bit for bit.
+//! own, over the tile kernels of `mien_kernels::f32_tile` (a scalar reference and an x86-64 AVX2 + FMA
+//! version, picked at run time, that matches it bit for bit).
 //!
 //! tract 0.23.9 runs these on its `fma_mmm_f32_16x6` kernel over the whole contraction at once: for a
 //! ViT-B layer (K = 768 or 3072) a 16-wide weight panel is 48–196 KB, so each tile streams both operands
@@ -16,10 +16,7 @@
 //! tract's products: on ARM the int8 plans are the fast path.
 
 pub mod attention;
-#[cfg(target_arch = "x86_64")]
-pub mod avx2;
 pub mod batched;
-pub mod scalar;
 
 use std::sync::Arc;
 
@@ -28,38 +25,18 @@ use tract_core::ops::einsum::EinSum;
 use tract_core::ops::math::{Add, Mul};
 use tract_linalg::multithread::{current_tract_executor, Executor};
 
+pub use mien_kernels::f32_tile::{Start, TileKernel, COLS, ROWS, TILE};
+/// The scalar reference tile kernel (`mien_kernels::f32_tile::scalar`).
+pub use mien_kernels::f32_tile::scalar;
+
 use crate::activation::Activation;
 use crate::graph::{is_binary, per_axis_values};
 
-/// Rows of a tile (activation rows per kernel call).
-pub const ROWS: usize = 6;
-/// Columns of a tile (output channels per kernel call).
-pub const COLS: usize = 16;
-/// Values in a tile.
-pub const TILE: usize = ROWS * COLS;
 /// Contraction steps per block, by default. Blocks of 256 (a panel's block in L1) were measured slower
 /// at two threads: each block's pass loads and stores every output tile again, and a thread's output
 /// rows (1.2 MB for a ViT-B MLP layer) live in the shared L3. ViT-B's layers at 2 threads, 40 alternated
 /// runs each: 768 vs 256 was 2-4 % faster for K = 768 → 3072 and 3072 → 768, up to 10 % for 768 → 768.
 pub const K_BLOCK: usize = 768;
-
-/// What a tile starts from before the products are added.
-#[derive(Debug, Clone, Copy)]
-pub enum Start<'a> {
-    /// Zero.
-    Zero,
-    /// The bias of the tile's channels, on every row.
-    Bias(&'a [f32; COLS]),
-    /// The tile's current values (a later block of the contraction).
-    Accumulate,
-    /// The bias plus the tile's current values (a first block onto an output that already holds values:
-    /// a residual taken over in place).
-    BiasAccumulate(&'a [f32; COLS]),
-}
-
-/// A tile kernel: `c = start + x · w` on a `ROWS × COLS` tile whose rows are `c[r][..COLS]`, `x` being
-/// `kc` steps of [`ROWS`] activation values and `w` `kc` steps of [`COLS`] weights.
-pub type TileKernel = fn(x: &[f32], w: &[f32], c: [&mut [f32]; ROWS], start: Start);
 
 /// How a linear layer's activation (`m × k`) and output (`m × n`) lie in memory: row-major, or
 /// transposed (`k × m`, `n × m`). tract's declutter leaves some ViT exports channel-major (DINOv2's,
@@ -72,34 +49,14 @@ pub struct Layout {
     pub output_transposed: bool,
 }
 
-/// The SIMD tile kernel for this CPU, if it has one.
+/// The SIMD tile kernel for this CPU, if it has one (`mien_kernels::dispatch::f32_tile`).
 pub fn kernel() -> Option<TileKernel> {
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
-        return Some(avx2::tile_kernel);
-    }
-    None
+    mien_kernels::dispatch::f32_tile().map(|choice| choice.kernel)
 }
 
-/// Whether the runtime puts f32 products on mien's tile kernel ([`kernel`]) on this CPU, and why.
-///
-/// On AVX-512 CPUs tract 0.23.9 runs its 16-wide `avx512_mmm_f32_*` kernels, which beat mien's AVX2 tile
-/// there (see docs/BENCHMARKS.md), so mien's products are used on AVX2-only CPUs. `MIEN_F32_PRODUCTS`
-/// (`mien` or `tract`) overrides the choice, for comparisons; tests of the kernels call [`kernel`] directly.
-pub fn products_pay() -> (bool, &'static str) {
-    match std::env::var("MIEN_F32_PRODUCTS").as_deref() {
-        Ok("mien") => return (kernel().is_some(), "MIEN_F32_PRODUCTS"),
-        Ok("tract") => return (false, "MIEN_F32_PRODUCTS"),
-        _ => {}
-    }
-    if kernel().is_none() {
-        return (false, "no tile kernel for this CPU");
-    }
-    #[cfg(target_arch = "x86_64")]
-    if is_x86_feature_detected!("avx512f") {
-        return (false, "AVX-512: tract's 16-wide kernels are faster here");
-    }
-    (true, "AVX2 + FMA tile kernel")
+/// The name of [`kernel`]'s kernel (or of the scalar reference where there is none), for reports.
+pub fn kernel_name() -> &'static str {
+    mien_kernels::dispatch::f32_tile().map_or("mien_scalar_f32_tile", |choice| choice.name)
 }
 
 /// What each thread does to its share of a product's (row-major) output once it is computed, while the
@@ -1407,34 +1364,14 @@ mod tests {
         Ok(())
     }
 
+    /// The SIMD tile kernel through the packing and blocking (the kernel alone is tested against its twin
+    /// in `mien_kernels::f32_tile`).
     #[test]
-    fn simd_kernel_matches_its_scalar_twin_bit_for_bit() -> TractResult<()> {
+    fn simd_products_match_the_scalar_kernels_bit_for_bit() -> TractResult<()> {
         let Some(kernel) = kernel() else {
             eprintln!("no SIMD linear kernel on this CPU: nothing to compare");
             return Ok(());
         };
-        let bias: [f32; COLS] = values(COLS, 3).try_into().unwrap();
-        // Every remainder of the kernel's four-step unrolling, alone and after whole iterations.
-        for kc in [1, 2, 3, 4, 5, 7, 64, 255, 256] {
-            let (x, w) = (values(kc * ROWS, 4), values(kc * COLS, 5));
-            for (ldc, start) in [
-                (COLS, Start::Accumulate),
-                (40, Start::Accumulate),
-                (COLS, Start::Zero),
-                (23, Start::Bias(&bias)),
-                (40, Start::BiasAccumulate(&bias)),
-            ] {
-                let c = values((ROWS - 1) * ldc + COLS, 6);
-                let (mut simd, mut reference) = (c.clone(), c);
-                fn rows(c: &mut [f32], ldc: usize) -> [&mut [f32]; ROWS] {
-                    let mut rows = c.chunks_mut(ldc);
-                    std::array::from_fn(|_| rows.next().unwrap())
-                }
-                kernel(&x, &w, rows(&mut simd, ldc), start);
-                scalar::tile_kernel(&x, &w, rows(&mut reference, ldc), start);
-                assert_eq!(simd, reference, "kc {kc} ldc {ldc} {start:?}");
-            }
-        }
         for (m, n, k) in SHAPES {
             let (x, w) = (values(m * k, 7), values(k * n, 8));
             let packed = PackedWeights::pack(&w, k, n)?.with_bias(values(n, 9))?;
@@ -1527,22 +1464,6 @@ mod tests {
         }
         assert!(PackedWeights::pack_strided(&[0.0; 5], 2, 3, 1, 2).is_err());
         Ok(())
-    }
-
-    #[test]
-    fn products_stay_on_tracts_kernels_on_avx512_cpus() {
-        if std::env::var("MIEN_F32_PRODUCTS").is_ok() {
-            return;
-        }
-        let (pays, reason) = products_pay();
-        #[cfg(target_arch = "x86_64")]
-        assert_eq!(
-            pays,
-            kernel().is_some() && !is_x86_feature_detected!("avx512f"),
-            "{reason}"
-        );
-        #[cfg(not(target_arch = "x86_64"))]
-        assert!(!pays, "{reason}");
     }
 
     #[test]

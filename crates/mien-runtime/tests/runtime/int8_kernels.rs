@@ -59,7 +59,7 @@ fn every_int8_matmul_runs_on_the_integer_kernel_this_cpu_should_use() {
     let mien_linear = kernels
         .get(&format!(
             "{} (int8 linear)",
-            mien_runtime::int8_linear::KERNEL_NAME
+            mien_runtime::int8_linear::kernel_name()
         ))
         .copied()
         .unwrap_or(0);

@@ -6,7 +6,7 @@
 //! two products), and SADALP adds neighbouring i16 lanes into the pair's four i32 accumulators: 16
 //! multiply-adds in 3 instructions, where tract's `arm64simd_mmm_i32_8x8` widens to i16 first and does 4
 //! per SMLAL. Two products fit an i16 only while one factor stays within ±127: the weights, which the
-//! quantizer clamps there and [`super::PackedInt8Weights`] checks.
+//! quantizer clamps there and the runtime's packing checks.
 //!
 //! The loop is written out in assembly because the register use is the point: the 16 accumulators
 //! (v16–v31), both operands' 16 bytes for four rows and four columns (v0–v7, one post-indexed `LD1` of
@@ -15,6 +15,9 @@
 //! operand).
 
 use super::{BLOCK_BYTES, COLS, ROWS};
+
+/// Name of this kernel in `mien info` and the load log.
+pub const NAME: &str = "mien_neon_i8_smull_4x4";
 
 /// [`super::scalar::tile`] on NEON; equal to it whenever `w` holds no −128.
 pub fn tile(x: &[i8], w: &[i8]) -> [[i32; COLS]; ROWS] {

@@ -3,7 +3,7 @@
 
 use std::arch::asm;
 
-use tract_core::prelude::f16;
+use half::f16;
 
 /// Writes `src` rounded to f16 into `dst` (same length).
 pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {

@@ -4,9 +4,12 @@ use std::arch::x86_64::*;
 
 use super::scalar::{exp_non_positive, EXP_POLY, EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2_E};
 
+/// Name of this kernel in `mien info` and the load log.
+pub const NAME: &str = "mien_avx2_fma_softmax";
+
 /// Softmax of one row, in place. The caller must have checked that the CPU has AVX2 and FMA.
 pub fn softmax_row(row: &mut [f32]) {
-    // SAFETY: `super::kernel` hands this kernel out only after `is_x86_feature_detected!` saw AVX2 and FMA.
+    // SAFETY: `crate::dispatch::softmax_row` hands this kernel out only after `is_x86_feature_detected!` saw AVX2 and FMA.
     unsafe { softmax_row_avx2(row) }
 }
 

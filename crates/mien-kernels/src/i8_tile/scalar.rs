@@ -3,7 +3,7 @@
 use super::{BLOCK_BYTES, COLS, K_STEP, ROWS};
 
 /// `Σ x[r][kk] · w[c][kk]` over every block of a packed row group `x` and a packed panel `w` (see
-/// [`super::PackedInt8Weights`] for the layout).
+/// [`super`] for the layout).
 pub fn tile(x: &[i8], w: &[i8]) -> [[i32; COLS]; ROWS] {
     assert!(
         x.len() == w.len() && x.len() % BLOCK_BYTES == 0,

@@ -1,6 +1,6 @@
 //! The reference: one element at a time with the `half` crate (IEEE round to nearest, ties to even).
 
-use tract_core::prelude::f16;
+use half::f16;
 
 /// Writes `src` rounded to f16 into `dst`.
 pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {

@@ -2,45 +2,20 @@
 //!
 //! A scalar reference ([`scalar`], the `half` crate's conversions) and an aarch64 NEON kernel ([`neon`],
 //! FCVTN/FCVTL eight lanes at a time: part of base AArch64 Advanced SIMD, so every aarch64 core has it),
-//! picked at compile time since NEON is always there on aarch64. Both round to nearest, ties to even
+//! picked at compile time since NEON is always there on aarch64 ([`crate::dispatch::f32_to_f16`],
+//! [`crate::dispatch::f16_to_f32`]). Both round to nearest, ties to even
 //! (the NEON kernel under the default FPCR rounding mode), so they agree bit for bit; the tests check
 //! the kernel against its scalar twin (under qemu-user in CI).
-
-use tract_core::prelude::f16;
 
 #[cfg(target_arch = "aarch64")]
 pub mod neon;
 pub mod scalar;
 
-/// Writes `src` rounded to f16 into `dst` (same length).
-pub fn f32_to_f16(src: &[f32], dst: &mut [f16]) {
-    assert_eq!(
-        src.len(),
-        dst.len(),
-        "f32 to f16: slices of different lengths"
-    );
-    #[cfg(target_arch = "aarch64")]
-    neon::f32_to_f16(src, dst);
-    #[cfg(not(target_arch = "aarch64"))]
-    scalar::f32_to_f16(src, dst);
-}
-
-/// Writes `src` widened to f32 into `dst` (same length; exact).
-pub fn f16_to_f32(src: &[f16], dst: &mut [f32]) {
-    assert_eq!(
-        src.len(),
-        dst.len(),
-        "f16 to f32: slices of different lengths"
-    );
-    #[cfg(target_arch = "aarch64")]
-    neon::f16_to_f32(src, dst);
-    #[cfg(not(target_arch = "aarch64"))]
-    scalar::f16_to_f32(src, dst);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::dispatch::{f16_to_f32, f32_to_f16};
+    use half::f16;
 
     /// Edge values (ties, subnormals, overflow, signed zeros, infinities) and a spread of ordinary ones.
     pub(crate) fn samples() -> Vec<f32> {

@@ -6,6 +6,9 @@ use std::arch::x86_64::*;
 
 use super::{Start, COLS, ROWS};
 
+/// Name of this kernel in `mien info` and the load log.
+pub const NAME: &str = "mien_avx2_fma_f32_tile";
+
 /// `c = start + x · w` on one tile (see [`super::scalar::tile_kernel`], which this matches bit for bit).
 /// The caller must have checked that the CPU has AVX2 and FMA.
 pub fn tile_kernel(x: &[f32], w: &[f32], c: [&mut [f32]; ROWS], start: Start) {
@@ -27,7 +30,7 @@ pub fn tile_kernel(x: &[f32], w: &[f32], c: [&mut [f32]; ROWS], start: Start) {
         r4.as_mut_ptr(),
         r5.as_mut_ptr(),
     ];
-    // SAFETY: `super::kernel` hands this kernel out only after `is_x86_feature_detected!` saw AVX2 and FMA;
+    // SAFETY: `crate::dispatch::f32_tile` hands this kernel out only after `is_x86_feature_detected!` saw AVX2 and FMA;
     // the lengths were checked just above.
     unsafe { tile_kernel_avx2(kc, x, w, rows, start) }
 }

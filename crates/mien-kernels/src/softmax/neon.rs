@@ -4,6 +4,9 @@ use std::arch::aarch64::*;
 
 use super::scalar::{exp_non_positive, EXP_POLY, EXP_UNDERFLOW, LN2_HI, LN2_LO, LOG2_E};
 
+/// Name of this kernel in `mien info` and the load log.
+pub const NAME: &str = "mien_neon_softmax";
+
 /// `e^x` for four `x ≤ 0`.
 #[inline(always)]
 fn exp4(x: float32x4_t) -> float32x4_t {
