@@ -275,6 +275,14 @@ fn vit_s14_fer_int8_paths_stay_within_the_documented_bound() {
             a.probabilities,
             b.probabilities
         );
-        assert_eq!(a.label, b.label, "{name}");
+        // The same label, unless the photo is a near tie that the documented drift can flip (which CPU's
+        // kernels run the float parts decides which way: AVX2-only and AVX-512 machines differ).
+        let mut sorted = b.probabilities.clone();
+        sorted.sort_by(|x, y| y.total_cmp(x));
+        if sorted[0] - sorted[1] > 2.0 * diff {
+            assert_eq!(a.label, b.label, "{name}");
+        } else {
+            eprintln!("{name}: a near tie ({:.4} vs {:.4}): labels not compared", sorted[0], sorted[1]);
+        }
     }
 }

@@ -394,8 +394,9 @@ fn a_broker_restart_is_survived_and_home_assistant_gets_discovery_again() {
     all.wait("homeassistant/sensor/kiosk-r/faces_present/config", back, Duration::from_secs(10), |_| true);
     let state = all.wait("mien/kiosk-r/state", back, Duration::from_secs(10), |_| true);
     let frame_after = json(&state)["frame"].as_u64().unwrap();
-    // At 10 frames a second for the 5 s outage (fewer under emulation).
-    assert!(frame_after > frame_before + 15, "frames kept being processed: {frame_before} then {frame_after}");
+    // At 10 frames a second for the 5 s outage, or 2-3 under qemu on a busy machine; a pipeline blocked on
+    // the lost broker would advance by the frames in flight only.
+    assert!(frame_after >= frame_before + 5, "frames kept being processed: {frame_before} then {frame_after}");
     assert!(mien.stderr().contains("MQTT broker mqtt://127.0.0.1"), "a notice about the lost broker:\n{}", mien.stderr());
 
     // Home Assistant restarting announces itself: discovery again.
@@ -416,6 +417,14 @@ fn a_broker_that_comes_up_after_mien_is_connected_to_when_it_does() {
     }
     let port = free_port();
     let mien = Mien::start(&format!("mqtt://127.0.0.1:{port}"), "kiosk-late", &[]);
+    // The broker comes up once mien has been refused (loading takes seconds under qemu).
+    let refused = format!("MQTT broker mqtt://127.0.0.1:{port}: Connection refused");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !mien.stderr().contains(&refused) {
+        assert!(Instant::now() < deadline, "no notice of the refused connection in 60 s:\n{}", mien.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // A few retries while the broker is down.
     std::thread::sleep(Duration::from_secs(2));
     let dir = Arc::new(tempfile::tempdir().unwrap());
     let broker = Broker::start(dir, "", Some(port));
@@ -424,7 +433,6 @@ fn a_broker_that_comes_up_after_mien_is_connected_to_when_it_does() {
     all.wait("mien/kiosk-late/availability", up, Duration::from_secs(30), |m| m.payload == "online");
     all.wait("mien/kiosk-late/state", up, Duration::from_secs(10), |_| true);
     let stderr = mien.stderr();
-    assert!(stderr.contains(&format!("MQTT broker mqtt://127.0.0.1:{port}: Connection refused")), "{stderr}");
     assert_eq!(stderr.matches("Connection refused").count(), 1, "one notice per outage, not one per retry:\n{stderr}");
 }
 
