@@ -58,6 +58,21 @@ pub fn f32_products() -> (bool, &'static str) {
     (true, "AVX2 + FMA tile kernel")
 }
 
+/// Whether the runtime fuses each LayerNorm into one op on [`crate::layer_norm`]'s kernel instead of
+/// tract's five-op decomposition, and why: beside mien's own f32 products ([`f32_products`]).
+/// `MIEN_LAYER_NORM` (`mien` or `tract`) overrides the choice, for comparisons.
+pub fn layer_norm() -> (bool, &'static str) {
+    match std::env::var("MIEN_LAYER_NORM").as_deref() {
+        Ok("mien") => return (true, "MIEN_LAYER_NORM"),
+        Ok("tract") => return (false, "MIEN_LAYER_NORM"),
+        _ => {}
+    }
+    match f32_products() {
+        (true, _) => (true, "beside mien's f32 products"),
+        (false, _) => (false, "beside tract's f32 products"),
+    }
+}
+
 /// The int8 tile kernel for this CPU when mien's product beats tract's here: aarch64 without SDOT
 /// (Cortex-A72, the Raspberry Pi 4). Cores with SDOT keep tract's kernel, which does 16 multiply-adds per
 /// instruction.
@@ -119,9 +134,7 @@ pub fn summary() -> Vec<(&'static str, &'static str)> {
         ("f32 tile", name(f32_tile.map(|c| c.name))),
         ("i8 tile", name(i8_tile().map(|c| c.name))),
         ("softmax", name(softmax_row().map(|c| c.name))),
-        // The runtime fuses LayerNorm into one op together with its own products (where tract's f32
-        // kernels run the products, tract's LayerNorm stays too).
-        ("layer norm", if f32_tile.is_some() { "mien_scalar_layer_norm" } else { "tract's" }),
+        ("layer norm", if layer_norm().0 { "mien_scalar_layer_norm" } else { "tract's" }),
         ("f16 convert", if cfg!(target_arch = "aarch64") { "mien_neon_f16_convert" } else { "mien_scalar_f16_convert" }),
     ]
 }
@@ -140,6 +153,14 @@ mod tests {
         assert_eq!(pays, f32_tile().is_some() && !is_x86_feature_detected!("avx512f"), "{reason}");
         #[cfg(not(target_arch = "x86_64"))]
         assert!(!pays, "{reason}");
+    }
+
+    #[test]
+    fn layer_norm_follows_the_f32_products() {
+        if std::env::var("MIEN_LAYER_NORM").is_ok() || std::env::var("MIEN_F32_PRODUCTS").is_ok() {
+            return;
+        }
+        assert_eq!(layer_norm().0, f32_products().0);
     }
 
     /// What each architecture is expected to pick (under qemu-user, the emulated core's features).

@@ -324,7 +324,11 @@ impl Model {
                 .map_err(tract_err("optimize"))?;
             let attention =
                 linear::attention::fuse_attention(&mut model).map_err(tract_err("optimize"))?;
-            let layer_norms = norm::fuse_layer_norms(&mut model).map_err(tract_err("optimize"))?;
+            let layer_norms = if mien_kernels::dispatch::layer_norm().0 {
+                norm::fuse_layer_norms(&mut model).map_err(tract_err("optimize"))?
+            } else {
+                0
+            };
             tracing::debug!(
                 early_ms,
                 decluttered_ms,
@@ -337,6 +341,16 @@ impl Model {
             );
             replaced
         };
+        // Where the products stay on tract's kernels, LayerNorm can still be one op of mien's.
+        if !products_pay
+            && !options.tract_ops_only
+            && !options.tract_float_kernels
+            && mien_kernels::dispatch::layer_norm().0
+        {
+            model.declutter().map_err(tract_err("optimize"))?;
+            let layer_norms = norm::fuse_layer_norms(&mut model).map_err(tract_err("optimize"))?;
+            tracing::debug!(layer_norms, "layer norms fused beside tract's products");
+        }
         let mut optimized = model.into_optimized().map_err(tract_err("optimize"))?;
         let (fast_packs, slice_casts, row_softmaxes) = if options.tract_ops_only {
             (0, 0, 0)
